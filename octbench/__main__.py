@@ -1,0 +1,3 @@
+from octbench.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""One cell: (suite, variant, seed, fold) in, one result record out.
+
+A cell is a pure function of its task: it builds fresh techniques, fits them on the fold's inner training part
+only, trains, and evaluates on the held-out fold and the official test split. Nothing here touches the store,
+so another executor can run cells in another process or on another machine.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from octbench import folds
+from octbench.device import describe, resolve
+from octbench.errors import CellFailed, OctbenchError
+from octbench.metrics import evaluate
+from octbench.plugins import PluginHost
+from octbench.suite import QUICK_EPOCHS, QUICK_POOL, Suite, Variant
+from octbench.technique import Resampler, Splits
+from octbench.train import timed_predict, to_device, train
+
+
+@dataclass(frozen=True)
+class CellTask:
+    suite: Suite
+    variant: Variant
+    seed: int
+    fold: int
+    config_hash: str
+    device: str
+    data_dir: str | None = None
+    quick: bool = False
+    plugin_paths: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.variant.name, self.seed, self.fold)
+
+    @property
+    def cell_seed(self) -> int:
+        """Seeds model initialisation, shuffling, augmentation and resampling: the same for every variant."""
+        return self.seed * 1_000 + self.fold
+
+
+@dataclass
+class CellResult:
+    variant: str
+    seed: int
+    fold: int
+    config_hash: str
+    status: str = "done"
+    error: str = ""
+    detail: str = ""
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    device: str = ""
+
+
+_DATA: dict[tuple[str, str, str | None], Splits] = {}
+
+
+def load_data(suite: Suite, host: PluginHost, data_dir: str | None, progress: bool = False) -> Splits:
+    """The suite's dataset, loaded once per process."""
+    ref = suite.dataset
+    key = (ref.name or "", repr(sorted(ref.params.items())), data_dir)
+    if key not in _DATA:
+        dataset = host.create("dataset", ref.name, ref.params)
+        _DATA[key] = dataset.load(data_dir, progress=progress)
+    return _DATA[key]
+
+
+def pool_of(data: Splits) -> tuple[np.ndarray, np.ndarray]:
+    """The cross-validation pool: official train + val."""
+    return (
+        np.concatenate([data.train_images, data.val_images]),
+        np.concatenate([data.train_labels, data.val_labels]),
+    )
+
+
+def execute(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None) -> CellResult:
+    """Run a cell; any failure inside it becomes a failed result with its reason, never an exception."""
+    try:
+        return run_cell(task, host, on_epoch=on_epoch)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except CellFailed as exc:
+        return _failed(task, str(exc), traceback.format_exc())
+    except torch.cuda.OutOfMemoryError as exc:
+        return _failed(task, f"out of memory: {exc}".splitlines()[0], traceback.format_exc())
+    except Exception as exc:
+        return _failed(task, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+
+def _failed(task: CellTask, reason: str, detail: str) -> CellResult:
+    return CellResult(*task.key, task.config_hash, status="failed", error=reason, detail=detail)
+
+
+def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None) -> CellResult:
+    host = host or PluginHost.load(task.plugin_paths)
+    suite, variant, timings = task.suite, task.variant, {}
+
+    start = time.perf_counter()
+    data = load_data(suite, host, task.data_dir)
+    pool_x, pool_y = pool_of(data)
+    pool_index = np.arange(len(pool_y))
+    if task.quick:
+        pool_index = folds.quick_subset(pool_y, QUICK_POOL, task.seed)
+        pool_x, pool_y = pool_x[pool_index], pool_y[pool_index]
+    train_idx, held_idx = folds.fold_indices(pool_y, suite.cv.folds, task.seed, task.fold)
+    inner_idx, val_idx = folds.inner_split(train_idx, pool_y, suite.cv.val_fraction, task.seed, task.fold)
+    timings["load"] = time.perf_counter() - start
+
+    parts = {
+        "train": (pool_x[inner_idx], pool_y[inner_idx]),
+        "inner_val": (pool_x[val_idx], pool_y[val_idx]),
+        "heldout": (pool_x[held_idx], pool_y[held_idx]),
+    }
+    if suite.cv.test_split:
+        parts["test"] = (data.test_images, data.test_labels)
+    counts = {name: len(y) for name, (_, y) in parts.items()}
+
+    parts, prep_timings = apply_preprocessors(host, variant, parts, task.cell_seed)
+    timings.update(prep_timings)
+    counts["train_after_resampling"] = len(parts["train"][1])
+
+    device = resolve(task.device)
+    torch.manual_seed(task.cell_seed)
+    model_spec = host.create("model", variant.model.name, variant.model.params)
+    model = model_spec.build(data.channels, data.num_classes, int(parts["train"][0].shape[1])).to(device)
+    augmenters = [host.create("augmenter", r.name, r.params) for r in variant.augmenters]
+    regularizers = [host.create("regularizer", r.name, r.params) for r in variant.regularizers]
+    for reg in regularizers:
+        model = reg.configure_model(model)
+
+    start = time.perf_counter()
+    on_device = {name: to_device(x, y, device) for name, (x, y) in parts.items()}
+    timings["to_device"] = time.perf_counter() - start
+    generator = torch.Generator(device=device)
+    generator.manual_seed(task.cell_seed)
+    epochs = min(suite.train.epochs, QUICK_EPOCHS) if task.quick else suite.train.epochs
+    outcome = train(
+        model,
+        on_device["train"],
+        on_device["inner_val"],
+        config=suite.train,
+        epochs=epochs,
+        augmenters=augmenters,
+        regularizers=regularizers,
+        generator=generator,
+        num_classes=data.num_classes,
+        on_epoch=on_epoch,
+    )
+    timings["train"] = outcome.train_seconds
+    timings["train_images_per_s"] = outcome.images_per_s
+    timings["train_warm"] = float(outcome.warm)
+
+    result = CellResult(*task.key, task.config_hash, history=outcome.history, counts=counts, device=describe(device))
+    start = time.perf_counter()
+    use_amp, channels_last = suite.train.amp and device.type == "cuda", device.type == "cuda"
+    evaluated = {"heldout": pool_index[held_idx], "test": np.arange(counts.get("test", 0))}
+    for split in ("heldout", "test"):
+        if split not in on_device:
+            continue
+        x, y = on_device[split]
+        probs, speed = timed_predict(model, x, suite.train.eval_batch_size, use_amp, channels_last)
+        y_true = parts[split][1]
+        result.evaluations[split] = evaluate(y_true, probs, data.num_classes)
+        result.predictions[split] = {"indices": evaluated[split], "y_true": y_true, "probs": probs}
+        if split == "heldout":
+            timings["infer_images_per_s"] = speed
+    timings["evaluate"] = time.perf_counter() - start
+    result.timings = timings
+    return result
+
+
+def apply_preprocessors(
+    host: PluginHost, variant: Variant, parts: dict[str, tuple[np.ndarray, np.ndarray]], seed: int
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+    """Fit each step on the training part only; resamplers change the training part only.
+
+    ``parts['train']`` is the only data a step is fitted or resampled on; every other part is transformed with
+    the already-fitted step. This is where the no-leakage invariant lives.
+    """
+    timings = {"preprocess": 0.0, "resample": 0.0}
+    for ref in variant.preprocessors:
+        step = host.create("preprocessor", ref.name, ref.params)
+        start = time.perf_counter()
+        if isinstance(step, Resampler):
+            x, y = step.fit_resample(*parts["train"], random_state=seed)
+            parts = {**parts, "train": (x, y)}
+            timings["resample"] += time.perf_counter() - start
+            continue
+        step.fit(*parts["train"])
+        parts = {name: (_checked(step.transform(x), x, ref.name), y) for name, (x, y) in parts.items()}
+        timings["preprocess"] += time.perf_counter() - start
+    return parts, timings
+
+
+def _checked(out: np.ndarray, before: np.ndarray, name: str) -> np.ndarray:
+    if not isinstance(out, np.ndarray) or out.ndim != 4 or len(out) != len(before):
+        raise OctbenchError(f"preprocessor '{name}' must return (N, H, W, C) arrays with the same N it was given")
+    return out

@@ -1,0 +1,170 @@
+"""The command line: parses arguments and delegates. Invalid input exits 2 with one line; failed cells exit 1."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from octbench.errors import OctbenchError
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OctbenchError as exc:
+            raise UserError(str(exc)) from None
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="octbench")
+def cli() -> None:
+    """Benchmark techniques on OCTMNIST and any MedMNIST 2D dataset, leakage-free, with a report."""
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: reports/<suite name>].")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with MedMNIST .npz files.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides the suite's train.device.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a suite key, e.g. cv.folds=3.")
+@click.option("--fresh", is_flag=True, help="Discard stored results in the output folder and start over.")
+@click.option("--quick", is_flag=True, help="Cap epochs and subsample training for a fast first look.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def run(suite, out, data_dir, device, overrides, fresh, quick, no_progress) -> None:
+    """Train and evaluate every variant of SUITE; resume where a previous run stopped."""
+    from octbench.runner import run_suite
+
+    summary = run_suite(
+        suite, out=out, data_dir=data_dir, device=device, overrides=list(overrides), fresh=fresh, quick=quick,
+        progress=not no_progress,
+    )
+    click.echo(
+        f"{summary.done} cells done, {summary.failed} failed, {summary.skipped} already finished "
+        f"({summary.planned} planned) in {summary.seconds:.1f} s\nreport: {summary.report}"
+    )
+    sys.exit(summary.exit_code)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def report(directory) -> None:
+    """Re-render DIRECTORY/report.html from DIRECTORY/results.sqlite (no training)."""
+    from octbench.report.render import write_report
+
+    click.echo(f"report: {write_report(directory)}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plugin", "paths", multiple=True, type=click.Path(), help="Also load this plugin file or folder.")
+def plugins(as_json, paths) -> None:
+    """List every technique: name, kind, parameters and source."""
+    from octbench.params import describe_params
+    from octbench.plugins import PluginHost
+
+    host = PluginHost.load(paths)
+    rows = [
+        {
+            "name": reg.name,
+            "kind": reg.kind,
+            "summary": reg.cls.summary(),
+            "parameters": describe_params(reg.cls.Params),
+            "plugin": reg.plugin,
+            "source": reg.source,
+        }
+        for reg in host.all()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for kind in ("dataset", "preprocessor", "augmenter", "model", "regularizer"):
+        members = [r for r in rows if r["kind"] == kind]
+        if kind == "dataset" and len(members) > 6:
+            click.echo(f"{kind}s: {', '.join(r['name'] for r in members)}")
+            click.echo("  parameters (MedMNIST): size=28 (28|64|128|224), download=True; see --json for each")
+            continue
+        click.echo(f"{kind}s:")
+        for r in members:
+            params = ", ".join(f"{p['name']}={p['default']!r}" for p in r["parameters"]) or "no parameters"
+            click.echo(f"  {r['name']:<20} {r['summary']}")
+            click.echo(f"  {'':<20} {params}  [{r['plugin']}]")
+
+
+@cli.group()
+def data() -> None:
+    """MedMNIST data files: list, fetch, verify."""
+
+
+_data_dir = click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with MedMNIST .npz files.")
+
+
+@data.command("list")
+@_data_dir
+def data_list(data_dir) -> None:
+    """Every 2D single-label MedMNIST flag, its sizes and which files are present."""
+    from octbench.data import medmnist
+
+    directory = medmnist.data_dir(data_dir)
+    click.echo(f"data directory: {directory}")
+    for flag, entry in sorted(medmnist.info().items()):
+        present = [str(s) for s in medmnist.sizes(flag) if (directory / medmnist.file_name(flag, s)).exists()]
+        n = entry["n_samples"]
+        click.echo(
+            f"  {flag:<16} {entry['task']:<19} {len(entry['label'])} classes  {entry['n_channels']} ch  "
+            f"train/val/test {n['train']}/{n['val']}/{n['test']}  present: {', '.join(present) or '-'}"
+        )
+
+
+@data.command("fetch")
+@click.argument("flag")
+@click.option("--size", type=click.Choice(["28", "64", "128", "224"]), default="28", show_default=True)
+@_data_dir
+def data_fetch(flag, size, data_dir) -> None:
+    """Download FLAG's file (checked against medmnist's MD5) into the data directory."""
+    from octbench.data import medmnist
+
+    path, md5 = medmnist.locate(flag, int(size), medmnist.data_dir(data_dir), fetch=True, progress=True)
+    click.echo(f"{path} (MD5 {md5} verified)")
+
+
+@data.command("verify")
+@_data_dir
+def data_verify(data_dir) -> None:
+    """Check the MD5 of every MedMNIST file in the data directory."""
+    from octbench.data import medmnist
+    from octbench.data.files import verified_md5
+    from octbench.errors import DataError
+
+    directory = medmnist.data_dir(data_dir)
+    checked, bad = 0, []
+    for flag in sorted(medmnist.info()):
+        for size in medmnist.sizes(flag):
+            path = directory / medmnist.file_name(flag, size)
+            if not path.exists():
+                continue
+            checked += 1
+            try:
+                verified_md5(path, medmnist.source(flag, size)[1])
+                click.echo(f"ok   {path}")
+            except DataError as exc:
+                bad.append(str(exc))
+                click.echo(f"BAD  {path}")
+    if not checked:
+        raise OctbenchError(f"no MedMNIST files in {directory}. Fetch one with `octbench data fetch octmnist`.")
+    if bad:
+        raise OctbenchError(f"{len(bad)} of {checked} files failed: " + " | ".join(bad))
+    click.echo(f"{checked} files verified")
+
+
+def main() -> None:
+    cli(prog_name="octbench")

@@ -1,0 +1,51 @@
+"""The compute device: choosing it, synchronising it before reading a clock, describing it for provenance."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+from octbench.errors import OctbenchError
+
+
+def resolve(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OctbenchError(f"device '{requested}' was asked for but CUDA is not available; use --device cpu or auto.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise OctbenchError("device 'mps' was asked for but is not available; use --device cpu or auto.")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def clock(device: torch.device) -> float:
+    """A wall-clock reading taken after all queued device work has finished."""
+    synchronize(device)
+    return time.perf_counter()
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {_cpu_model()}, {torch.get_num_threads()} threads"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,48 @@
+"""Fold assignment: a function of the pool's labels and the seed only, so every variant sees the same folds."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from octbench.errors import OctbenchError
+
+
+def quick_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A stratified subset of the pool's indices (all of them when the pool is small)."""
+    if len(labels) <= size:
+        return np.arange(len(labels))
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=size, stratify=labels, random_state=seed)
+    return np.sort(keep)
+
+
+def check_foldable(labels: np.ndarray, folds: int, class_names: list[str]) -> None:
+    counts = np.bincount(labels, minlength=len(class_names))
+    small = [f"'{class_names[c]}' ({counts[c]})" for c in range(len(counts)) if counts[c] < folds]
+    if small:
+        raise OctbenchError(
+            f"stratified {folds}-fold cross-validation needs at least {folds} images of every class in the pool; "
+            f"too few: {', '.join(small)}. Use fewer folds or a larger dataset."
+        )
+
+
+def fold_indices(labels: np.ndarray, folds: int, seed: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training part, held-out part) of ``fold`` for ``seed``, as indices into ``labels``."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for index, (train, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        if index == fold:
+            return train, held_out
+    raise ValueError(f"fold {fold} out of range for {folds} folds")
+
+
+def inner_split(
+    train: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int, fold: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified inner validation split of a fold's training part, for early stopping and LR schedules."""
+    y = labels[train]
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    inner_train, inner_val = train_test_split(
+        train, test_size=val_fraction, stratify=stratify, random_state=seed * 1_000 + fold
+    )
+    return np.sort(inner_train), np.sort(inner_val)

@@ -1,0 +1,65 @@
+"""Parameter declaration and validation for techniques, in one place.
+
+A technique declares its parameters as a pydantic model named ``Params``; ``validate_params`` turns a suite's raw
+mapping into that model and turns pydantic's errors into one sentence that names the technique, the parameter,
+the rule and the value given.
+"""
+
+import difflib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from octbench.errors import PluginError
+
+
+class Params(BaseModel):
+    """Base for a technique's parameters: unknown keys are errors, values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validate_params(params_model: type[BaseModel], technique: str, raw: dict[str, Any]) -> BaseModel:
+    try:
+        return params_model.model_validate(raw)
+    except ValidationError as exc:
+        raise PluginError(describe_param_error(params_model, technique, exc)) from None
+
+
+def describe_param_error(params_model: type[BaseModel], technique: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    param = ".".join(str(p) for p in err["loc"]) or "?"
+    known = list(params_model.model_fields)
+    if err["type"] == "extra_forbidden":
+        hint = closest_hint(param, known)
+        listed = ", ".join(known) if known else "none"
+        return f"{technique} has no parameter '{param}'{hint}. Its parameters are: {listed}."
+    rule = err["msg"].replace("Input should be", "must be").replace("Value error, ", "")
+    if err["type"] == "missing":
+        return f"The '{param}' parameter of {technique} is required."
+    return f"The '{param}' parameter of {technique} {rule}. Got {err['input']!r} instead."
+
+
+def describe_params(params_model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Name, type, default and description of each parameter, for `octbench plugins`."""
+    rows = []
+    for name, field in params_model.model_fields.items():
+        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+        constraints = [str(m) for m in field.metadata]
+        rows.append(
+            {
+                "name": name,
+                "type": annotation.replace("typing.", ""),
+                "default": None if field.is_required() else field.get_default(call_default_factory=True),
+                "required": field.is_required(),
+                "constraints": constraints,
+                "description": field.description or "",
+            }
+        )
+    return rows
+
+
+def closest_hint(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+

@@ -1,0 +1,94 @@
+"""From a validated suite to checked plugin references and the list of cells to run."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from octbench.cell import CellTask
+from octbench.errors import OctbenchError, SuiteError
+from octbench.plugins import PluginHost
+from octbench.suite import LIST_KINDS, Suite, Techniques, Variant, canonical_json, yaml_line
+
+
+def plugin_paths(suite: Suite, suite_file: str | Path | None) -> tuple[str, ...]:
+    """Plugin files named in the suite, relative to the suite file's folder."""
+    base = Path(suite_file).resolve().parent if suite_file else Path.cwd()
+    return tuple(str((base / p).resolve()) if not Path(p).is_absolute() else p for p in suite.plugins)
+
+
+def check_references(suite: Suite, variants: list[Variant], host: PluginHost, text: str, source: str) -> None:
+    """Every plugin name exists and every parameter is valid, or one error pointing at the suite line."""
+
+    def check(kind: str, name: str | None, params: dict, loc: list) -> None:
+        if name is None:
+            return
+        try:
+            host.check(kind, name, params)
+        except OctbenchError as exc:
+            line = yaml_line(text, loc)
+            where = f"{source}:{line}" if line else source
+            path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+            raise SuiteError(f"{where}: {path}: {exc}") from None
+
+    def check_techniques(block: Techniques, loc: list) -> None:
+        if block.model is not None:
+            check("model", block.model.name, block.model.params, [*loc, "model"])
+        for key, kind in LIST_KINDS.items():
+            for i, ref in enumerate(getattr(block, key)):
+                check(kind, ref.name, ref.params, [*loc, key, i])
+
+    check("dataset", suite.dataset.name, suite.dataset.params, ["dataset"])
+    check_techniques(suite.defaults, ["defaults"])
+    if suite.ablation is not None:
+        check_techniques(suite.ablation.base, ["ablation", "base"])
+        for name, block in suite.ablation.techniques.items():
+            check_techniques(block, ["ablation", "techniques", name])
+    for i, block in enumerate(suite.variants):
+        check_techniques(block, ["variants", i])
+    for variant in variants:  # models patched by parameters only are checked once merged
+        check("model", variant.model.name, variant.model.params, [variant.where or "variants"])
+
+
+def config_hash(suite: Suite, variant: Variant, seed: int, fold: int, data_md5: str, quick: bool) -> str:
+    """What a cell's result depends on; a stored cell with another hash is stale and is run again."""
+    payload = {
+        "dataset": suite.dataset.model_dump(mode="json"),
+        "data_md5": data_md5,
+        "cv": {"folds": suite.cv.folds, "val_fraction": suite.cv.val_fraction, "test_split": suite.cv.test_split},
+        "seed": seed,
+        "fold": fold,
+        "train": suite.train.model_dump(mode="json", exclude={"device"}),
+        "variant": variant.model_dump(mode="json", exclude={"role", "where", "name"}),
+        "quick": quick,
+    }
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
+
+
+def make_tasks(
+    suite: Suite,
+    variants: list[Variant],
+    *,
+    data_md5: str,
+    device: str,
+    data_dir: str | None,
+    quick: bool,
+    paths: tuple[str, ...],
+) -> list[CellTask]:
+    """Cells ordered seed, fold, variant: an interrupted run leaves complete, paired folds behind."""
+    return [
+        CellTask(
+            suite=suite,
+            variant=variant,
+            seed=seed,
+            fold=fold,
+            config_hash=config_hash(suite, variant, seed, fold, data_md5, quick),
+            device=device,
+            data_dir=data_dir,
+            quick=quick,
+            plugin_paths=paths,
+        )
+        for seed in suite.cv.seeds
+        for fold in range(suite.cv.folds)
+        for variant in variants
+    ]

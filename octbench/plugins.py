@@ -1,0 +1,190 @@
+"""A thin typed facade over pluggy: load plugins, collect what they register, create techniques by name.
+
+Plugins come from, in order: the ``octbench`` entry-point group (the built-ins live there too), paths or
+modules listed in ``OCTBENCH_PLUGINS`` (separated by ``,`` or the OS path separator), and files or folders
+named in a suite's ``plugins:`` list. ``OCTBENCH_DISABLE_PLUGINS`` names entry points not to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from octbench import hookspecs
+from octbench.errors import PluginError
+from octbench.params import closest_hint, validate_params
+from octbench.technique import KIND_BASES, Technique
+
+ENTRY_POINT_GROUP = "octbench"
+HOOK_KINDS = {
+    "register_datasets": "dataset",
+    "register_preprocessors": "preprocessor",
+    "register_augmenters": "augmenter",
+    "register_models": "model",
+    "register_regularizers": "regularizer",
+}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One technique as registered: its class, kind and where it came from."""
+
+    cls: type[Technique]
+    kind: str
+    plugin: str
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+
+class PluginHost:
+    """Every technique available in this process, by kind and name."""
+
+    def __init__(self, manager: pluggy.PluginManager) -> None:
+        self.manager = manager
+        self._by_kind: dict[str, dict[str, Registered]] = {kind: {} for kind in HOOK_KINDS.values()}
+        self._collect()
+
+    @classmethod
+    def load(cls, paths: Iterable[str | Path] = (), *, entry_points: bool = True) -> PluginHost:
+        manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        manager.add_hookspecs(hookspecs)
+        for name in _env_list("OCTBENCH_DISABLE_PLUGINS"):
+            manager.set_blocked(name)
+        if entry_points:
+            try:
+                manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            except Exception as exc:  # a broken third-party package must not look like our bug
+                raise PluginError(f"an '{ENTRY_POINT_GROUP}' entry-point plugin failed to import: {exc!r}") from None
+        for target in [*_env_list("OCTBENCH_PLUGINS"), *paths]:
+            for module in _import_target(target):
+                if not manager.is_registered(module):
+                    manager.register(module, name=module.__name__)
+        try:
+            manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin '{exc.plugin_name}' implements a hook octbench does not define: {exc}") from None
+        return cls(manager)
+
+    def register_module(self, module: ModuleType) -> None:
+        """Register one more plugin module (tests, interactive use) and collect its techniques."""
+        self.manager.register(module, name=module.__name__)
+        self.manager.check_pending()
+        self._by_kind = {kind: {} for kind in HOOK_KINDS.values()}
+        self._collect()
+
+    def _collect(self) -> None:
+        for hook_name, kind in HOOK_KINDS.items():
+            hook = getattr(self.manager.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                impl.function(register=self._registrar(kind, impl.plugin_name, impl.plugin))
+
+    def _registrar(self, kind: str, plugin_name: str, plugin: Any):
+        source = getattr(plugin, "__file__", None) or plugin_name
+
+        def register(cls: Any) -> None:
+            where = f"plugin '{plugin_name}' ({source})"
+            bases = KIND_BASES[kind]
+            if not (inspect.isclass(cls) and issubclass(cls, bases)):
+                wanted = " or ".join(b.__name__ for b in bases)
+                raise PluginError(f"{where} registered {cls!r} as a {kind}, but it is not a subclass of {wanted}.")
+            name = getattr(cls, "name", None)
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise PluginError(
+                    f"{where} registered {cls.__name__} with name {name!r}: a name is lowercase letters, digits, "
+                    "'-', '_' or '.', starting with a letter or digit."
+                )
+            existing = self._by_kind[kind].get(name)
+            if existing is not None:
+                raise PluginError(
+                    f"the {kind} name '{name}' is registered twice: by plugin '{existing.plugin}' "
+                    f"({existing.source}) and by {where}. Rename one, or block one with OCTBENCH_DISABLE_PLUGINS."
+                )
+            self._by_kind[kind][name] = Registered(cls, kind, plugin_name, str(source))
+
+        return register
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._by_kind[kind])
+
+    def all(self) -> list[Registered]:
+        return [reg for kind in self._by_kind.values() for reg in sorted(kind.values(), key=lambda r: r.name)]
+
+    def get(self, kind: str, name: str) -> Registered:
+        found = self._by_kind[kind].get(name)
+        if found is None:
+            known = self.names(kind)
+            hint = closest_hint(name, known)
+            raise PluginError(
+                f"unknown {kind} '{name}'{hint}. Registered {kind}s: {', '.join(known) or 'none'}. "
+                "List everything with `octbench plugins`."
+            )
+        return found
+
+    def create(self, kind: str, name: str, params: dict[str, Any] | None = None) -> Any:
+        """A fresh, unfitted technique with validated parameters."""
+        cls = self.get(kind, name).cls
+        return cls(validate_params(cls.Params, name, dict(params or {})))
+
+    def check(self, kind: str, name: str, params: dict[str, Any] | None = None) -> None:
+        """Validate a reference without building anything heavy (parameters only)."""
+        cls = self.get(kind, name).cls
+        validate_params(cls.Params, name, dict(params or {}))
+
+
+def _env_list(variable: str) -> list[str]:
+    raw = os.environ.get(variable, "")
+    return [part.strip() for part in re.split(rf"[,{re.escape(os.pathsep)}]", raw) if part.strip()]
+
+
+def _import_target(target: str | Path) -> list[ModuleType]:
+    """A .py file, a folder of .py files, or an importable module name."""
+    path = Path(target)
+    if path.suffix == ".py" or path.is_dir() or os.sep in str(target):
+        if path.is_dir():
+            files = sorted(p for p in path.glob("*.py") if not p.name.startswith("_"))
+            if not files:
+                raise PluginError(f"plugin folder {path} holds no .py files.")
+            return [_import_file(p) for p in files]
+        if not path.is_file():
+            raise PluginError(f"plugin file {path} does not exist.")
+        return [_import_file(path)]
+    try:
+        return [importlib.import_module(str(target))]
+    except Exception as exc:
+        raise PluginError(f"could not import plugin module '{target}': {exc!r}") from None
+
+
+def _import_file(path: Path) -> ModuleType:
+    path = path.resolve()
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    stem = re.sub(r"\W", "_", path.stem)
+    module_name = f"octbench_user_plugin_{stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"could not load plugin file {path}.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise PluginError(f"plugin file {path} failed to import: {exc!r}") from None
+    return module

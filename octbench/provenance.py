@@ -1,0 +1,57 @@
+"""Where a result came from: package versions, device, octbench version and commit, suite hash, data MD5."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "octbench", "torch", "numpy", "scikit-learn", "imbalanced-learn", "opencv-python-headless",
+    "albumentations", "medmnist", "pluggy", "pydantic", "scipy", "pandas", "matplotlib", "jinja2",
+)
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def source_commit() -> str:
+    """The git commit of the octbench source tree, when it is a checkout (with '+dirty' if modified)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
+def collect(*, device: str, suite_hash: str, data_md5: str, data_source: str, quick: bool) -> dict[str, Any]:
+    return {
+        "versions": package_versions(),
+        "octbench_commit": source_commit(),
+        "platform": platform.platform(),
+        "device": device,
+        "suite_hash": suite_hash,
+        "data_md5": data_md5,
+        "data_source": data_source,
+        "quick": quick,
+        "command": " ".join(sys.argv),
+    }

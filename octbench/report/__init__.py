@@ -1,0 +1,1 @@
+"""The HTML report, rendered from the results store alone."""

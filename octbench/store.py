@@ -1,0 +1,225 @@
+"""Results in SQLite (WAL): a cell's record is committed in one transaction when it finishes.
+
+Tables: ``runs`` (one per invocation, with provenance), ``plan`` (the cells a run asked for, with their
+configuration hashes), ``cells`` (one per finished or failed cell), ``metrics``, ``confusion``, ``roc``,
+``curves`` (per epoch) and ``predictions``. The report reads this file alone.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from octbench.cell import CellResult, CellTask
+from octbench.errors import OctbenchError
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, started TEXT NOT NULL, finished TEXT, suite_name TEXT NOT NULL,
+    suite_hash TEXT NOT NULL, suite_text TEXT NOT NULL, suite_json TEXT NOT NULL, quick INTEGER NOT NULL,
+    dataset_json TEXT NOT NULL, provenance TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'running'
+);
+CREATE TABLE IF NOT EXISTS plan (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, position INTEGER NOT NULL,
+    variant TEXT NOT NULL, seed INTEGER NOT NULL, fold INTEGER NOT NULL, config_hash TEXT NOT NULL,
+    role TEXT NOT NULL, variant_json TEXT NOT NULL, PRIMARY KEY (run_id, variant, seed, fold)
+);
+CREATE TABLE IF NOT EXISTS cells (
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), variant TEXT NOT NULL,
+    seed INTEGER NOT NULL, fold INTEGER NOT NULL, config_hash TEXT NOT NULL, status TEXT NOT NULL,
+    error TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '', timings TEXT NOT NULL DEFAULT '{}',
+    counts TEXT NOT NULL DEFAULT '{}', device TEXT NOT NULL DEFAULT '', finished TEXT NOT NULL,
+    UNIQUE (variant, seed, fold)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, split TEXT NOT NULL, name TEXT NOT NULL,
+    value REAL, PRIMARY KEY (cell_id, split, name)
+);
+CREATE TABLE IF NOT EXISTS confusion (
+    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, split TEXT NOT NULL, matrix TEXT NOT NULL,
+    PRIMARY KEY (cell_id, split)
+);
+CREATE TABLE IF NOT EXISTS roc (
+    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, split TEXT NOT NULL, class INTEGER NOT NULL,
+    fpr TEXT NOT NULL, tpr TEXT NOT NULL, auc REAL, PRIMARY KEY (cell_id, split, class)
+);
+CREATE TABLE IF NOT EXISTS curves (
+    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
+    train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL, lr REAL, seconds REAL,
+    PRIMARY KEY (cell_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, split TEXT NOT NULL,
+    indices BLOB NOT NULL, y_true BLOB NOT NULL, probs BLOB NOT NULL, PRIMARY KEY (cell_id, split)
+);
+"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def to_blob(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+class Store:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise OctbenchError(f"no results at {self.path}: run `octbench run SUITE --out {self.path.parent}` first.")
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=30)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            with self.conn:
+                self.conn.executescript(SCHEMA)
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+        except sqlite3.DatabaseError as exc:
+            raise OctbenchError(
+                f"{self.path} is not a usable octbench results database ({exc}); use another --out or --fresh."
+            ) from None
+        version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        if int(version) != SCHEMA_VERSION:
+            raise OctbenchError(f"{self.path} has schema version {version}, this octbench reads {SCHEMA_VERSION}.")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- writing -----------------------------------------------------------------------------------------------
+
+    def start_run(
+        self, *, suite_name: str, suite_hash: str, suite_text: str, suite_json: str, quick: bool,
+        dataset: dict[str, Any], provenance: dict[str, Any],
+    ) -> int:
+        with self.conn:
+            cursor = self.conn.execute(
+                "INSERT INTO runs (started, suite_name, suite_hash, suite_text, suite_json, quick, dataset_json,"
+                " provenance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (now(), suite_name, suite_hash, suite_text, suite_json, int(quick), json.dumps(dataset),
+                 json.dumps(provenance)),
+            )
+        return int(cursor.lastrowid)
+
+    def record_plan(self, run_id: int, tasks: Iterable[CellTask]) -> None:
+        rows = [
+            (run_id, i, t.variant.name, t.seed, t.fold, t.config_hash, t.variant.role, t.variant.model_dump_json())
+            for i, t in enumerate(tasks)
+        ]
+        with self.conn:
+            self.conn.executemany("INSERT INTO plan VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        with self.conn:
+            self.conn.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (now(), status, run_id))
+
+    def finished(self) -> set[tuple[str, int, int, str]]:
+        """(variant, seed, fold, config_hash) of every cell that finished successfully."""
+        rows = self.conn.execute("SELECT variant, seed, fold, config_hash FROM cells WHERE status='done'")
+        return {tuple(r) for r in rows}
+
+    def commit(self, run_id: int, result: CellResult) -> None:
+        """Replace any earlier record of this cell with ``result``, all in one transaction."""
+        with self.conn:
+            self.conn.execute(
+                "DELETE FROM cells WHERE variant=? AND seed=? AND fold=?", (result.variant, result.seed, result.fold)
+            )
+            cell_id = self.conn.execute(
+                "INSERT INTO cells (run_id, variant, seed, fold, config_hash, status, error, detail, timings,"
+                " counts, device, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, result.variant, result.seed, result.fold, result.config_hash, result.status, result.error,
+                 result.detail, json.dumps(result.timings), json.dumps(result.counts), result.device, now()),
+            ).lastrowid
+            for split, evaluation in result.evaluations.items():
+                self.conn.executemany(
+                    "INSERT INTO metrics VALUES (?, ?, ?, ?)",
+                    [(cell_id, split, k, _real(v)) for k, v in evaluation["scalars"].items()],
+                )
+                self.conn.execute(
+                    "INSERT INTO confusion VALUES (?, ?, ?)", (cell_id, split, json.dumps(evaluation["confusion"]))
+                )
+                self.conn.executemany(
+                    "INSERT INTO roc VALUES (?, ?, ?, ?, ?, ?)",
+                    [(cell_id, split, c["class"], json.dumps(c["fpr"]), json.dumps(c["tpr"]), c["auc"])
+                     for c in evaluation["roc"]],
+                )
+            self.conn.executemany(
+                "INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(cell_id, h["epoch"], h["train_loss"], h["train_acc"], h["val_loss"], h["val_acc"], h["lr"],
+                  h["seconds"]) for h in result.history],
+            )
+            for split, p in result.predictions.items():
+                self.conn.execute(
+                    "INSERT INTO predictions VALUES (?, ?, ?, ?, ?)",
+                    (cell_id, split, to_blob(p["indices"]), to_blob(p["y_true"]), to_blob(p["probs"])),
+                )
+
+    # --- reading -----------------------------------------------------------------------------------------------
+
+    def latest_run(self) -> sqlite3.Row:
+        row = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            raise OctbenchError(f"{self.path} holds no runs yet.")
+        return row
+
+    def runs(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+
+    def planned_cells(self, run_id: int) -> list[sqlite3.Row]:
+        """The run's plan joined with the matching stored cell (None columns where it has none yet)."""
+        return self.conn.execute(
+            "SELECT p.position, p.variant, p.seed, p.fold, p.role, p.variant_json, c.id AS cell_id, c.status,"
+            " c.error, c.timings, c.counts, c.device, c.run_id AS cell_run"
+            " FROM plan p LEFT JOIN cells c ON c.variant=p.variant AND c.seed=p.seed AND c.fold=p.fold"
+            " AND c.config_hash=p.config_hash WHERE p.run_id=? ORDER BY p.position",
+            (run_id,),
+        ).fetchall()
+
+    def metrics(self, cell_ids: list[int]) -> list[sqlite3.Row]:
+        return self._for_cells("SELECT * FROM metrics", cell_ids)
+
+    def confusion(self, cell_ids: list[int]) -> list[sqlite3.Row]:
+        return self._for_cells("SELECT * FROM confusion", cell_ids)
+
+    def roc(self, cell_ids: list[int]) -> list[sqlite3.Row]:
+        return self._for_cells("SELECT * FROM roc", cell_ids)
+
+    def curves(self, cell_ids: list[int]) -> list[sqlite3.Row]:
+        return self._for_cells("SELECT * FROM curves", cell_ids, order=" ORDER BY cell_id, epoch")
+
+    def predictions(self, cell_id: int, split: str) -> dict[str, np.ndarray] | None:
+        row = self.conn.execute(
+            "SELECT * FROM predictions WHERE cell_id=? AND split=?", (cell_id, split)
+        ).fetchone()
+        if row is None:
+            return None
+        return {k: from_blob(row[k]) for k in ("indices", "y_true", "probs")}
+
+    def _for_cells(self, query: str, cell_ids: list[int], order: str = "") -> list[sqlite3.Row]:
+        if not cell_ids:
+            return []
+        marks = ",".join("?" * len(cell_ids))
+        return self.conn.execute(f"{query} WHERE cell_id IN ({marks}){order}", cell_ids).fetchall()
+
+
+def _real(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)

@@ -1,0 +1,326 @@
+"""Suites: YAML in, validated typed models out, variants expanded and resolved.
+
+A plugin reference is a name (``clahe``) or a mapping with ``name`` and parameters
+(``{name: clahe, clip_limit: 2.0}``). A variant (and the suite's ``defaults``, an ablation's ``base`` and each of
+its ``techniques``) may set ``model`` and list ``preprocessors``, ``augmenters`` and ``regularizers``.
+Combining two of them (defaults, then base, then techniques, then the variant) appends the lists in order and
+replaces the model; a ``model`` mapping without ``name`` only changes the current model's parameters, so a
+technique can be ``{model: {batchnorm: true}}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from octbench.errors import SuiteError
+
+QUICK_EPOCHS = 2
+QUICK_POOL = 3000
+TECHNIQUE_LISTS = ("preprocessors", "augmenters", "regularizers")
+LIST_KINDS = {"preprocessors": "preprocessor", "augmenters": "augmenter", "regularizers": "regularizer"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginRef(_Strict):
+    """``name`` plus parameters; written in YAML as a bare name or a mapping."""
+
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value, "params": {}}
+        if isinstance(value, dict) and "params" not in value:
+            params = {k: v for k, v in value.items() if k != "name"}
+            return {"name": value.get("name"), "params": params}
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("a plugin name cannot be empty")
+        return value
+
+    def to_yaml(self) -> Any:
+        return {"name": self.name, **self.params} if self.params else self.name
+
+
+class Techniques(_Strict):
+    """What a variant, the defaults, an ablation base or an ablation technique contributes."""
+
+    model: PluginRef | None = None
+    preprocessors: list[PluginRef] = Field(default_factory=list)
+    augmenters: list[PluginRef] = Field(default_factory=list)
+    regularizers: list[PluginRef] = Field(default_factory=list)
+
+    def then(self, other: Techniques) -> Techniques:
+        """This, followed by ``other``: lists appended, model replaced (or its parameters patched)."""
+        model = self.model
+        if other.model is not None:
+            if other.model.name is not None or model is None:
+                model = other.model
+            else:
+                model = PluginRef(name=model.name, params={**model.params, **other.model.params})
+        lists = {key: [*getattr(self, key), *getattr(other, key)] for key in TECHNIQUE_LISTS}
+        return Techniques(model=model, **lists)
+
+
+class VariantSpec(Techniques):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class Ablation(_Strict):
+    mode: Literal["add-one", "leave-one-out", "full"]
+    base: Techniques = Field(default_factory=Techniques)
+    techniques: dict[str, Techniques] = Field(min_length=1)
+
+
+class CV(_Strict):
+    folds: int = Field(5, ge=2, le=50)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="inner split of each fold's training part")
+    test_split: bool = True
+
+
+class Optimizer(_Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+
+
+class Train(_Strict):
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(2048, ge=1)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    amp: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU")
+
+
+class Suite(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    dataset: PluginRef = Field(default_factory=lambda: PluginRef(name="octmnist", params={"size": 28}))
+    cv: CV = Field(default_factory=CV)
+    train: Train = Field(default_factory=Train)
+    defaults: Techniques = Field(default_factory=Techniques)
+    variants: list[VariantSpec] = Field(default_factory=list)
+    ablation: Ablation | None = None
+    plugins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _has_variants(self) -> Suite:
+        if not self.variants and self.ablation is None:
+            raise ValueError("a suite needs 'variants' (a list) or an 'ablation' block, or both")
+        if self.dataset.name is None:
+            raise ValueError("dataset needs a 'name'")
+        names = [v.name for v in expand_variants(self)]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def digest(self) -> str:
+        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
+
+
+class Variant(_Strict):
+    """A fully resolved variant: defaults applied, model named. ``role`` marks the comparison reference."""
+
+    name: str
+    model: PluginRef
+    preprocessors: list[PluginRef]
+    augmenters: list[PluginRef]
+    regularizers: list[PluginRef]
+    role: Literal["baseline", "variant"] = "variant"
+    where: str = ""
+
+
+def expand_variants(suite: Suite) -> list[VariantSpec]:
+    """The ablation (if any) expanded into named variants, then the explicit variants."""
+    expanded: list[VariantSpec] = []
+    if suite.ablation is not None:
+        ab = suite.ablation
+        names = list(ab.techniques)
+
+        def combine(chosen: tuple[str, ...], label: str) -> VariantSpec:
+            techniques = ab.base
+            for technique in chosen:
+                techniques = techniques.then(ab.techniques[technique])
+            return VariantSpec(name=label, **techniques.model_dump())
+
+        if ab.mode == "add-one":
+            expanded.append(combine((), "baseline"))
+            expanded += [combine((t,), f"+{t}") for t in names]
+        elif ab.mode == "leave-one-out":
+            expanded.append(combine(tuple(names), "all"))
+            expanded += [combine(tuple(n for n in names if n != t), f"all-{t}") for t in names]
+        else:
+            for k in range(len(names) + 1):
+                for chosen in itertools.combinations(names, k):
+                    expanded.append(combine(chosen, "+".join(f"+{t}" for t in chosen) or "baseline"))
+    return [*expanded, *suite.variants]
+
+
+def reference_name(suite: Suite) -> str | None:
+    """The variant others are compared with: 'baseline', or the ablation's reference ('all' for leave-one-out)."""
+    names = [v.name for v in expand_variants(suite)]
+    if suite.ablation is not None and suite.ablation.mode == "leave-one-out":
+        return "all"
+    return "baseline" if "baseline" in names else None
+
+
+def resolve_variants(suite: Suite) -> list[Variant]:
+    reference = reference_name(suite)
+    resolved = []
+    for index, spec in enumerate(expand_variants(suite)):
+        merged = suite.defaults.then(spec)
+        if merged.model is None or merged.model.name is None:
+            raise SuiteError(
+                f"variant '{spec.name}' has no model: set 'defaults: {{model: seed-cnn}}' or a 'model' on the variant."
+            )
+        resolved.append(
+            Variant(
+                name=spec.name,
+                model=merged.model,
+                preprocessors=merged.preprocessors,
+                augmenters=merged.augmenters,
+                regularizers=merged.regularizers,
+                role="baseline" if spec.name == reference else "variant",
+                where=_variant_location(suite, spec.name, index),
+            )
+        )
+    return resolved
+
+
+def _variant_location(suite: Suite, name: str, index: int) -> str:
+    explicit = [v.name for v in suite.variants]
+    if name in explicit:
+        return f"variants[{explicit.index(name)}]"
+    return "ablation"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# --- reading a suite file --------------------------------------------------------------------------------------
+
+
+def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[Suite, str]:
+    """Parse, override and validate a suite file. Returns the suite and the text as written."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError(f"suite file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"cannot read suite file {path}: {exc}") from None
+    return parse_suite(text, source=str(path), overrides=overrides), text
+
+
+def parse_suite(text: str, *, source: str = "<suite>", overrides: list[str] = ()) -> Suite:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SuiteError(f"{where}: malformed YAML: {problem}. Fix the syntax at that line.") from None
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{source}: a suite is a YAML mapping with at least 'name' and 'variants' or 'ablation'.")
+    for override in overrides:
+        apply_override(raw, override)
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise SuiteError(describe_suite_error(exc, text, source)) from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """``--set a.b.c=value``: value parsed as YAML, so numbers, booleans and lists keep their type."""
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise SuiteError(f"--set expects KEY=VALUE (e.g. dataset.name=breastmnist); got {override!r}.")
+    parts = key.strip().split(".")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if isinstance(node.get(part), str) and i == len(parts) - 2:
+                node[part] = {"name": node[part]}  # dataset: octmnist  ->  dataset: {name: octmnist}
+            node = node.setdefault(part, {})
+        else:
+            raise SuiteError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a mapping or list index.")
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = parsed
+    elif isinstance(node, dict):
+        node[last] = parsed
+    else:
+        raise SuiteError(f"--set {key}: cannot set '{last}' there.")
+
+
+def describe_suite_error(exc: ValidationError, text: str, source: str) -> str:
+    lines = []
+    for err in exc.errors()[:5]:
+        loc = [p for p in err["loc"] if not str(p).startswith("function-")]
+        path = format_location(loc)
+        line = yaml_line(text, loc)
+        where = f"{source}:{line}" if line else source
+        msg = err["msg"].replace("Value error, ", "")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and where it is indented)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{where}: {path or 'suite'}: {msg}")
+    more = len(exc.errors()) - 5
+    return "invalid suite:\n  " + "\n  ".join(lines) + (f"\n  (and {more} more)" if more > 0 else "")
+
+
+def format_location(loc: list[Any] | tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def yaml_line(text: str, loc: list[Any] | tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest part of ``loc`` present in the YAML text, if any."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -1,0 +1,172 @@
+"""Base classes for techniques, in the manner of scikit-learn estimators.
+
+Constructors only store validated parameters; state learned by ``fit`` ends in ``_``; every cell builds fresh
+instances from the suite, so nothing fitted is ever shared between cells.
+
+Images outside the model are numpy arrays shaped (N, H, W, C): uint8 in 0..255, or float32 already scaled.
+Inside training they are torch tensors shaped (B, C, H, W), float, on the compute device.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from octbench.params import Params, validate_params
+
+
+class Technique:
+    """Something a suite can name. Subclasses set ``name`` and may declare a nested ``Params`` model."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params | None = None, **kwargs: Any) -> None:
+        if params is None:
+            params = validate_params(self.Params, self.name, kwargs)
+        elif kwargs:
+            raise TypeError("pass either a Params instance or keyword parameters, not both")
+        self.params = params
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any]) -> Technique:
+        return cls(validate_params(cls.Params, cls.name, raw))
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = inspect.getdoc(cls) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Preprocessor(Technique):
+    """A transform fitted on a fold's training part and then applied to every split of that cell."""
+
+    kind: ClassVar[str] = "preprocessor"
+
+    def fit(self, images: np.ndarray, labels: np.ndarray) -> Preprocessor:
+        return self
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Resampler(Technique):
+    """Changes the training part only (adds or removes samples); never sees held-out or test data.
+
+    Listed under ``preprocessors`` in a suite, in the order it should run.
+    """
+
+    kind: ClassVar[str] = "preprocessor"
+
+    def fit_resample(
+        self, images: np.ndarray, labels: np.ndarray, *, random_state: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class Augmenter(Technique):
+    """A random transform of a whole training batch (B, C, H, W) on the compute device. Never used at test time."""
+
+    kind: ClassVar[str] = "augmenter"
+
+    def __call__(self, batch: Any, generator: Any) -> Any:
+        raise NotImplementedError
+
+
+class Model(Technique):
+    """Builds a torch ``nn.Module`` mapping (B, in_channels, size, size) to (B, num_classes) logits."""
+
+    kind: ClassVar[str] = "model"
+
+    def build(self, in_channels: int, num_classes: int, image_size: int) -> Any:
+        raise NotImplementedError
+
+
+class Regularizer(Technique):
+    """Changes training through callbacks; every method has a neutral default, override what you need.
+
+    The trainer calls them in suite order: ``configure_model`` once after the model is built (a fresh model per
+    cell, so reset any per-run state there), ``configure_optimizer`` on the optimizer options (``name``, ``lr``,
+    ``weight_decay``, ...), ``configure_loss`` on the cross-entropy options (``weight``, ``label_smoothing``),
+    ``make_scheduler`` once (return None, or an object with ``step_batch()`` and/or ``step_epoch(logs)``),
+    ``on_batch`` on every training batch, ``on_epoch_end`` after each epoch with ``logs`` holding
+    ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc`` and ``lr`` (return True to stop), ``on_train_end``
+    once at the end.
+    """
+
+    kind: ClassVar[str] = "regularizer"
+
+    def configure_model(self, model: Any) -> Any:
+        return model
+
+    def configure_optimizer(self, options: dict[str, Any]) -> dict[str, Any]:
+        return options
+
+    def configure_loss(self, options: dict[str, Any], class_counts: np.ndarray) -> dict[str, Any]:
+        return options
+
+    def make_scheduler(self, optimizer: Any, epochs: int, steps_per_epoch: int) -> Any:
+        return None
+
+    def on_batch(self, images: Any, targets: Any, generator: Any) -> tuple[Any, Any]:
+        return images, targets
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], model: Any) -> bool:
+        return False
+
+    def on_train_end(self, model: Any) -> None:
+        """Called once after the last epoch, e.g. to restore the best weights."""
+
+
+@dataclass
+class Splits:
+    """A dataset as MedMNIST lays it out. Images (N, H, W, C) uint8; labels (N,) int64."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: list[str]
+    source: str
+    md5: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_images.shape[-1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_images.shape[1])
+
+
+class Dataset(Technique):
+    """A source of images with official train/val/test splits."""
+
+    kind: ClassVar[str] = "dataset"
+
+    def load(self, data_dir: str | None, *, progress: bool = False) -> Splits:
+        raise NotImplementedError
+
+
+KIND_BASES: dict[str, tuple[type[Technique], ...]] = {
+    "dataset": (Dataset,),
+    "preprocessor": (Preprocessor, Resampler),
+    "augmenter": (Augmenter,),
+    "model": (Model,),
+    "regularizer": (Regularizer,),
+}

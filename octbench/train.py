@@ -1,0 +1,198 @@
+"""Training and inference with the data resident on the compute device.
+
+Images travel to the device once per cell, as stored (uint8 stays uint8), and each batch is gathered, scaled
+and augmented there as one tensor: no data-loader workers, no per-sample Python in the hot loop. The host reads
+the device once per epoch (loss, accuracy, the NaN check) and never inside a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from octbench.device import clock
+from octbench.errors import CellFailed
+from octbench.suite import Train
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images_per_s: float = 0.0
+    warm: bool = False
+    epochs_run: int = 0
+
+
+def to_device(images: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W, C) numpy -> (N, C, H, W) tensor on ``device``, keeping uint8 as uint8."""
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+    return x, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+
+
+def as_float(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    x = batch.float().div_(255) if batch.dtype == torch.uint8 else batch.float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(model: torch.nn.Module, options: dict[str, Any], device: torch.device) -> torch.optim.Optimizer:
+    name, lr, decay = options["name"], options["lr"], options.get("weight_decay", 0.0)
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay, **fused)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay, **fused)
+    if name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, weight_decay=decay, momentum=options["momentum"], nesterov=options["nesterov"]
+        )
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def train(
+    model: torch.nn.Module,
+    train_xy: tuple[torch.Tensor, torch.Tensor],
+    val_xy: tuple[torch.Tensor, torch.Tensor],
+    *,
+    config: Train,
+    epochs: int,
+    augmenters: list[Any],
+    regularizers: list[Any],
+    generator: torch.Generator,
+    num_classes: int,
+    on_epoch: Any = None,
+) -> TrainResult:
+    x_all, y_all = train_xy
+    device = x_all.device
+    channels_last = device.type == "cuda"
+    use_amp = config.amp and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    options: dict[str, Any] = config.optimizer.model_dump()
+    for reg in regularizers:
+        options = reg.configure_optimizer(options)
+    optimizer = make_optimizer(model, options, device)
+    class_counts = torch.bincount(y_all, minlength=num_classes).cpu().numpy()
+    loss_options: dict[str, Any] = {"weight": None, "label_smoothing": 0.0}
+    for reg in regularizers:
+        loss_options = reg.configure_loss(loss_options, class_counts)
+    if loss_options["weight"] is not None:
+        loss_options["weight"] = loss_options["weight"].to(device)
+
+    n, batch = len(y_all), config.batch_size
+    # a trailing batch of one sample would break batch norm; it is skipped (the order is reshuffled each epoch)
+    steps = n // batch + (1 if n % batch > 1 else 0)
+    schedulers = [s for s in (reg.make_scheduler(optimizer, epochs, steps) for reg in regularizers) if s is not None]
+    batch_schedulers = [s for s in schedulers if hasattr(s, "step_batch")]
+
+    result = TrainResult()
+    epoch_times: list[float] = []
+    for epoch in range(epochs):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        order = torch.randperm(n, generator=generator, device=device)
+        start = clock(device)
+        for step in range(steps):
+            index = order[step * batch : (step + 1) * batch]
+            x, y = as_float(x_all[index], channels_last), y_all[index]
+            for augmenter in augmenters:
+                x = augmenter(x, generator)
+            targets = y
+            for reg in regularizers:
+                x, targets = reg.on_batch(x, targets, generator)
+            with autocast(device, use_amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), targets, **loss_options)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for scheduler in batch_schedulers:
+                scheduler.step_batch()
+            loss_sum += loss.detach() * len(index)
+            correct += (logits.detach().argmax(1) == y).sum()
+        epoch_times.append(clock(device) - start)
+
+        seen = min(n, steps * batch)
+        train_loss = float(loss_sum) / seen
+        if not np.isfinite(train_loss):
+            raise CellFailed(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate")
+        val_loss, val_acc = evaluate_loss(model, val_xy, config.eval_batch_size, use_amp, channels_last)
+        logs = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": float(correct) / seen,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": epoch_times[-1],
+        }
+        result.history.append(logs)
+        for scheduler in schedulers:
+            if hasattr(scheduler, "step_epoch"):
+                scheduler.step_epoch(logs)
+        stop = [reg.on_epoch_end(epoch, logs, model) for reg in regularizers]
+        if on_epoch:
+            on_epoch(logs)
+        if any(stop):
+            break
+    for reg in regularizers:
+        reg.on_train_end(model)
+
+    seen = min(n, steps * batch)
+    result.epochs_run = len(epoch_times)
+    result.train_seconds = sum(epoch_times)
+    # throughput from the epochs after the first (warm) when there are any
+    timed = epoch_times[1:] or epoch_times
+    result.warm = len(epoch_times) > 1
+    result.images_per_s = seen * len(timed) / max(sum(timed), 1e-9)
+    return result
+
+
+@torch.no_grad()
+def predict_proba(
+    model: torch.nn.Module, images: torch.Tensor, batch_size: int, use_amp: bool, channels_last: bool
+) -> torch.Tensor:
+    """Class probabilities (N, classes), float32, on the device."""
+    model.eval()
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = as_float(images[start : start + batch_size], channels_last)
+        with autocast(images.device, use_amp):
+            logits = model(x)
+        chunks.append(torch.softmax(logits.float(), dim=1))
+    return torch.cat(chunks) if chunks else torch.empty(0, device=images.device)
+
+
+def evaluate_loss(
+    model: torch.nn.Module, xy: tuple[torch.Tensor, torch.Tensor], batch_size: int, use_amp: bool, channels_last: bool
+) -> tuple[float, float]:
+    x, y = xy
+    probs = predict_proba(model, x, batch_size, use_amp, channels_last)
+    loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), y)
+    acc = (probs.argmax(1) == y).float().mean()
+    return float(loss), float(acc)
+
+
+def timed_predict(
+    model: torch.nn.Module, images: torch.Tensor, batch_size: int, use_amp: bool, channels_last: bool
+) -> tuple[np.ndarray, float]:
+    """Probabilities as numpy and warm inference images/s (one warm-up batch, device synchronised)."""
+    device = images.device
+    predict_proba(model, images[:batch_size], batch_size, use_amp, channels_last)
+    start = clock(device)
+    probs = predict_proba(model, images, batch_size, use_amp, channels_last)
+    seconds = clock(device) - start
+    return probs.cpu().numpy(), len(images) / max(seconds, 1e-9)

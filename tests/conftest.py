@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"
+SPY_PLUGINS = Path(__file__).resolve().parent / "plugins" / "spies.py"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's caches, data folder or plugin settings."""
+    monkeypatch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    for variable in ("OCTBENCH_DATA_DIR", "OCTBENCH_PLUGINS", "OCTBENCH_DISABLE_PLUGINS"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "breastmnist.npz").exists():
+        pytest.skip(f"real MedMNIST files not found at {SHARED_DATA} (the ../shared folder is absent)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def write_suite(tmp_path):
+    """Write a suite file from YAML text; returns its path."""
+
+    def write(text: str, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+TINY_DATASET = "{name: synthetic-oct, n_train: 160, n_val: 40, n_test: 40}"
+
+
+@pytest.fixture
+def tiny_suite(tmp_path):
+    """A suite that trains in about a second per cell on tiny synthetic data; ``variants`` is a YAML list."""
+
+    def make(variants: str, *, folds: int = 2, seeds: str = "[0]", extra: str = "", epochs: int = 1) -> Path:
+        text = "\n".join(
+            [
+                "name: tiny",
+                f"dataset: {TINY_DATASET}",
+                f"cv: {{folds: {folds}, seeds: {seeds}, val_fraction: 0.2, test_split: true}}",
+                f"train: {{epochs: {epochs}, batch_size: 32, optimizer: {{name: adam, lr: 0.003}}, device: cpu}}",
+                "defaults: {model: {name: cnn, widths: [8, 16], hidden: 16}}",
+                extra,
+                "variants:",
+                textwrap.indent(textwrap.dedent(variants).strip(), "  "),
+            ]
+        )
+        path = tmp_path / "tiny.yaml"
+        path.write_text(text + "\n")
+        return path
+
+    return make
+
+
+def spy_plugin_path() -> str:
+    return os.fspath(SPY_PLUGINS)

@@ -1,0 +1,206 @@
+"""The invariants of DESIGN.md, each tested on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from octbench import folds
+from octbench.cell import CellTask, execute
+from octbench.plan import config_hash
+from octbench.plugins import PluginHost
+from octbench.runner import run_suite
+from octbench.store import Store
+from octbench.suite import load_suite, resolve_variants
+from tests.conftest import spy_plugin_path
+from tests.plugins.spies import POOL, TEST, read_log
+
+
+def spy_suite(write_suite, log, folds_=3, seeds="[0, 1]"):
+    return write_suite(
+        f"""
+        name: spies
+        plugins: [{spy_plugin_path()}]
+        dataset: {{name: tagged, n_pool: 120, n_test: 30}}
+        cv: {{folds: {folds_}, seeds: {seeds}, val_fraction: 0.2, test_split: true}}
+        train: {{epochs: 2, batch_size: 16, device: cpu}}
+        defaults: {{model: {{name: cnn, widths: [4], hidden: 8}}}}
+        variants:
+          - name: baseline
+          - name: spied
+            preprocessors: [{{name: spy-preprocessor, log: {log}}}, {{name: spy-resampler, log: {log}}}]
+            augmenters: [{{name: spy-augmenter, log: {log}}}]
+        """
+    )
+
+
+def stored_cells(out):
+    conn = sqlite3.connect(out / "results.sqlite")
+    rows = conn.execute("SELECT id, variant, seed, fold, run_id, finished, config_hash FROM cells").fetchall()
+    conn.close()
+    return rows
+
+
+def test_nothing_fitted_resampled_or_augmented_sees_held_out_or_test_images(write_suite, tmp_path):
+    log = tmp_path / "spy.jsonl"
+    suite = spy_suite(write_suite, log)
+    summary = run_suite(suite, out=tmp_path / "out", progress=False)
+    assert summary.failed == 0 and summary.done == 12
+
+    events = read_log(log)
+    fits = [e for e in events if e["event"] == "fit"]
+    resamples = [e for e in events if e["event"] == "resample"]
+    augments = [e for e in events if e["event"] == "augment"]
+    assert len(fits) == len(resamples) == 6  # once per cell of the spied variant: 2 seeds x 3 folds
+    labels = np.arange(120) % 3
+    # reconstruct each cell's held-out fold and inner validation split independently of the runner
+    for cell, (fit, resample) in enumerate(zip(fits, resamples, strict=True)):
+        seed, fold = divmod(cell, 3)
+        train_idx, held_idx = folds.fold_indices(labels, 3, seed, fold)
+        inner, inner_val = folds.inner_split(train_idx, labels, 0.2, seed, fold)
+        for event in (fit, resample):
+            origins = {origin for origin, _, _ in event["ids"]}
+            seen = {index for _, index, _ in event["ids"]}
+            assert origins == {POOL}, "a fitted step saw official test images"
+            assert seen == set(inner.tolist()), "a fitted step saw images outside the inner training part"
+            assert not seen & set(held_idx.tolist())
+            assert not seen & set(inner_val.tolist())
+    augmented = [tuple(i) for e in augments for i in e["ids"]]
+    assert all(origin == POOL for origin, _, _ in augmented), "a test image was augmented"
+    assert any(synthetic for _, _, synthetic in augmented), "synthetic samples should be trained on"
+
+    # synthetic samples never reach an evaluation set: evaluations are exactly the fold and the test split
+    store = Store(tmp_path / "out" / "results.sqlite")
+    for cell_id, variant, seed, fold, *_ in stored_cells(tmp_path / "out"):
+        _, held_idx = folds.fold_indices(labels, 3, seed, fold)
+        held = store.predictions(cell_id, "heldout")
+        test = store.predictions(cell_id, "test")
+        assert held["indices"].tolist() == held_idx.tolist()
+        assert len(test["y_true"]) == 30
+    store.close()
+
+
+def test_every_variant_of_a_seed_sees_the_same_folds(write_suite, tmp_path):
+    suite = spy_suite(write_suite, tmp_path / "spy.jsonl")
+    run_suite(suite, out=tmp_path / "out", progress=False)
+    store = Store(tmp_path / "out" / "results.sqlite")
+    held: dict = {}
+    for cell_id, variant, seed, fold, *_ in stored_cells(tmp_path / "out"):
+        held.setdefault((seed, fold), {})[variant] = store.predictions(cell_id, "heldout")["indices"].tolist()
+    store.close()
+    for (seed, fold), by_variant in held.items():
+        assert by_variant["baseline"] == by_variant["spied"], f"variants saw different folds at seed {seed} fold {fold}"
+    assert held[(0, 0)]["baseline"] != held[(1, 0)]["baseline"], "different seeds should give different folds"
+    all_held = sorted(i for (seed, _), v in held.items() if seed == 0 for i in v["baseline"])
+    assert all_held == list(range(120)), "each pool image is held out exactly once per seed"
+
+
+def test_kill_minus_nine_then_resume_loses_only_cells_in_flight(tiny_suite, tmp_path):
+    suite = tiny_suite(
+        """
+        - name: a
+          regularizers: [{name: slow-down, seconds: 0.4}]
+        - name: b
+          regularizers: [{name: slow-down, seconds: 0.4}]
+        """,
+        folds=3,
+        extra=f"plugins: [{spy_plugin_path()}]",
+        epochs=2,
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "octbench", "run", str(suite), "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if (out / "results.sqlite").exists() and len(stored_cells(out)) >= 2:
+                break
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    before = {(v, s, f): (i, finished) for i, v, s, f, _, finished, _ in stored_cells(out)}
+    assert 2 <= len(before) < 6, f"expected a partial run, found {len(before)} cells"
+
+    summary = run_suite(suite, out=out, progress=False)
+    after = {(v, s, f): (i, finished) for i, v, s, f, _, finished, _ in stored_cells(out)}
+    assert len(after) == 6, "every cell is stored exactly once"
+    assert summary.skipped == len(before) and summary.done == 6 - len(before)
+    for key, record in before.items():
+        assert after[key] == record, f"finished cell {key} was retrained or rewritten"
+    again = run_suite(suite, out=out, progress=False)
+    assert again.done == 0 and again.skipped == 6
+
+
+def test_changed_configuration_reruns_and_fresh_starts_over(tiny_suite, tmp_path):
+    suite = tiny_suite("- name: a")
+    out = tmp_path / "out"
+    first = run_suite(suite, out=out, progress=False)
+    assert first.done == 2
+    changed = run_suite(suite, out=out, overrides=["train.epochs=2"], progress=False)
+    assert changed.done == 2 and changed.skipped == 0
+    assert len(stored_cells(out)) == 2, "a stale cell is replaced, not duplicated"
+    fresh = run_suite(suite, out=out, overrides=["train.epochs=2"], fresh=True, progress=False)
+    assert fresh.done == 2 and fresh.skipped == 0
+
+
+def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tiny_suite, tmp_path):
+    suite = tiny_suite(
+        """
+        - name: good
+        - name: broken
+          model: {name: exploding, how: build}
+        - name: diverging
+          model: {name: exploding, how: nan}
+        """,
+        extra=f"plugins: [{spy_plugin_path()}]",
+    )
+    summary = run_suite(suite, out=tmp_path / "out", progress=False)
+    assert (summary.done, summary.failed, summary.exit_code) == (2, 4, 1)
+    conn = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    errors = dict(conn.execute("SELECT variant, error FROM cells WHERE status='failed'").fetchall())
+    assert "refuses to be built" in errors["broken"]
+    assert "training loss became nan" in errors["diverging"]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "refuses to be built" in html
+
+
+def test_a_cell_is_reproducible(tiny_suite):
+    suite_file = tiny_suite("- {name: a, augmenters: [{name: batch-augment, rotate: 10, noise: 0.05}]}")
+    suite, _ = load_suite(suite_file)
+    host = PluginHost.load()
+    variant = resolve_variants(suite)[0]
+    task = CellTask(suite, variant, seed=0, fold=1, config_hash=config_hash(suite, variant, 0, 1, "x", False),
+                    device="cpu")
+    first, second = execute(task, host), execute(task, host)
+    assert first.status == second.status == "done"
+    assert first.evaluations["heldout"]["scalars"] == second.evaluations["heldout"]["scalars"]
+    np.testing.assert_array_equal(first.predictions["test"]["probs"], second.predictions["test"]["probs"])
+
+
+def test_every_result_carries_its_provenance(tiny_suite, tmp_path):
+    run_suite(tiny_suite("- name: a"), out=tmp_path / "out", progress=False)
+    conn = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    provenance = json.loads(conn.execute("SELECT provenance FROM runs").fetchone()[0])
+    for key in ("versions", "device", "suite_hash", "data_md5", "octbench_commit"):
+        assert provenance[key], key
+    assert provenance["versions"]["torch"] != "not installed"
+    assert provenance["device"].startswith("cpu")
+    devices = {row[0] for row in conn.execute("SELECT device FROM cells")}
+    assert devices and all(d.startswith("cpu") for d in devices)
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_quick_is_recorded(tiny_suite, tmp_path, quick):
+    run_suite(tiny_suite("- name: a"), out=tmp_path / "out", quick=quick, progress=False)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert ("Quick run." in html) is quick
