@@ -60,6 +60,8 @@ def describe_params(params_model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def closest_hint(word: str, choices: list[str]) -> str:
-    match = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    prefixed = [c for c in choices if c.startswith(word) or word.startswith(c)]
+    best = match[0] if match else (prefixed[0] if prefixed else None)
+    return f" (did you mean '{best}'?)" if best else ""
 

@@ -78,7 +78,10 @@ class PluginHost:
         try:
             manager.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin '{exc.plugin_name}' implements a hook octbench does not define: {exc}") from None
+            name = manager.get_name(exc.plugin) or exc.plugin
+            raise PluginError(
+                f"plugin '{name}': {exc}. The hooks octbench defines are: {', '.join(HOOK_KINDS)}."
+            ) from None
         return cls(manager)
 
     def register_module(self, module: ModuleType) -> None:

@@ -173,7 +173,7 @@ def expand_variants(suite: Suite) -> list[VariantSpec]:
         else:
             for k in range(len(names) + 1):
                 for chosen in itertools.combinations(names, k):
-                    expanded.append(combine(chosen, "+".join(f"+{t}" for t in chosen) or "baseline"))
+                    expanded.append(combine(chosen, "".join(f"+{t}" for t in chosen) or "baseline"))
     return [*expanded, *suite.variants]
 
 

@@ -137,6 +137,8 @@ def download(
         raise
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         _discard(tmp)
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()
         reason = getattr(exc, "reason", None) or exc
         raise DataError(f"download of {url} failed: {reason}. Nothing was saved. {fix}".strip()) from None
     except BaseException:

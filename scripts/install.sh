@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install octbench into a virtual environment (.venv by default), CPU build of torch unless told otherwise.
+#
+#   bash scripts/install.sh          # octbench and its dependencies
+#   bash scripts/install.sh --dev    # ... plus the test tools (pytest, pytest-benchmark)
+#
+# Environment:
+#   OCTBENCH_VENV    where to create the environment (default .venv)
+#   TORCH_SPEC       the torch requirement (default torch==2.13.0: a CPU build where one is offered)
+#   TORCH_INDEX_URL  an index to take torch from, e.g. https://download.pytorch.org/whl/cpu (CPU-only wheels)
+#                    or https://download.pytorch.org/whl/cu126 (CUDA)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra=""
+[ "${1:-}" = "--dev" ] && extra="[dev]"
+venv="${OCTBENCH_VENV:-.venv}"
+python3 -m venv "$venv"
+pip="$venv/bin/python -m pip"
+
+# 1. torch first, explicitly: a bare `torch` requirement on a machine without torch resolves to a CUDA build of
+#    several GB from PyPI; installed first, the later `torch>=2.2` of pyproject.toml is already satisfied.
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  $pip install -q "${TORCH_SPEC:-torch==2.13.0}" --index-url "$TORCH_INDEX_URL"
+else
+  $pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+fi
+# 2. medmnist without its declared dependencies: it requires torchvision (and through it a CUDA torch) though
+#    octbench uses only its INFO table; its real runtime needs are dependencies of octbench itself.
+$pip install -q --no-deps "medmnist==3.0.2"
+# 3. octbench, editable, so that suites/, plugins/ and tests run from this checkout.
+$pip install -q -e ".$extra"
+echo "octbench installed in $venv ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,174 @@
+"""The plugin system: discovery, the contract, and failing loudly at load."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from octbench import hookspecs
+from octbench.errors import PluginError
+from octbench.plugins import HOOK_KINDS, PluginHost
+
+OCTBENCH_SOURCE = Path(__file__).resolve().parents[1] / "octbench"
+
+
+@pytest.fixture(scope="module")
+def host():
+    return PluginHost.load()
+
+
+def write_plugin(tmp_path, body: str, name: str = "my_plugins.py") -> Path:
+    path = tmp_path / name
+    path.write_text("from octbench import hookimpl\nfrom octbench.technique import *\n" + inspect.cleandoc(body))
+    return path
+
+
+def test_every_hook_is_documented_and_delivers_builtins(host):
+    for hook_name, kind in HOOK_KINDS.items():
+        spec = getattr(hookspecs, hook_name)
+        assert (spec.__doc__ or "").strip(), f"{hook_name} has no docstring"
+        assert host.names(kind), f"no built-in {kind} arrived through {hook_name}"
+    assert {"seed-cnn", "cnn"} <= set(host.names("model"))
+    assert {"clahe", "smote"} <= set(host.names("preprocessor"))
+    assert {"octmnist", "breastmnist", "retinamnist", "synthetic-oct"} <= set(host.names("dataset"))
+
+
+def test_builtins_arrive_through_the_entry_point_group(host):
+    assert all(reg.plugin in {"medmnist", "synthetic", "models", "preprocess", "resample", "augment", "regularize"}
+               for reg in host.all())
+    assert not PluginHost.load(entry_points=False).all()
+
+
+def test_the_core_never_names_a_builtin_technique(host):
+    names = {reg.name for reg in host.all() if reg.kind != "dataset"} | {"octbench_plugins"}
+    for path in OCTBENCH_SOURCE.rglob("*.py"):
+        text = path.read_text()
+        for name in names:
+            assert not re.search(rf"['\"]{re.escape(name)}['\"]|import {name}", text), f"{path.name} names {name}"
+
+
+def test_a_plugin_file_registers_techniques(tmp_path):
+    path = write_plugin(
+        tmp_path,
+        """
+        class Invert(Preprocessor):
+            '''Invert intensities.'''
+            name = "invert"
+            def transform(self, images):
+                return 255 - images
+
+        @hookimpl
+        def register_preprocessors(register):
+            register(Invert)
+        """,
+    )
+    host = PluginHost.load([path])
+    reg = host.get("preprocessor", "invert")
+    assert reg.source == str(path.resolve()) and reg.cls.summary() == "Invert intensities."
+    assert host.create("preprocessor", "invert") is not host.create("preprocessor", "invert")
+
+
+def test_a_plugin_folder_loads_every_file(tmp_path):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    for i in range(2):
+        write_plugin(
+            folder,
+            f"""
+            class M{i}(Model):
+                name = "m{i}"
+
+            @hookimpl
+            def register_models(register):
+                register(M{i})
+            """,
+            name=f"p{i}.py",
+        )
+    assert {"m0", "m1"} <= set(PluginHost.load([folder]).names("model"))
+
+
+def test_duplicate_names_fail_naming_both_plugins(tmp_path):
+    path = write_plugin(
+        tmp_path,
+        """
+        class Clahe2(Preprocessor):
+            name = "clahe"
+
+        @hookimpl
+        def register_preprocessors(register):
+            register(Clahe2)
+        """,
+    )
+    with pytest.raises(PluginError) as info:
+        PluginHost.load([path])
+    message = str(info.value)
+    assert "'clahe' is registered twice" in message and "preprocess" in message and "my_plugins" in message
+
+
+def test_unknown_hooks_fail_at_load(tmp_path):
+    path = write_plugin(tmp_path, "@hookimpl\ndef register_modles(register):\n    pass\n")
+    with pytest.raises(PluginError, match="register_modles"):
+        PluginHost.load([path])
+
+
+def test_registering_the_wrong_kind_fails(tmp_path):
+    path = write_plugin(
+        tmp_path,
+        """
+        class NotAModel(Preprocessor):
+            name = "nope"
+
+        @hookimpl
+        def register_models(register):
+            register(NotAModel)
+        """,
+    )
+    with pytest.raises(PluginError, match="not a subclass of Model"):
+        PluginHost.load([path])
+
+
+def test_a_plugin_that_fails_to_import_is_named(tmp_path):
+    path = write_plugin(tmp_path, "raise ImportError('needs a package you lack')\n")
+    with pytest.raises(PluginError, match="my_plugins.py failed to import.*needs a package"):
+        PluginHost.load([path])
+
+
+def test_missing_plugin_file_is_an_error(tmp_path):
+    with pytest.raises(PluginError, match="does not exist"):
+        PluginHost.load([tmp_path / "absent.py"])
+
+
+def test_bad_parameters_are_explained(host):
+    with pytest.raises(PluginError) as info:
+        host.create("preprocessor", "clahe", {"clip_limit": -1})
+    assert str(info.value) == "The 'clip_limit' parameter of clahe must be greater than 0. Got -1 instead."
+    with pytest.raises(PluginError, match=r"clahe has no parameter 'clip' \(did you mean 'clip_limit'\?\)"):
+        host.create("preprocessor", "clahe", {"clip": 2})
+
+
+def test_unknown_names_list_the_kind_and_suggest(host):
+    with pytest.raises(PluginError) as info:
+        host.get("preprocessor", "smoet")
+    assert "did you mean 'smote'" in str(info.value) and "clahe" in str(info.value)
+
+
+def test_environment_variables_add_and_block_plugins(tmp_path, monkeypatch):
+    path = write_plugin(
+        tmp_path,
+        """
+        class Tiny(Model):
+            name = "tiny-model"
+
+        @hookimpl
+        def register_models(register):
+            register(Tiny)
+        """,
+    )
+    monkeypatch.setenv("OCTBENCH_PLUGINS", str(path))
+    monkeypatch.setenv("OCTBENCH_DISABLE_PLUGINS", "resample")
+    host = PluginHost.load()
+    assert "tiny-model" in host.names("model")
+    assert "smote" not in host.names("preprocessor") and "clahe" in host.names("preprocessor")
