@@ -37,6 +37,8 @@ def describe_param_error(params_model: type[BaseModel], technique: str, exc: Val
     rule = err["msg"].replace("Input should be", "must be").replace("Value error, ", "")
     if err["type"] == "missing":
         return f"The '{param}' parameter of {technique} is required."
+    if err["type"] == "value_error":
+        return f"The '{param}' parameter of {technique} is invalid: {rule}. Got {err['input']!r}."
     return f"The '{param}' parameter of {technique} {rule}. Got {err['input']!r} instead."
 
 

@@ -35,7 +35,7 @@ HOOK_KINDS = {
     "register_models": "model",
     "register_regularizers": "regularizer",
 }
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class PluginHost:
                 wanted = " or ".join(b.__name__ for b in bases)
                 raise PluginError(f"{where} registered {cls!r} as a {kind}, but it is not a subclass of {wanted}.")
             name = getattr(cls, "name", None)
-            if not isinstance(name, str) or not _NAME.match(name):
+            if not isinstance(name, str) or not NAME_PATTERN.match(name):
                 raise PluginError(
                     f"{where} registered {cls.__name__} with name {name!r}: a name is lowercase letters, digits, "
                     "'-', '_' or '.', starting with a letter or digit."

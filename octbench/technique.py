@@ -24,6 +24,8 @@ class Technique:
     name: ClassVar[str]
     kind: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
+    #: parameters the conformance kit (``octbench.testing``) builds instances with; set it when some are required
+    example_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Params | None = None, **kwargs: Any) -> None:
         if params is None:
@@ -85,6 +87,8 @@ class Model(Technique):
     """Builds a torch ``nn.Module`` mapping (B, in_channels, size, size) to (B, num_classes) logits."""
 
     kind: ClassVar[str] = "model"
+    #: image sides the model promises to handle; the conformance kit builds and runs it at each
+    image_sizes: ClassVar[tuple[int, ...]] = (28,)
 
     def build(self, in_channels: int, num_classes: int, image_size: int) -> Any:
         raise NotImplementedError
@@ -118,6 +122,9 @@ class Regularizer(Technique):
 
     def on_batch(self, images: Any, targets: Any, generator: Any) -> tuple[Any, Any]:
         return images, targets
+
+    def after_step(self, model: Any) -> None:
+        """Called after every optimizer step (weight averaging, constraints)."""
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], model: Any) -> bool:
         return False
@@ -158,6 +165,8 @@ class Dataset(Technique):
     """A source of images with official train/val/test splits."""
 
     kind: ClassVar[str] = "dataset"
+    #: True when ``load`` needs no files or network, so the conformance kit can load it
+    offline: ClassVar[bool] = False
 
     def load(self, data_dir: str | None, *, progress: bool = False) -> Splits:
         raise NotImplementedError

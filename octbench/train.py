@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from octbench.device import clock
 from octbench.errors import CellFailed
 from octbench.suite import Train
+from octbench.technique import Regularizer
 
 
 @dataclass
@@ -85,11 +86,13 @@ def train(
         options = reg.configure_optimizer(options)
     optimizer = make_optimizer(model, options, device)
     class_counts = torch.bincount(y_all, minlength=num_classes).cpu().numpy()
-    loss_options: dict[str, Any] = {"weight": None, "label_smoothing": 0.0}
+    loss_options: dict[str, Any] = {"function": F.cross_entropy, "weight": None, "label_smoothing": 0.0}
     for reg in regularizers:
         loss_options = reg.configure_loss(loss_options, class_counts)
+    loss_fn = loss_options.pop("function")
     if loss_options["weight"] is not None:
-        loss_options["weight"] = loss_options["weight"].to(device)
+        loss_options["weight"] = torch.as_tensor(loss_options["weight"], dtype=torch.float32, device=device)
+    step_hooks = [reg for reg in regularizers if type(reg).after_step is not Regularizer.after_step]
 
     n, batch = len(y_all), config.batch_size
     # a trailing batch of one sample would break batch norm; it is skipped (the order is reshuffled each epoch)
@@ -115,12 +118,14 @@ def train(
                 x, targets = reg.on_batch(x, targets, generator)
             with autocast(device, use_amp):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), targets, **loss_options)
+                loss = loss_fn(logits.float(), targets, **loss_options)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             for scheduler in batch_schedulers:
                 scheduler.step_batch()
+            for reg in step_hooks:
+                reg.after_step(model)
             loss_sum += loss.detach() * len(index)
             correct += (logits.detach().argmax(1) == y).sum()
         epoch_times.append(clock(device) - start)

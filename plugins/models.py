@@ -39,6 +39,7 @@ class CNN(Model):
     """Configurable plain CNN: conv blocks of the given widths, optional batch norm, dropout in the head."""
 
     name = "cnn"
+    image_sizes = (28, 64)
 
     class Params(Params):
         widths: list[int] = Field([32, 64, 128], min_length=1, max_length=6, description="channels per block")
@@ -55,6 +56,7 @@ class SeedCNN(Model):
     """The seed project's CNN exactly: 3 x (Conv3x3-BN-ReLU-MaxPool) 32/64/128, Linear 64, Dropout 0.5 (167k params)."""
 
     name = "seed-cnn"
+    image_sizes = (28, 64)
 
     def build(self, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
         return conv_net(in_channels, num_classes, image_size, [32, 64, 128], True, 0.5, 64)

@@ -1,4 +1,4 @@
-"""Intensity preprocessors (OpenCV): CLAHE and global histogram equalisation, grayscale and RGB alike.
+"""Intensity preprocessors: CLAHE and histogram equalisation (OpenCV) and per-dataset normalisation.
 
 On RGB images both act on the lightness channel (CIE L*a*b*), leaving colour alone.
 """
@@ -53,7 +53,26 @@ class HistEq(Preprocessor):
         return per_image_lightness(images, cv2.equalizeHist, self.name)
 
 
+class Normalize(Preprocessor):
+    """Per-channel standardisation with mean and std fitted on the fold's training part; outputs float32."""
+
+    name = "normalize"
+
+    def fit(self, images, labels):
+        scaled = _unit(images)
+        self.mean_ = scaled.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+        self.std_ = np.maximum(scaled.std(axis=(0, 1, 2), dtype=np.float64), 1e-6).astype(np.float32)
+        return self
+
+    def transform(self, images):
+        return (_unit(images) - self.mean_) / self.std_
+
+
+def _unit(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float32) / 255 if images.dtype == np.uint8 else images.astype(np.float32, copy=False)
+
+
 @hookimpl
 def register_preprocessors(register):
-    register(CLAHE)
-    register(HistEq)
+    for cls in (CLAHE, HistEq, Normalize):
+        register(cls)

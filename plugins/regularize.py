@@ -1,12 +1,14 @@
-"""Regularizers and training schedules: early stopping, LR on plateau, weight decay, label smoothing, class weights."""
+"""Regularizers that act on the model and its weights: early stopping, weight decay, dropout, weight averaging."""
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
+from torch import nn
 
 from octbench import hookimpl
 from octbench.params import Params
@@ -15,7 +17,7 @@ from octbench.technique import Regularizer
 Monitor = Literal["val_loss", "val_acc"]
 
 
-class _Tracker:
+class Tracker:
     """Best value of a monitored metric and epochs since it improved."""
 
     def __init__(self, monitor: str, min_delta: float) -> None:
@@ -45,7 +47,7 @@ class EarlyStopping(Regularizer):
         restore_best: bool = Field(True, description="end with the weights of the best epoch")
 
     def configure_model(self, model):
-        self.tracker_ = _Tracker(self.params.monitor, self.params.min_delta)
+        self.tracker_ = Tracker(self.params.monitor, self.params.min_delta)
         self.best_state_ = None
         return model
 
@@ -59,38 +61,8 @@ class EarlyStopping(Regularizer):
             model.load_state_dict(self.best_state_)
 
 
-class _PlateauScheduler:
-    def __init__(self, optimizer, params) -> None:
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min" if params.monitor.endswith("loss") else "max",
-            factor=params.factor,
-            patience=params.patience,
-            min_lr=params.min_lr,
-        )
-        self.monitor = params.monitor
-
-    def step_epoch(self, logs: dict[str, float]) -> None:
-        self.scheduler.step(logs[self.monitor])
-
-
-class ReduceOnPlateau(Regularizer):
-    """Multiply the learning rate by ``factor`` when the monitored metric plateaus (torch ReduceLROnPlateau)."""
-
-    name = "reduce-on-plateau"
-
-    class Params(Params):
-        factor: float = Field(0.5, gt=0, lt=1, description="LR multiplier on a plateau")
-        patience: int = Field(2, ge=0, description="epochs without improvement before reducing")
-        monitor: Monitor = Field("val_loss", description="metric on the inner validation split")
-        min_lr: float = Field(1e-6, ge=0, description="lower bound on the learning rate")
-
-    def make_scheduler(self, optimizer, epochs, steps_per_epoch):
-        return _PlateauScheduler(optimizer, self.params)
-
-
 class WeightDecay(Regularizer):
-    """Decoupled weight decay (AdamW-style; SGD keeps its own coupled decay)."""
+    """Decoupled weight decay (Adam becomes AdamW; SGD keeps its own coupled decay)."""
 
     name = "weight-decay"
 
@@ -102,34 +74,54 @@ class WeightDecay(Regularizer):
         return {**options, "name": name, "weight_decay": self.params.weight_decay}
 
 
-class LabelSmoothing(Regularizer):
-    """Cross-entropy against smoothed targets."""
+class Dropout(Regularizer):
+    """Set the dropout before the classifier's last linear layer, inserting one if the model has none there."""
 
-    name = "label-smoothing"
-
-    class Params(Params):
-        smoothing: float = Field(0.1, gt=0, lt=1, description="probability mass spread over all classes")
-
-    def configure_loss(self, options, class_counts):
-        return {**options, "label_smoothing": self.params.smoothing}
-
-
-class ClassWeights(Regularizer):
-    """Inverse-frequency class weights in the loss: the non-resampling answer to imbalance."""
-
-    name = "class-weights"
+    name = "dropout"
 
     class Params(Params):
-        power: float = Field(1.0, gt=0, le=2, description="weights are (1/frequency) ** power, mean 1")
+        p: float = Field(0.5, ge=0, lt=1, description="drop probability in the classifier head")
 
-    def configure_loss(self, options, class_counts):
-        counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1)
-        weights = (counts.sum() / counts) ** self.params.power
-        weights = weights / weights.mean()
-        return {**options, "weight": torch.tensor(weights, dtype=torch.float32)}
+    def configure_model(self, model):
+        linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+        if not linear_names:
+            raise ValueError(f"dropout: {type(model).__name__} has no linear classifier layer to put dropout before")
+        *parent_path, attribute = linear_names[-1].split(".")
+        parent = model.get_submodule(".".join(parent_path))
+        linear = getattr(parent, attribute)
+        if isinstance(parent, nn.Sequential) and attribute.isdigit() and int(attribute) > 0:
+            before = parent[int(attribute) - 1]
+            if isinstance(before, nn.Dropout):
+                before.p = self.params.p
+                return model
+        setattr(parent, attribute, nn.Sequential(nn.Dropout(self.params.p), linear))
+        return model
+
+
+class EMA(Regularizer):
+    """Exponential moving average of the weights, used for evaluation after training."""
+
+    name = "ema"
+
+    class Params(Params):
+        decay: float = Field(0.999, gt=0, lt=1, description="weight of the running average per step")
+
+    def configure_model(self, model):
+        self.average_ = copy.deepcopy(model).requires_grad_(False)
+        return model
+
+    @torch.no_grad()
+    def after_step(self, model):
+        for avg, current in zip(self.average_.parameters(), model.parameters(), strict=True):
+            avg.lerp_(current.detach(), 1 - self.params.decay)
+        for avg, current in zip(self.average_.buffers(), model.buffers(), strict=True):
+            avg.copy_(current)
+
+    def on_train_end(self, model):
+        model.load_state_dict(self.average_.state_dict())
 
 
 @hookimpl
 def register_regularizers(register):
-    for cls in (EarlyStopping, ReduceOnPlateau, WeightDecay, LabelSmoothing, ClassWeights):
+    for cls in (EarlyStopping, WeightDecay, Dropout, EMA):
         register(cls)

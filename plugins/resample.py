@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Literal
 
 import numpy as np
@@ -10,6 +11,8 @@ from pydantic import Field
 from octbench import hookimpl
 from octbench.params import Params
 from octbench.technique import Resampler
+
+Strategy = Literal["auto", "minority", "not minority", "not majority", "all"] | float
 
 
 def resample_images(sampler, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,28 +29,76 @@ def resample_images(sampler, images: np.ndarray, labels: np.ndarray) -> tuple[np
     return new_flat.reshape(len(new_flat), *shape), np.asarray(new_labels, dtype=np.int64)
 
 
-class SMOTE(Resampler):
+class _Imblearn(Resampler):
+    """Builds an imbalanced-learn sampler from the parameters and applies it to images."""
+
+    sampler_path: str
+
+    def fit_resample(self, images, labels, *, random_state):
+        module, _, name = self.sampler_path.rpartition(".")
+        sampler_cls = getattr(importlib.import_module(module), name)
+        sampler = sampler_cls(random_state=random_state, **self.params.model_dump())
+        return resample_images(sampler, images, labels)
+
+
+class SMOTE(_Imblearn):
     """SMOTE (imbalanced-learn): synthetic minority images interpolated between same-class neighbours."""
 
     name = "smote"
+    sampler_path = "imblearn.over_sampling.SMOTE"
 
     class Params(Params):
         k_neighbors: int = Field(5, ge=1, description="same-class neighbours to interpolate towards")
-        sampling_strategy: Literal["auto", "minority", "not minority", "not majority", "all"] | float = Field(
+        sampling_strategy: Strategy = Field("auto", description="imbalanced-learn's sampling_strategy")
+
+
+class BorderlineSMOTE(_Imblearn):
+    """Borderline-SMOTE (imbalanced-learn): SMOTE from minority samples near the class border only."""
+
+    name = "borderline-smote"
+    sampler_path = "imblearn.over_sampling.BorderlineSMOTE"
+
+    class Params(Params):
+        k_neighbors: int = Field(5, ge=1, description="same-class neighbours to interpolate towards")
+        m_neighbors: int = Field(10, ge=1, description="neighbours that decide whether a sample is in danger")
+        kind: Literal["borderline-1", "borderline-2"] = Field("borderline-1", description="variant")
+        sampling_strategy: Strategy = Field("auto", description="imbalanced-learn's sampling_strategy")
+
+
+class ADASYN(_Imblearn):
+    """ADASYN (imbalanced-learn): more synthetic samples where the minority class is harder to learn."""
+
+    name = "adasyn"
+    sampler_path = "imblearn.over_sampling.ADASYN"
+
+    class Params(Params):
+        n_neighbors: int = Field(5, ge=1, description="neighbours used for density and interpolation")
+        sampling_strategy: Strategy = Field("auto", description="imbalanced-learn's sampling_strategy")
+
+
+class RandomOversample(_Imblearn):
+    """Random oversampling (imbalanced-learn): duplicate minority images."""
+
+    name = "random-oversample"
+    sampler_path = "imblearn.over_sampling.RandomOverSampler"
+
+    class Params(Params):
+        sampling_strategy: Strategy = Field("auto", description="imbalanced-learn's sampling_strategy")
+
+
+class RandomUndersample(_Imblearn):
+    """Random undersampling (imbalanced-learn): drop majority images."""
+
+    name = "random-undersample"
+    sampler_path = "imblearn.under_sampling.RandomUnderSampler"
+
+    class Params(Params):
+        sampling_strategy: Literal["auto", "majority", "not minority", "not majority", "all"] | float = Field(
             "auto", description="imbalanced-learn's sampling_strategy"
         )
-
-    def fit_resample(self, images, labels, *, random_state):
-        from imblearn.over_sampling import SMOTE as ImbSMOTE
-
-        sampler = ImbSMOTE(
-            k_neighbors=self.params.k_neighbors,
-            sampling_strategy=self.params.sampling_strategy,
-            random_state=random_state,
-        )
-        return resample_images(sampler, images, labels)
 
 
 @hookimpl
 def register_preprocessors(register):
-    register(SMOTE)
+    for cls in (SMOTE, BorderlineSMOTE, ADASYN, RandomOversample, RandomUndersample):
+        register(cls)

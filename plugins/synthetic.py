@@ -28,6 +28,7 @@ class SyntheticOCT(Dataset):
     """Deterministic OCT-like images with OCTMNIST's four classes and split layout; any size and count."""
 
     name = "synthetic-oct"
+    offline = True
 
     class Params(Params):
         n_train: int = Field(2000, ge=8, description="official-train-like split size")

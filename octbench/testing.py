@@ -1,0 +1,307 @@
+"""Conformance kit: named checks every technique of a kind must pass, for built-ins and third-party plugins.
+
+In a plugin's own tests, one line runs every check that applies to each class::
+
+    from octbench.testing import parametrize_with_checks
+    from my_plugins import Gamma, MyResampler
+
+    @parametrize_with_checks([Gamma, MyResampler])
+    def test_conformance(technique, check):
+        check(technique)
+
+Set ``example_params`` on a class whose parameters have no defaults. Each failure is a ``ConformanceError``
+naming the technique, the check and what went wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from octbench.errors import PluginError
+from octbench.plugins import NAME_PATTERN
+from octbench.suite import Train
+from octbench.technique import (
+    Augmenter,
+    Dataset,
+    Model,
+    Preprocessor,
+    Regularizer,
+    Resampler,
+    Splits,
+    Technique,
+)
+from octbench.train import to_device, train
+
+Check = Callable[[type[Technique]], None]
+
+
+class ConformanceError(AssertionError):
+    pass
+
+
+def _fail(cls: type[Technique], check: str, problem: str) -> None:
+    raise ConformanceError(f"{getattr(cls, 'kind', 'technique')} '{getattr(cls, 'name', cls.__name__)}' "
+                           f"fails {check}: {problem}")
+
+
+def _make(cls: type[Technique], **override) -> Technique:
+    return cls.from_config({**cls.example_params, **override})
+
+
+def _images(n: int, channels: int, size: int = 16, seed: int = 0, low: int = 0, high: int = 256) -> np.ndarray:
+    return np.random.default_rng(seed).integers(low, high, (n, size, size, channels), dtype=np.uint8)
+
+
+# --- every kind -----------------------------------------------------------------------------------------------
+
+
+def check_declaration(cls):
+    """A valid name, a one-line summary, and a Params model that rejects unknown keys."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        _fail(cls, "check_declaration", f"name {name!r} is not lowercase letters, digits, '-', '_' or '.'")
+    if not (cls.__dict__.get("__doc__") or "").strip():
+        _fail(cls, "check_declaration", "has no docstring; its first line is what `octbench plugins` shows")
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
+        _fail(cls, "check_declaration", "Params must be a pydantic model (subclass octbench.params.Params)")
+    if cls.Params.model_config.get("extra") != "forbid":
+        _fail(cls, "check_declaration", "Params must forbid unknown keys (subclass octbench.params.Params)")
+
+
+def check_parameters_validated(cls):
+    """Builds from its example parameters; an unknown parameter is a PluginError naming the technique."""
+    try:
+        _make(cls)
+    except PluginError as exc:
+        _fail(cls, "check_parameters_validated", f"cannot be built from example_params: {exc}")
+    try:
+        _make(cls, not_a_parameter=1)
+    except PluginError as exc:
+        if cls.name not in str(exc) or "not_a_parameter" not in str(exc):
+            _fail(cls, "check_parameters_validated", f"the error for an unknown parameter is unclear: {exc}")
+    else:
+        _fail(cls, "check_parameters_validated", "accepted an unknown parameter 'not_a_parameter'")
+
+
+def check_fresh_instances(cls):
+    """A new instance holds no learned state (attributes ending in '_') and shares nothing mutable."""
+    a, b = _make(cls), _make(cls)
+    learned = [k for k in vars(a) if k.endswith("_")]
+    if learned:
+        _fail(cls, "check_fresh_instances", f"the constructor sets learned state {learned}; set it in fit")
+    shared = [k for k, v in vars(a).items() if k != "params" and not isinstance(v, (int, float, str, bool, type(None)))
+              and v is vars(b).get(k)]
+    if shared:
+        _fail(cls, "check_fresh_instances", f"instances share mutable attributes {shared}")
+
+
+# --- preprocessors -------------------------------------------------------------------------------------------
+
+
+def check_preprocessor_shapes(cls):
+    """Grayscale and RGB: fit returns self; transform keeps N, H, W and C; dtype uint8 or float32; input untouched."""
+    for channels in (1, 3):
+        images, labels = _images(12, channels), np.arange(12) % 3
+        before = images.copy()
+        step = _make(cls)
+        if step.fit(images, labels) is not step:
+            _fail(cls, "check_preprocessor_shapes", "fit must return self")
+        out = step.transform(images)
+        if not isinstance(out, np.ndarray) or out.shape != images.shape:
+            got = getattr(out, "shape", type(out).__name__)
+            _fail(cls, "check_preprocessor_shapes", f"{channels}-channel input {images.shape} came back as {got}")
+        if out.dtype not in (np.uint8, np.float32):
+            _fail(cls, "check_preprocessor_shapes", f"output dtype {out.dtype}; use uint8 or float32")
+        if not np.array_equal(images, before):
+            _fail(cls, "check_preprocessor_shapes", "modified its input in place")
+
+
+def check_preprocessor_deterministic(cls):
+    """Two fresh instances fitted on the same data transform identically."""
+    images, labels = _images(12, 1), np.arange(12) % 3
+    first = _make(cls).fit(images, labels).transform(images)
+    second = _make(cls).fit(images, labels).transform(images)
+    if not np.array_equal(first, second):
+        _fail(cls, "check_preprocessor_deterministic", "two fresh instances gave different outputs")
+
+
+# --- resamplers ----------------------------------------------------------------------------------------------
+
+
+def _imbalanced(channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """40 majority images in 0..150 and 12 minority images, 9 in 90..220 and 3 that look like the majority
+    (border cases, which ADASYN and borderline-SMOTE need). Nothing reaches 221..255."""
+    majority = _images(40, channels, seed=1, low=0, high=151)
+    minority = np.concatenate(
+        [_images(9, channels, seed=2, low=90, high=221), _images(3, channels, seed=3, low=0, high=151)]
+    )
+    return np.concatenate([majority, minority]), np.array([0] * 40 + [1] * 12)
+
+
+def check_resampler_output(cls):
+    """Grayscale and RGB: shape, dtype and label set preserved; labels and images agree in length."""
+    for channels in (1, 3):
+        images, labels = _imbalanced(channels)
+        out, out_labels = _make(cls).fit_resample(images, labels, random_state=0)
+        if out.shape[1:] != images.shape[1:] or out.dtype != images.dtype:
+            _fail(cls, "check_resampler_output", f"{images.shape} {images.dtype} became {out.shape} {out.dtype}")
+        if len(out) != len(out_labels) or not set(np.unique(out_labels)) <= {0, 1}:
+            _fail(cls, "check_resampler_output", "labels do not match the images or include unknown classes")
+
+
+def check_resampler_deterministic(cls):
+    """The same random_state gives the same result."""
+    images, labels = _imbalanced(1)
+    a = _make(cls).fit_resample(images, labels, random_state=3)
+    b = _make(cls).fit_resample(images, labels, random_state=3)
+    if not (np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])):
+        _fail(cls, "check_resampler_deterministic", "two runs with random_state=3 differ")
+
+
+def check_resampler_sees_training_data_only(cls):
+    """Every output image derives from the training images it was given: per class, each pixel stays within that
+    class's range in the input. An image from anywhere else (a held-out fold, the test split) breaks this."""
+    images, labels = _imbalanced(1)
+    out, out_labels = _make(cls).fit_resample(images, labels, random_state=0)
+    for c in (0, 1):
+        given, made = images[labels == c], out[out_labels == c]
+        if len(made) and ((made < given.min(0)).any() or (made > given.max(0)).any()):
+            _fail(
+                cls, "check_resampler_sees_training_data_only",
+                f"produced class-{c} images outside the range of the class-{c} training images it was given: "
+                "resamplers may only use the training part they are handed",
+            )
+
+
+# --- augmenters ----------------------------------------------------------------------------------------------
+
+
+def check_augmenter_batch(cls):
+    """Grayscale and RGB batches: same shape, dtype and device; seeded generators give identical output."""
+    for channels in (1, 3):
+        batch = torch.rand(8, channels, 28, 28, generator=torch.Generator().manual_seed(0))
+        before = batch.clone()
+        out = _make(cls)(batch, torch.Generator().manual_seed(1))
+        if not isinstance(out, torch.Tensor) or out.shape != batch.shape or out.dtype != batch.dtype:
+            _fail(cls, "check_augmenter_batch", f"{tuple(batch.shape)} float32 came back as {getattr(out, 'shape', out)}")
+        if out.device != batch.device:
+            _fail(cls, "check_augmenter_batch", "moved the batch to another device")
+        if not torch.equal(batch, before):
+            _fail(cls, "check_augmenter_batch", "modified the batch in place")
+        again = _make(cls)(batch, torch.Generator().manual_seed(1))
+        if not torch.equal(out, again):
+            _fail(cls, "check_augmenter_batch", "is not deterministic for a seeded generator")
+
+
+# --- models --------------------------------------------------------------------------------------------------
+
+
+def check_model_shapes(cls):
+    """Builds for 1 and 3 channels, 2 to 5 classes, at each promised image size; logits (B, classes);
+    one backward pass gives finite gradients."""
+    for size in cls.image_sizes:
+        for channels, classes in ((1, 4), (3, 2), (3, 5)):
+            try:
+                model = _make(cls).build(channels, classes, size)
+                out = model(torch.rand(2, channels, size, size))
+            except Exception as exc:
+                _fail(cls, "check_model_shapes", f"built for {channels} channel(s), {classes} classes at {size}px, "
+                                                 f"it failed on a ({2}, {channels}, {size}, {size}) batch: {exc}")
+            if tuple(out.shape) != (2, classes):
+                _fail(cls, "check_model_shapes", f"returned {tuple(out.shape)} logits, expected (2, {classes})")
+            out.float().sum().backward()
+            grads = [p.grad for p in model.parameters() if p.requires_grad]
+            if not grads or any(g is None or not torch.isfinite(g).all() for g in grads):
+                _fail(cls, "check_model_shapes", "some parameters got no or non-finite gradients")
+
+
+# --- regularizers --------------------------------------------------------------------------------------------
+
+
+def _tiny_training(cls) -> list[dict]:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (48, 12, 12, 1), dtype=np.uint8)
+    y = np.arange(48) % 3
+    x[y == 1, :6] //= 3
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 144, 8),
+        torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(8, 3),
+    )
+    reg = _make(cls)
+    model = reg.configure_model(model)
+    config = Train(epochs=2, batch_size=8, device="cpu")
+    result = train(model, to_device(x[:36], y[:36], device), to_device(x[36:], y[36:], device), config=config,
+                   epochs=2, augmenters=[], regularizers=[reg], generator=torch.Generator().manual_seed(0),
+                   num_classes=3)
+    return result.history
+
+
+def check_regularizer_trains(cls):
+    """A two-epoch run with it completes with finite losses, and fresh instances reproduce it exactly."""
+    try:
+        first = _tiny_training(cls)
+    except Exception as exc:
+        _fail(cls, "check_regularizer_trains", f"broke a two-epoch training run: {type(exc).__name__}: {exc}")
+    if not first or not all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in first):
+        _fail(cls, "check_regularizer_trains", "training losses were not finite")
+    second = _tiny_training(cls)
+    strip = lambda hs: [{k: v for k, v in h.items() if k != "seconds"} for h in hs]  # noqa: E731
+    if strip(first) != strip(second):
+        _fail(cls, "check_regularizer_trains", "two runs with fresh instances differ: state leaks between cells?")
+
+
+# --- datasets ------------------------------------------------------------------------------------------------
+
+
+def check_dataset_layout(cls):
+    """Offline datasets: MedMNIST's layout, uint8 (N, H, W, C) images, labels in range, same shape everywhere."""
+    if not cls.offline:
+        return
+    data = _make(cls).load(None)
+    if not isinstance(data, Splits):
+        _fail(cls, "check_dataset_layout", "load must return octbench.technique.Splits")
+    shape = data.train_images.shape[1:]
+    for split in ("train", "val", "test"):
+        images, labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != shape or len(images) != len(labels):
+            _fail(cls, "check_dataset_layout", f"{split} images {images.shape} {images.dtype} break the layout")
+        if labels.min() < 0 or labels.max() >= data.num_classes:
+            _fail(cls, "check_dataset_layout", f"{split} labels fall outside 0..{data.num_classes - 1}")
+
+
+COMMON: list[Check] = [check_declaration, check_parameters_validated, check_fresh_instances]
+BY_BASE: list[tuple[type, list[Check]]] = [
+    (Resampler, [check_resampler_output, check_resampler_deterministic, check_resampler_sees_training_data_only]),
+    (Preprocessor, [check_preprocessor_shapes, check_preprocessor_deterministic]),
+    (Augmenter, [check_augmenter_batch]),
+    (Model, [check_model_shapes]),
+    (Regularizer, [check_regularizer_trains]),
+    (Dataset, [check_dataset_layout]),
+]
+
+
+def checks_for(cls: type[Technique]) -> list[Check]:
+    """Every check that applies to ``cls``, common ones first."""
+    specific = next((checks for base, checks in BY_BASE if issubclass(cls, base)), [])
+    return [*COMMON, *specific]
+
+
+def check_technique(cls: type[Technique]) -> None:
+    """Run every applicable check (outside pytest); raises the first ConformanceError."""
+    for check in checks_for(cls):
+        check(cls)
+
+
+def parametrize_with_checks(classes: Iterable[type[Technique]]):
+    """A pytest parametrize decorator over (technique, check) pairs, with readable ids like 'clahe-check_...'."""
+    import pytest
+
+    pairs = [(cls, check) for cls in classes for check in checks_for(cls)]
+    ids = [f"{cls.name}-{check.__name__}" for cls, check in pairs]
+    return pytest.mark.parametrize(("technique", "check"), pairs, ids=ids)

@@ -1,0 +1,75 @@
+"""The conformance kit over every built-in technique, and broken plugins it must catch."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from torch import nn
+
+from octbench.plugins import PluginHost
+from octbench.technique import Model, Resampler
+from octbench.testing import ConformanceError, check_technique, checks_for, parametrize_with_checks
+
+BUILTINS = [reg.cls for reg in PluginHost.load().all()]
+HAS_TIMM = importlib.util.find_spec("timm") is not None
+
+
+@parametrize_with_checks(BUILTINS)
+def test_builtin_conforms(technique, check):
+    if technique.name == "timm" and not HAS_TIMM and check.__name__ == "check_model_shapes":
+        pytest.skip("timm is an optional dependency and is not installed here")
+    check(technique)
+
+
+def test_every_kind_has_specific_checks():
+    kinds = {cls.kind: len(checks_for(cls)) for cls in BUILTINS}
+    assert set(kinds) == {"dataset", "preprocessor", "augmenter", "model", "regularizer"}
+    assert all(count > 3 for count in kinds.values())
+
+
+HELD_OUT = np.full((5, 16, 16, 1), 250, dtype=np.uint8)  # stands for images a resampler must never see
+
+
+class PeekingResampler(Resampler):
+    """Adds held-out images to the training part (a leak)."""
+
+    name = "peeking"
+
+    def fit_resample(self, images, labels, *, random_state):
+        extra = np.repeat(HELD_OUT, images.shape[-1], axis=-1)
+        return np.concatenate([images, extra]), np.concatenate([labels, np.ones(len(extra), dtype=labels.dtype)])
+
+
+class OneChannelModel(Model):
+    """Ignores the channel count it is given."""
+
+    name = "one-channel"
+
+    def build(self, in_channels, num_classes, image_size):
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+class NoDocstring(Model):
+    name = "no-doc"
+
+    def build(self, in_channels, num_classes, image_size):
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+NoDocstring.__doc__ = None
+
+
+@pytest.mark.parametrize(
+    ("cls", "message"),
+    [
+        (PeekingResampler, "preprocessor 'peeking' fails check_resampler_sees_training_data_only: produced class-1"),
+        (OneChannelModel, "model 'one-channel' fails check_model_shapes: built for 3 channel(s), 2 classes at 28px"),
+        (NoDocstring, "model 'no-doc' fails check_declaration: has no docstring"),
+    ],
+)
+def test_broken_plugins_fail_the_kit_readably(cls, message):
+    with pytest.raises(ConformanceError) as info:
+        check_technique(cls)
+    assert message in str(info.value)
