@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import platform
+import re
 import subprocess
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
 
-PACKAGES = (
-    "octbench", "torch", "numpy", "scikit-learn", "imbalanced-learn", "opencv-python-headless",
-    "albumentations", "medmnist", "pluggy", "pydantic", "scipy", "pandas", "matplotlib", "jinja2",
-)
+def _declared_packages() -> list[str]:
+    """octbench, its declared (non-extra) dependencies, and medmnist (installed without its dependencies)."""
+    try:
+        requirements = requires("octbench") or []
+    except PackageNotFoundError:
+        requirements = []
+    names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements if "extra ==" not in r]
+    return ["octbench", "medmnist", *names]
 
 
 def package_versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in _declared_packages():
         try:
             found[name] = version(name)
         except PackageNotFoundError:
