@@ -22,7 +22,7 @@ from octbench.metrics import evaluate
 from octbench.plugins import PluginHost
 from octbench.suite import QUICK_EPOCHS, QUICK_POOL, Suite, Variant
 from octbench.technique import Resampler, Splits
-from octbench.train import timed_predict, to_device, train
+from octbench.train import eval_batch_size, timed_predict, to_device, train
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
         if split not in on_device:
             continue
         x, y = on_device[split]
-        probs, speed = timed_predict(model, x, suite.train.eval_batch_size, use_amp, channels_last)
+        probs, speed = timed_predict(model, x, eval_batch_size(suite.train, device), use_amp, channels_last)
         y_true = parts[split][1]
         result.evaluations[split] = evaluate(y_true, probs, data.num_classes)
         result.predictions[split] = {"indices": evaluated[split], "y_true": y_true, "probs": probs}

@@ -47,6 +47,12 @@ def autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+def eval_batch_size(config: Train, device: torch.device) -> int:
+    """The suite's choice, else what measured fastest: small batches stay in cache on a CPU (256: 4.0k images/s
+    for the seed CNN on 2 cores versus 2.7k at 2048), large ones fill a GPU."""
+    return config.eval_batch_size or (4096 if device.type == "cuda" else 256)
+
+
 def make_optimizer(model: torch.nn.Module, options: dict[str, Any], device: torch.device) -> torch.optim.Optimizer:
     name, lr, decay = options["name"], options["lr"], options.get("weight_decay", 0.0)
     fused = {"fused": True} if device.type == "cuda" else {}
@@ -134,7 +140,7 @@ def train(
         train_loss = float(loss_sum) / seen
         if not np.isfinite(train_loss):
             raise CellFailed(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate")
-        val_loss, val_acc = evaluate_loss(model, val_xy, config.eval_batch_size, use_amp, channels_last)
+        val_loss, val_acc = evaluate_loss(model, val_xy, eval_batch_size(config, device), use_amp, channels_last)
         logs = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -166,7 +172,7 @@ def train(
     return result
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_proba(
     model: torch.nn.Module, images: torch.Tensor, batch_size: int, use_amp: bool, channels_last: bool
 ) -> torch.Tensor:

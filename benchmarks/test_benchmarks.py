@@ -1,0 +1,82 @@
+"""Throughput of the hot pieces: preprocessing, both SMOTEs, both augmenters, a training step, an evaluation pass.
+
+Run: `pytest benchmarks/ --benchmark-only` (add `--benchmark-json out.json` to keep the figures).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.conftest import scaled
+from octbench.suite import Train
+from octbench.train import as_float, eval_batch_size, make_optimizer, predict_proba, to_device
+
+
+def test_clahe_10k_images(benchmark, host, octmnist_like):
+    images = octmnist_like[0][: scaled(10_000)]
+    clahe = host.create("preprocessor", "clahe", {"clip_limit": 2.0, "tile_grid": 8})
+    benchmark.extra_info["images"] = len(images)
+    out = benchmark(clahe.transform, images)
+    assert out.shape == images.shape
+
+
+@pytest.mark.parametrize("name", ["smote", "device-smote"])
+def test_smote(benchmark, host, octmnist_like, name):
+    images, labels = octmnist_like
+    smote = host.create("preprocessor", name, {"k_neighbors": 5})
+    benchmark.extra_info["images"] = len(images)
+    out, out_labels = benchmark.pedantic(smote.fit_resample, args=(images, labels), kwargs={"random_state": 0},
+                                         rounds=2, iterations=1, warmup_rounds=0)
+    assert len(set(np.bincount(out_labels))) == 1
+
+
+AUGMENT_POLICY = {"hflip": 0.5, "rotate": 15, "brightness": 0.2}
+
+
+def test_batch_augment_batch_512(benchmark, host):
+    augment = host.create("augmenter", "batch-augment", AUGMENT_POLICY)
+    batch, generator = torch.rand(512, 1, 28, 28), torch.Generator().manual_seed(0)
+    benchmark.extra_info["images"] = 512
+    benchmark(augment, batch, generator)
+
+
+def test_albumentations_batch_512(benchmark, host):
+    augment = host.create("augmenter", "albumentations", {"transforms": [
+        {"name": "HorizontalFlip", "p": 0.5}, {"name": "Rotate", "limit": 15, "p": 1.0},
+        {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.0, "p": 1.0},
+    ]})
+    batch, generator = torch.rand(512, 1, 28, 28), torch.Generator().manual_seed(0)
+    benchmark.extra_info["images"] = 512
+    benchmark(augment, batch, generator)
+
+
+@pytest.mark.parametrize("batch_size", [64, 512])
+def test_training_step_seed_cnn(benchmark, host, octmnist_like, batch_size):
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    x, y = to_device(octmnist_like[0][:batch_size], octmnist_like[1][:batch_size], device)
+    model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
+    optimizer = make_optimizer(model, Train().optimizer.model_dump(), device)
+
+    def step():
+        logits = model(as_float(x, False))
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    benchmark.extra_info["images"] = batch_size
+    benchmark(step)
+
+
+def test_evaluation_pass_seed_cnn(benchmark, host, octmnist_like):
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    x, _ = to_device(octmnist_like[0][: scaled(10_000)], octmnist_like[1][: scaled(10_000)], device)
+    model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
+    benchmark.extra_info["images"] = len(x)
+    batch = eval_batch_size(Train(), device)
+    probs = benchmark(lambda: predict_proba(model, x, batch, False, False).cpu())
+    assert probs.shape == (len(x), 4)
