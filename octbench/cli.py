@@ -8,6 +8,7 @@ import sys
 import click
 
 from octbench.errors import OctbenchError
+from octbench.metrics import SCALARS
 
 
 class UserError(click.ClickException):
@@ -56,12 +57,17 @@ def run(suite, out, data_dir, device, overrides, fresh, quick, no_progress) -> N
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(file_okay=False))
-def report(directory) -> None:
-    """Re-render DIRECTORY/report.html from DIRECTORY/results.sqlite (no training)."""
-    from octbench.report.render import write_report
+@click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "csv", "json"]), default="html", show_default=True)
+@click.option("--metric", type=click.Choice(list(SCALARS)), default="accuracy", show_default=True,
+              help="The metric compared with the reference.")
+@click.option("--output", type=click.Path(), help="File to write (a folder for csv) [default: in the first DIR].")
+def report(directories, fmt, metric, output) -> None:
+    """Render a report from stored results only (no training). Several DIRs merge runs of one dataset."""
+    from octbench.report.publish import publish
 
-    click.echo(f"report: {write_report(directory)}")
+    for path in publish(list(directories), fmt=fmt, metric=metric, output=output):
+        click.echo(f"{fmt}: {path}")
 
 
 @cli.command()

@@ -29,4 +29,14 @@ fi
 $pip install -q --no-deps "medmnist==3.0.2"
 # 3. octbench, editable, so that suites/, plugins/ and tests run from this checkout.
 $pip install -q -e ".$extra"
+# 4. with --dev, a browser for the report's browser test (Debian's chromium; Playwright drives it, downloads nothing).
+#    Best effort: without root or apt the browser test skips with its reason.
+if [ -n "$extra" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "note: could not install chromium; the browser test will skip"
+  else
+    echo "note: no chromium on PATH; the browser test will skip (Debian: apt-get install chromium)"
+  fi
+fi
 echo "octbench installed in $venv ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -66,3 +66,32 @@ def tiny_suite(tmp_path):
 
 def spy_plugin_path() -> str:
     return os.fspath(SPY_PLUGINS)
+
+
+FOUR_VARIANTS = """
+name: report-check
+dataset: {name: synthetic-oct, n_train: 240, n_val: 40, n_test: 60}
+cv: {folds: 3, seeds: [0], val_fraction: 0.2, test_split: true}
+train: {epochs: 2, batch_size: 32, optimizer: {name: adam, lr: 0.003}, device: cpu}
+defaults: {model: {name: cnn, widths: [8, 16], hidden: 16}}
+variants:
+  - name: baseline
+  - name: flip
+    augmenters: [{name: batch-augment, hflip: 0.5}]
+  - name: smote
+    preprocessors: [smote]
+  - name: class-weights
+    regularizers: [class-weights]
+"""
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A finished run of a four-variant suite (shared by the report and browser tests)."""
+    from octbench.runner import run_suite
+
+    folder = tmp_path_factory.mktemp("report")
+    (folder / "suite.yaml").write_text(FOUR_VARIANTS)
+    summary = run_suite(folder / "suite.yaml", out=folder / "out", progress=False)
+    assert summary.failed == 0
+    return folder / "out"

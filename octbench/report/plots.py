@@ -85,3 +85,92 @@ def training_curves(per_cell: list[list[dict]], title: str) -> str:
     axes[1].set_title(f"{title}: accuracy (inner validation)", fontsize=9)
     fig.tight_layout()
     return to_data_uri(fig)
+
+
+def _height(rows: int) -> float:
+    return 1.2 + 0.32 * rows
+
+
+def fold_spread(values: dict[str, list[float]], metric: str) -> str:
+    """Every cell's value of ``metric`` per variant (dots), with the mean (bar)."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(7.5, _height(len(names))))
+    for row, name in enumerate(names):
+        v = values[name]
+        if v:
+            ax.scatter(v, [row] * len(v), s=14, alpha=0.7, color="tab:blue")
+            ax.plot([np.mean(v)] * 2, [row - 0.3, row + 0.3], color="black", lw=1.5)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric.replace('_', ' ')} on held-out folds (one dot per cell, bar = mean)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def throughput(names: list[str], train: list[float], infer: list[float], stages: dict[str, list[float]]) -> str:
+    """Training and inference images/s, and mean seconds per stage, per variant."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, _height(len(names))), sharey=True)
+    y = np.arange(len(names))
+    left.barh(y - 0.2, train, 0.4, label="train")
+    left.barh(y + 0.2, infer, 0.4, label="inference")
+    left.set_yticks(y, names, fontsize=8)
+    left.invert_yaxis()
+    left.set_xlabel("images/s (warm, device synchronised)")
+    left.legend(fontsize=7)
+    start = np.zeros(len(names))
+    for stage, seconds in stages.items():
+        right.barh(y, seconds, 0.6, left=start, label=stage.replace("_", " "))
+        start += np.asarray(seconds)
+    right.set_xlabel("seconds per cell, by stage")
+    right.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def effects(rows: list[tuple[str, float, float, float, str]], metric: str, reference: str) -> str:
+    """Each variant's mean paired difference from the reference with its corrected 95% interval."""
+    fig, ax = plt.subplots(figsize=(7.5, _height(len(rows))))
+    colours = {"better": "tab:green", "worse": "tab:red", "": "tab:gray"}
+    for row, (name, mean, low, high, mark) in enumerate(rows):
+        ax.errorbar(mean, row, xerr=[[mean - low], [high - mean]], fmt="o", color=colours[mark], capsize=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"difference in {metric.replace('_', ' ')} from '{reference}' (corrected 95% interval)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def critical_difference(names: list[str], ranks: list[float], cd: float) -> str:
+    """Demšar's critical-difference diagram: average ranks (1 = best); variants joined by a thick bar do not
+    differ significantly (Nemenyi, 5%)."""
+    order = list(np.argsort(ranks))
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(8.5, 1.4 + 0.3 * k))
+    ax.set_xlim(0.6, k + 3.2)
+    ax.set_ylim(-(0.5 * k + 1.2), 1.8)
+    ax.plot([1, k], [0, 0], color="black", lw=1)
+    for r in range(1, k + 1):
+        ax.plot([r, r], [0, 0.15], color="black", lw=1)
+        ax.text(r, 0.35, str(r), ha="center", fontsize=8)
+    ax.plot([1, 1 + cd], [1.2, 1.2], color="tab:red", lw=2)
+    ax.text(1 + cd / 2, 1.38, f"critical difference {cd:.2f}", ha="center", fontsize=8, color="tab:red")
+    sorted_ranks = [ranks[i] for i in order]
+    bars = []  # maximal groups of variants whose ranks lie within the critical difference
+    for i in range(k):
+        j = max(x for x in range(i, k) if sorted_ranks[x] - sorted_ranks[i] <= cd)
+        if j > i and not any(a <= i and j <= b for a, b in bars):
+            bars.append((i, j))
+    for n, (i, j) in enumerate(bars):
+        y = -0.18 - 0.14 * n
+        ax.plot([sorted_ranks[i] - 0.03, sorted_ranks[j] + 0.03], [y, y], color="black", lw=3, solid_capstyle="round")
+    top = -0.3 - 0.14 * len(bars)
+    for line, index in enumerate(order):
+        y = top - 0.5 * line
+        ax.plot([ranks[index], ranks[index], k + 0.15], [0, y, y], color="0.35", lw=0.8)
+        ax.text(k + 0.25, y, f"{names[index]} ({ranks[index]:.2f})", va="center", ha="left", fontsize=8)
+    ax.axis("off")
+    fig.tight_layout()
+    return to_data_uri(fig)

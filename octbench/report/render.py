@@ -1,8 +1,7 @@
-"""Build the report's context from the store and render ``report.html`` with Jinja2 (autoescaped)."""
+"""The HTML report: context from the results and their analysis, rendered with Jinja2 (autoescaped)."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,9 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from octbench.data.files import write_atomically
-from octbench.metrics import SCALARS
 from octbench.report import plots
-from octbench.store import Store
+from octbench.report.analysis import Analysis, analyse
+from octbench.report.collect import Results, load
 
 LEADERBOARD = (
     ("accuracy", "Accuracy"),
@@ -24,124 +23,109 @@ LEADERBOARD = (
 STAGES = ("load", "preprocess", "resample", "to_device", "train", "evaluate")
 
 
-def summarize(values: list[float]) -> dict[str, Any]:
-    finite = [v for v in values if v is not None and np.isfinite(v)]
-    if not finite:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(np.mean(finite)), "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0,
-            "n": len(finite)}
+def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Suite-wide figures, and per-variant figures keyed by variant key."""
+    split = "test" if results.has_test else "heldout"
+    names = results.class_names
+    per_variant: dict[str, dict[str, str]] = {}
+    for v in results.variants:
+        if not v.cells:
+            continue
+        figures = {}
+        matrices = [c.confusion[split] for c in v.cells if split in c.confusion]
+        if matrices:
+            figures["confusion"] = plots.confusion(np.sum(matrices, axis=0), names,
+                                                   f"{split} split, {len(matrices)} cells summed")
+        per_class: dict[int, list] = defaultdict(list)
+        for c in v.cells:
+            for cls, fpr, tpr, auc in c.roc.get(split, []):
+                per_class[cls].append((fpr, tpr, auc))
+        if per_class:
+            figures["roc"] = plots.roc(per_class, names, f"ROC, {split} split")
+        histories = [c.curves for c in v.cells if c.curves]
+        if histories:
+            figures["curves"] = plots.training_curves(histories, v.key)
+        per_variant[v.key] = figures
+
+    done = [a for a in analysis.variants if a.variant.cells]
+    suite_wide: dict[str, str] = {}
+    if done:
+        keys = [a.variant.key for a in done]
+        suite_wide["spread"] = plots.fold_spread(
+            {a.variant.key: [c.metrics["heldout"][analysis.metric] for c in a.variant.cells
+                             if c.metrics.get("heldout", {}).get(analysis.metric) is not None] for a in done},
+            analysis.metric,
+        )
+        suite_wide["throughput"] = plots.throughput(
+            keys,
+            [a.timing["train_images_per_s"].mean or 0 for a in done],
+            [a.timing["infer_images_per_s"].mean or 0 for a in done],
+            {s: [a.timing[s].mean or 0 for a in done] for s in STAGES},
+        )
+    rows = [(a.variant.key, c.test.mean_difference, c.test.low, c.test.high, c.mark)
+            for a in done if (c := a.comparisons.get(analysis.metric))]
+    if rows and analysis.reference is not None:
+        suite_wide["effects"] = plots.effects(rows, analysis.metric, analysis.reference.key)
+    if analysis.friedman is not None:
+        suite_wide["cd"] = plots.critical_difference(
+            analysis.friedman_names, analysis.friedman.average_ranks, analysis.friedman.critical_difference
+        )
+    return suite_wide, per_variant
 
 
-def build_context(store: Store) -> dict[str, Any]:
-    run = store.latest_run()
-    dataset = json.loads(run["dataset_json"])
-    class_names = dataset["class_names"]
-    plan = store.planned_cells(run["id"])
-    done_ids = [r["cell_id"] for r in plan if r["status"] == "done"]
-
-    metric_rows: dict[int, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-    for m in store.metrics(done_ids):
-        metric_rows[m["cell_id"]][m["split"]][m["name"]] = m["value"]
-    curves: dict[int, list[dict]] = defaultdict(list)
-    for c in store.curves(done_ids):
-        curves[c["cell_id"]].append(dict(c))
-    confusion: dict[tuple[int, str], np.ndarray] = {
-        (c["cell_id"], c["split"]): np.array(json.loads(c["matrix"])) for c in store.confusion(done_ids)
+def build_context(results: Results, analysis: Analysis) -> dict[str, Any]:
+    suite_wide, per_variant = _figures(results, analysis)
+    first = results.runs[0]
+    totals = {
+        "planned": sum(v.planned for v in results.variants),
+        "done": sum(len(v.cells) for v in results.variants),
+        "failed": sum(len(v.failed) for v in results.variants),
+        "pending": sum(v.pending for v in results.variants),
     }
-    rocs: dict[tuple[int, str], list] = defaultdict(list)
-    for r in store.roc(done_ids):
-        if r["auc"] is not None:
-            rocs[(r["cell_id"], r["split"])].append((r["class"], json.loads(r["fpr"]), json.loads(r["tpr"]), r["auc"]))
-
-    has_test = any("test" in metric_rows[i] for i in done_ids)
-    display_split = "test" if has_test else "heldout"
-    order: list[str] = []
-    by_variant: dict[str, list] = defaultdict(list)
-    for row in plan:
-        if row["variant"] not in by_variant:
-            order.append(row["variant"])
-        by_variant[row["variant"]].append(row)
-
-    variants = []
-    for name in order:
-        rows = by_variant[name]
-        ids = [r["cell_id"] for r in rows if r["status"] == "done"]
-        timings = [json.loads(r["timings"]) for r in rows if r["status"] == "done"]
-        entry: dict[str, Any] = {
-            "name": name,
-            "anchor": f"v{order.index(name)}",
-            "role": rows[0]["role"],
-            "spec": json.loads(rows[0]["variant_json"]),
-            "planned": len(rows),
-            "done": len(ids),
-            "failed": [(r["seed"], r["fold"], r["error"]) for r in rows if r["status"] == "failed"],
-            "pending": sum(r["status"] is None for r in rows),
-            "heldout": {k: summarize([metric_rows[i]["heldout"].get(k) for i in ids]) for k in SCALARS},
-            "test": {k: summarize([metric_rows[i]["test"].get(k) for i in ids]) for k in SCALARS} if has_test else {},
-            "timing": {k: summarize([t.get(k, 0.0) for t in timings]) for k in (*STAGES, "train_images_per_s",
-                                                                                 "infer_images_per_s")},
-            "figures": {},
-        }
-        if ids:
-            matrix = sum(confusion[(i, display_split)] for i in ids if (i, display_split) in confusion)
-            entry["figures"]["confusion"] = plots.confusion(
-                np.asarray(matrix), class_names, f"{display_split} split, {len(ids)} cells summed"
-            )
-            per_class: dict[int, list] = defaultdict(list)
-            for i in ids:
-                for cls, fpr, tpr, auc in rocs[(i, display_split)]:
-                    per_class[cls].append((fpr, tpr, auc))
-            entry["figures"]["roc"] = plots.roc(per_class, class_names, f"ROC, {display_split} split")
-            histories = [curves[i] for i in ids if curves[i]]
-            if histories:
-                entry["figures"]["curves"] = plots.training_curves(histories, name)
-        variants.append(entry)
-
-    provenance = json.loads(run["provenance"])
-    devices = sorted({r["device"] for r in plan if r["device"]})
     return {
-        "run": dict(run),
-        "suite_name": run["suite_name"],
-        "quick": bool(run["quick"]),
-        "dataset": dataset,
-        "class_names": class_names,
-        "variants": variants,
+        "title": " + ".join(r.label for r in results.runs),
+        "runs": results.runs,
+        "first": first,
+        "quick": any(r.row["quick"] for r in results.runs),
+        "dataset": results.dataset,
+        "class_names": results.class_names,
+        "analysis": analysis,
+        "variants": [
+            {"a": a, "v": a.variant, "anchor": f"v{i}", "figures": per_variant.get(a.variant.key, {})}
+            for i, a in enumerate(analysis.variants)
+        ],
+        "figures": suite_wide,
         "leaderboard_columns": LEADERBOARD,
-        "display_split": display_split,
-        "has_test": has_test,
-        "provenance": provenance,
-        "devices": devices,
+        "has_test": results.has_test,
+        "devices": sorted({r.provenance["device"] for r in results.runs}),
         "stages": STAGES,
-        "totals": {
-            "planned": len(plan),
-            "done": len(done_ids),
-            "failed": sum(r["status"] == "failed" for r in plan),
-            "pending": sum(r["status"] is None for r in plan),
-        },
-        "runs": [dict(r) for r in store.runs()],
+        "totals": totals,
+        "reference": analysis.reference,
     }
 
 
-def render(context: dict[str, Any]) -> str:
+def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("octbench.report", "templates"),
         autoescape=select_autoescape(["html", "j2"], default=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["pm"] = lambda s, digits=3: "–" if s["mean"] is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
-    env.filters["num"] = lambda v, digits=0: "–" if v is None else f"{v:,.{digits}f}"
-    return env.get_template("report.html.j2").render(**context)
+    env.filters["pm"] = lambda s, d=3: "–" if s.mean is None else f"{s.mean:.{d}f} ± {s.std:.{d}f}"
+    env.filters["ci"] = lambda s, d=3: "" if s.low is None else f"[{s.low:.{d}f}, {s.high:.{d}f}]"
+    env.filters["num"] = lambda v, d=0: "–" if v is None else f"{v:,.{d}f}"
+    env.filters["p"] = lambda p: "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+    env.filters["signed"] = lambda v, d=3: f"{v:+.{d}f}"
+    return env
 
 
-def write_report(out_dir: str | Path) -> Path:
+def render_html(results: Results, analysis: Analysis) -> str:
+    return _environment().get_template("report.html.j2").render(**build_context(results, analysis))
+
+
+def write_report(out_dir: str | Path, metric: str = "accuracy") -> Path:
     """Render ``<out>/report.html`` from ``<out>/results.sqlite``; the file is replaced atomically."""
-    out_dir = Path(out_dir)
-    store = Store(out_dir / "results.sqlite", create=False)
-    try:
-        html = render(build_context(store))
-    finally:
-        store.close()
-    path = out_dir / "report.html"
-    write_atomically(path, html.encode("utf-8"))
+    results = load([out_dir])
+    path = Path(out_dir) / "report.html"
+    write_atomically(path, render_html(results, analyse(results, metric)).encode("utf-8"))
     return path
