@@ -7,6 +7,7 @@ so another executor can run cells in another process or on another machine.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from octbench import folds
+from octbench import cache, folds
 from octbench.device import describe, resolve
 from octbench.errors import CellFailed, OctbenchError
 from octbench.metrics import evaluate
@@ -118,16 +119,28 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
     inner_idx, val_idx = folds.inner_split(train_idx, pool_y, suite.cv.val_fraction, task.seed, task.fold)
     timings["load"] = time.perf_counter() - start
 
+    steps = [host.create("preprocessor", r.name, r.params) for r in variant.preprocessors]
+    lead = next((i for i, step in enumerate(steps) if not _stateless(step)), len(steps))
+    subset = ["quick", QUICK_POOL, task.seed] if task.quick else "full"
+    start = time.perf_counter()
+    pool_x, test_x, cached = transform_whole(
+        steps[:lead], variant.preprocessors[:lead], pool_x, data.test_images, [data.md5, subset]
+    )
+    timings["preprocess"] = time.perf_counter() - start
+    timings["preprocess_cached"] = float(cached)
+
     parts = {
         "train": (pool_x[inner_idx], pool_y[inner_idx]),
         "inner_val": (pool_x[val_idx], pool_y[val_idx]),
         "heldout": (pool_x[held_idx], pool_y[held_idx]),
     }
     if suite.cv.test_split:
-        parts["test"] = (data.test_images, data.test_labels)
+        parts["test"] = (test_x, data.test_labels)
     counts = {name: len(y) for name, (_, y) in parts.items()}
 
-    parts, prep_timings = apply_preprocessors(host, variant, parts, task.cell_seed)
+    context = [data.md5, subset, hashlib.sha1(inner_idx.tobytes()).hexdigest(), _refs(variant.preprocessors[:lead], steps[:lead])]
+    parts, prep_timings = apply_preprocessors(steps[lead:], variant.preprocessors[lead:], parts, task.cell_seed, context)
+    timings["preprocess"] += prep_timings.pop("preprocess")
     timings.update(prep_timings)
     counts["train_after_resampling"] = len(parts["train"][1])
 
@@ -181,24 +194,57 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
     return result
 
 
+def _stateless(step: Any) -> bool:
+    return not isinstance(step, Resampler) and getattr(step, "stateless", False)
+
+
+def _refs(refs: list[Any], steps: list[Any]) -> list[Any]:
+    return [[r.name, r.params, cache.source_hash(type(s))] for r, s in zip(refs, steps, strict=True)]
+
+
+def transform_whole(
+    steps: list[Any], refs: list[Any], pool: np.ndarray, test: np.ndarray, context: list[Any]
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Apply stateless steps (each image on its own, nothing fitted) to the whole pool and test split once,
+    through the cache: every cell of every variant with the same leading steps reuses the result."""
+    if not steps:
+        return pool, test, False
+    entry = cache.key("stateless", context, _refs(refs, steps))
+    hit = cache.get("preprocessed", entry)
+    if hit is not None:
+        return hit["pool"], hit["test"], True
+    for step, ref in zip(steps, refs, strict=True):
+        pool, test = _checked(step.transform(pool), pool, ref.name), _checked(step.transform(test), test, ref.name)
+    cache.put("preprocessed", entry, {"pool": pool, "test": test})
+    return pool, test, False
+
+
 def apply_preprocessors(
-    host: PluginHost, variant: Variant, parts: dict[str, tuple[np.ndarray, np.ndarray]], seed: int
+    steps: list[Any], refs: list[Any], parts: dict[str, tuple[np.ndarray, np.ndarray]], seed: int, context: list[Any]
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
     """Fit each step on the training part only; resamplers change the training part only.
 
     ``parts['train']`` is the only data a step is fitted or resampled on; every other part is transformed with
-    the already-fitted step. This is where the no-leakage invariant lives.
+    the already-fitted step. This is where the no-leakage invariant lives. Resampling results are cached under
+    a key of ``context`` (data, subset, the exact training indices, earlier steps), the steps so far and the seed.
     """
-    timings = {"preprocess": 0.0, "resample": 0.0}
-    for ref in variant.preprocessors:
-        step = host.create("preprocessor", ref.name, ref.params)
+    timings = {"preprocess": 0.0, "resample": 0.0, "resample_cached": 0.0}
+    for index, (step, ref) in enumerate(zip(steps, refs, strict=True)):
         start = time.perf_counter()
         if isinstance(step, Resampler):
-            x, y = step.fit_resample(*parts["train"], random_state=seed)
+            entry = cache.key("resample", context, _refs(refs[: index + 1], steps[: index + 1]), seed)
+            hit = cache.get("resampled", entry)
+            if hit is None:
+                x, y = step.fit_resample(*parts["train"], random_state=seed)
+                cache.put("resampled", entry, {"x": x, "y": y})
+            else:
+                x, y = hit["x"], hit["y"]
+                timings["resample_cached"] = 1.0
             parts = {**parts, "train": (x, y)}
             timings["resample"] += time.perf_counter() - start
             continue
-        step.fit(*parts["train"])
+        if not getattr(step, "stateless", False):
+            step.fit(*parts["train"])
         parts = {name: (_checked(step.transform(x), x, ref.name), y) for name, (x, y) in parts.items()}
         timings["preprocess"] += time.perf_counter() - start
     return parts, timings

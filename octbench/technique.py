@@ -52,6 +52,9 @@ class Preprocessor(Technique):
     """A transform fitted on a fold's training part and then applied to every split of that cell."""
 
     kind: ClassVar[str] = "preprocessor"
+    #: True when ``transform`` depends on each image alone and ``fit`` learns nothing (CLAHE, equalisation):
+    #: octbench then transforms the whole dataset once and caches it, instead of once per cell
+    stateless: ClassVar[bool] = False
 
     def fit(self, images: np.ndarray, labels: np.ndarray) -> Preprocessor:
         return self

@@ -129,6 +129,19 @@ def check_preprocessor_deterministic(cls):
         _fail(cls, "check_preprocessor_deterministic", "two fresh instances gave different outputs")
 
 
+def check_stateless_preprocessor(cls):
+    """A preprocessor declared ``stateless`` transforms each image on its own: fitting on other data, or not at
+    all, changes nothing, and transforming a batch equals transforming its images one by one."""
+    if not getattr(cls, "stateless", False):
+        return
+    images = _images(6, 1)
+    unfitted = _make(cls).transform(images)
+    fitted = _make(cls).fit(_images(6, 1, seed=9), np.zeros(6)).transform(images)
+    one_by_one = np.concatenate([_make(cls).transform(images[i : i + 1]) for i in range(len(images))])
+    if not (np.array_equal(unfitted, fitted) and np.array_equal(unfitted, one_by_one)):
+        _fail(cls, "check_stateless_preprocessor", "is declared stateless but its output depends on other images")
+
+
 # --- resamplers ----------------------------------------------------------------------------------------------
 
 
@@ -278,7 +291,7 @@ def check_dataset_layout(cls):
 COMMON: list[Check] = [check_declaration, check_parameters_validated, check_fresh_instances]
 BY_BASE: list[tuple[type, list[Check]]] = [
     (Resampler, [check_resampler_output, check_resampler_deterministic, check_resampler_sees_training_data_only]),
-    (Preprocessor, [check_preprocessor_shapes, check_preprocessor_deterministic]),
+    (Preprocessor, [check_preprocessor_shapes, check_preprocessor_deterministic, check_stateless_preprocessor]),
     (Augmenter, [check_augmenter_batch]),
     (Model, [check_model_shapes]),
     (Regularizer, [check_regularizer_trains]),

@@ -34,6 +34,7 @@ class CLAHE(Preprocessor):
     """Contrast-limited adaptive histogram equalisation (OpenCV), per image."""
 
     name = "clahe"
+    stateless = True
 
     class Params(Params):
         clip_limit: float = Field(2.0, gt=0, description="contrast limit per tile")
@@ -48,6 +49,7 @@ class HistEq(Preprocessor):
     """Global histogram equalisation (OpenCV), per image."""
 
     name = "hist-eq"
+    stateless = True
 
     def transform(self, images: np.ndarray) -> np.ndarray:
         return per_image_lightness(images, cv2.equalizeHist, self.name)

@@ -13,7 +13,10 @@ SPY_PLUGINS = Path(__file__).resolve().parent / "plugins" / "spies.py"
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's caches, data folder or plugin settings."""
+    from octbench import cache
+
     monkeypatch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    cache.clear_memory()
     for variable in ("OCTBENCH_DATA_DIR", "OCTBENCH_PLUGINS", "OCTBENCH_DISABLE_PLUGINS"):
         monkeypatch.delenv(variable, raising=False)
 

@@ -82,12 +82,20 @@ def verified_md5(path: Path, expected: str | None = None, *, fix: str = "") -> s
     return md5
 
 
+def _default_mode() -> int:
+    """What a plainly created file would get (mkstemp makes files private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -131,6 +139,7 @@ def download(
                 f"download of {url} has MD5 {got}, expected {md5}: the transfer was corrupted or the file "
                 f"changed upstream. Nothing was saved. {fix}".strip()
             )
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, destination)
     except DataError:
         _discard(tmp)

@@ -12,7 +12,7 @@ from octbench.metrics import SCALARS
 from octbench.report.collect import Results, VariantResults
 
 TIMINGS = ("load", "preprocess", "resample", "to_device", "train", "evaluate", "train_images_per_s",
-           "infer_images_per_s")
+           "infer_images_per_s", "preprocess_cached", "resample_cached")
 ALPHA = 0.05
 
 
