@@ -23,7 +23,7 @@ from octbench.metrics import evaluate
 from octbench.plugins import PluginHost
 from octbench.suite import QUICK_EPOCHS, QUICK_POOL, Suite, Variant
 from octbench.technique import Resampler, Splits
-from octbench.train import eval_batch_size, timed_predict, to_device, train
+from octbench.train import eval_batch_size, fast_path, timed_predict, to_device, train
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
 
     result = CellResult(*task.key, task.config_hash, history=outcome.history, counts=counts, device=describe(device))
     start = time.perf_counter()
-    use_amp, channels_last = suite.train.amp and device.type == "cuda", device.type == "cuda"
+    use_amp, channels_last = fast_path(suite.train, device)
     evaluated = {"heldout": pool_index[held_idx], "test": np.arange(counts.get("test", 0))}
     for split in ("heldout", "test"):
         if split not in on_device:

@@ -61,11 +61,14 @@ def run(suite, out, data_dir, device, overrides, fresh, quick, no_progress) -> N
 @click.option("--format", "fmt", type=click.Choice(["html", "md", "csv", "json"]), default="html", show_default=True)
 @click.option("--metric", type=click.Choice(list(SCALARS)), default="accuracy", show_default=True,
               help="The metric compared with the reference.")
-@click.option("--output", type=click.Path(), help="File to write (a folder for csv) [default: in the first DIR].")
+@click.option("--output", type=click.Path(allow_dash=True),
+              help="File to write (a folder for csv; '-' prints md or json) [default: in the first DIR].")
 def report(directories, fmt, metric, output) -> None:
     """Render a report from stored results only (no training). Several DIRs merge runs of one dataset."""
     from octbench.report.publish import publish
 
+    if output == "-" and fmt in ("html", "csv"):
+        raise UserError("--output - prints md or json only; give a path for html or csv.")
     for path in publish(list(directories), fmt=fmt, metric=metric, output=output):
         click.echo(f"{fmt}: {path}")
 

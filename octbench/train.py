@@ -8,6 +8,7 @@ the device once per epoch (loss, accuracy, the NaN check) and never inside a ste
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,16 +42,34 @@ def as_float(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 arithmetic is fast here: CUDA from Ampere on, CPUs with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def fast_path(config: Train, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels-last). Measured for the seed CNN, batch 64, on 2 AVX512-BF16 CPU cores: fp32
+    1.7k images/s, channels-last 2.5k, bf16 2.8k, both 4.4k; torch.compile 2.0k after 27 s of compiling."""
+    return config.amp and bf16_native(device), device.type in ("cpu", "cuda")
+
+
 def autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if enabled:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def eval_batch_size(config: Train, device: torch.device) -> int:
-    """The suite's choice, else what measured fastest: small batches stay in cache on a CPU (256: 4.0k images/s
-    for the seed CNN on 2 cores versus 2.7k at 2048), large ones fill a GPU."""
-    return config.eval_batch_size or (4096 if device.type == "cuda" else 256)
+    """The suite's choice, else what measured fastest: moderate batches stay in cache on a CPU (seed CNN, 2 cores,
+    bf16 and channels-last: 10.2k images/s at 512, 7.2k at 4096), large ones fill a GPU."""
+    return config.eval_batch_size or (4096 if device.type == "cuda" else 512)
 
 
 def make_optimizer(model: torch.nn.Module, options: dict[str, Any], device: torch.device) -> torch.optim.Optimizer:
@@ -82,10 +101,10 @@ def train(
 ) -> TrainResult:
     x_all, y_all = train_xy
     device = x_all.device
-    channels_last = device.type == "cuda"
-    use_amp = config.amp and device.type == "cuda"
+    use_amp, channels_last = fast_path(config, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    forward = compiled(model) if config.compile else model
 
     options: dict[str, Any] = config.optimizer.model_dump()
     for reg in regularizers:
@@ -123,7 +142,7 @@ def train(
             for reg in regularizers:
                 x, targets = reg.on_batch(x, targets, generator)
             with autocast(device, use_amp):
-                logits = model(x)
+                logits = forward(x)
                 loss = loss_fn(logits.float(), targets, **loss_options)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -170,6 +189,14 @@ def train(
     result.warm = len(epoch_times) > 1
     result.images_per_s = seen * len(timed) / max(sum(timed), 1e-9)
     return result
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile, with its cache under octbench's cache folder rather than /tmp."""
+    from octbench.data.files import cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+    return torch.compile(model)
 
 
 @torch.inference_mode()

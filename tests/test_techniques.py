@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from octbench.metrics import evaluate
 from octbench.plugins import PluginHost
 from octbench.suite import Train
-from octbench.train import evaluate_loss, to_device, train
+from octbench.train import evaluate_loss, fast_path, to_device, train
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def _fit(host, regularizers, epochs=6, lr=1e-3, val_out=None):
     result = train(model, train_xy, val_xy, config=config, epochs=epochs, augmenters=[], regularizers=regs,
                    generator=torch.Generator().manual_seed(0), num_classes=2)
     if val_out is not None:
-        val_out.append(evaluate_loss(model, val_xy, 64, False, False)[0])
+        val_out.append(evaluate_loss(model, val_xy, 64, *fast_path(config, torch.device("cpu")))[0])
     return result, model
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from octbench.data.files import write_atomically
@@ -14,12 +15,16 @@ EXTENSIONS = {"html": ".html", "md": ".md", "json": ".json"}
 
 
 def publish(directories: list[str], *, fmt: str = "html", metric: str = "accuracy", output: str | None = None) -> list[Path]:
+    """Write the report; ``output='-'`` prints Markdown or JSON to standard output instead (returns no paths)."""
     results = load(directories)
     analysis = analyse(results, metric)
     stem = "report" if len(directories) == 1 else "comparison"
     if fmt == "csv":
         return export.write_csv(results, analysis, Path(output) if output else Path(directories[0]))
-    path = Path(output) if output else Path(directories[0]) / f"{stem}{EXTENSIONS[fmt]}"
     text = {"html": render_html, "md": export.markdown, "json": export.to_json}[fmt](results, analysis)
+    if output == "-":
+        sys.stdout.write(text)
+        return []
+    path = Path(output) if output else Path(directories[0]) / f"{stem}{EXTENSIONS[fmt]}"
     write_atomically(path, text.encode("utf-8"))
     return [path]
