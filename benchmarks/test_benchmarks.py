@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.conftest import scaled
 from octbench.suite import Train
-from octbench.train import as_float, eval_batch_size, make_optimizer, predict_proba, to_device
+from octbench.train import as_float, autocast, eval_batch_size, fast_path, make_optimizer, predict_proba, to_device
 
 
 def test_clahe_10k_images(benchmark, host, octmnist_like):
@@ -27,8 +27,9 @@ def test_smote(benchmark, host, octmnist_like, name):
     images, labels = octmnist_like
     smote = host.create("preprocessor", name, {"k_neighbors": 5})
     benchmark.extra_info["images"] = len(images)
-    out, out_labels = benchmark.pedantic(smote.fit_resample, args=(images, labels), kwargs={"random_state": 0},
-                                         rounds=2, iterations=1, warmup_rounds=0)
+    _out, out_labels = benchmark.pedantic(
+        smote.fit_resample, args=(images, labels), kwargs={"random_state": 0}, rounds=2, iterations=1, warmup_rounds=0
+    )
     assert len(set(np.bincount(out_labels))) == 1
 
 
@@ -43,10 +44,17 @@ def test_batch_augment_batch_512(benchmark, host):
 
 
 def test_albumentations_batch_512(benchmark, host):
-    augment = host.create("augmenter", "albumentations", {"transforms": [
-        {"name": "HorizontalFlip", "p": 0.5}, {"name": "Rotate", "limit": 15, "p": 1.0},
-        {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.0, "p": 1.0},
-    ]})
+    augment = host.create(
+        "augmenter",
+        "albumentations",
+        {
+            "transforms": [
+                {"name": "HorizontalFlip", "p": 0.5},
+                {"name": "Rotate", "limit": 15, "p": 1.0},
+                {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.0, "p": 1.0},
+            ]
+        },
+    )
     batch, generator = torch.rand(512, 1, 28, 28), torch.Generator().manual_seed(0)
     benchmark.extra_info["images"] = 512
     benchmark(augment, batch, generator)
@@ -56,12 +64,15 @@ def test_albumentations_batch_512(benchmark, host):
 def test_training_step_seed_cnn(benchmark, host, octmnist_like, batch_size):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x, y = to_device(octmnist_like[0][:batch_size], octmnist_like[1][:batch_size], device)
+    use_amp, channels_last = fast_path(Train(), device)
     model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
     optimizer = make_optimizer(model, Train().optimizer.model_dump(), device)
 
-    def step():
-        logits = model(as_float(x, False))
-        loss = torch.nn.functional.cross_entropy(logits, y)
+    def step():  # as octbench.train.train does it
+        with autocast(device, use_amp):
+            logits = model(as_float(x, channels_last))
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -75,8 +86,10 @@ def test_training_step_seed_cnn(benchmark, host, octmnist_like, batch_size):
 def test_evaluation_pass_seed_cnn(benchmark, host, octmnist_like):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x, _ = to_device(octmnist_like[0][: scaled(10_000)], octmnist_like[1][: scaled(10_000)], device)
+    use_amp, channels_last = fast_path(Train(), device)
     model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
     benchmark.extra_info["images"] = len(x)
     batch = eval_batch_size(Train(), device)
-    probs = benchmark(lambda: predict_proba(model, x, batch, False, False).cpu())
+    probs = benchmark(lambda: predict_proba(model, x, batch, use_amp, channels_last).cpu())
     assert probs.shape == (len(x), 4)

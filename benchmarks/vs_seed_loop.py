@@ -44,7 +44,9 @@ class SeedStyleDataset(torch.utils.data.Dataset):
         if np.random.random() < POLICY["hflip"]:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         image = image.rotate(np.random.uniform(-POLICY["rotate"], POLICY["rotate"]))
-        image = ImageEnhance.Brightness(image).enhance(1 + np.random.uniform(-POLICY["brightness"], POLICY["brightness"]))
+        image = ImageEnhance.Brightness(image).enhance(
+            1 + np.random.uniform(-POLICY["brightness"], POLICY["brightness"])
+        )
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).unsqueeze(0)
         return x, int(self.labels[i])
 
@@ -52,8 +54,13 @@ class SeedStyleDataset(torch.utils.data.Dataset):
 def seed_loop(model, images, labels, device, steps, workers, batch=64) -> float:
     """Warm images/s of the seed-style loop over ``steps`` batches (after 10 warm-up batches)."""
     loader = torch.utils.data.DataLoader(
-        SeedStyleDataset(images, labels), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        SeedStyleDataset(images, labels),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
@@ -85,9 +92,17 @@ def octbench_train(host, x, y, device, batch, epochs):
     model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
     augment = host.create("augmenter", "batch-augment", POLICY)
     config = Train(epochs=epochs, batch_size=batch, device=str(device))
-    return train(model, to_device(x, y, device), to_device(x[:512], y[:512], device), config=config, epochs=epochs,
-                 augmenters=[augment], regularizers=[], generator=torch.Generator(device=device).manual_seed(0),
-                 num_classes=4)
+    return train(
+        model,
+        to_device(x, y, device),
+        to_device(x[:512], y[:512], device),
+        config=config,
+        epochs=epochs,
+        augmenters=[augment],
+        regularizers=[],
+        generator=torch.Generator(device=device).manual_seed(0),
+        num_classes=4,
+    )
 
 
 def main() -> None:
@@ -96,15 +111,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="timed training steps per loop")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="seed loop DataLoader workers")
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 512], help="octbench batch sizes to time")
-    parser.add_argument("--epoch-images", type=int, default=None,
-                        help="images in the timed 'whole epoch' (default: 97,477 on CUDA, 10,000 on CPU)")
+    parser.add_argument(
+        "--epoch-images",
+        type=int,
+        default=None,
+        help="images in the timed 'whole epoch' (default: 97,477 on CUDA, 10,000 on CPU)",
+    )
     args = parser.parse_args()
 
     device = resolve(args.device)
     epoch_images = args.epoch_images or (97_477 if device.type == "cuda" else 10_000)
     host = PluginHost.load()
-    data = host.create("dataset", "synthetic-oct", {"n_train": max(epoch_images, 4096), "n_val": 16,
-                                                    "n_test": 16}).load(None)
+    data = host.create(
+        "dataset", "synthetic-oct", {"n_train": max(epoch_images, 4096), "n_val": 16, "n_test": 16}
+    ).load(None)
     images, labels = data.train_images, data.train_labels
     torch.manual_seed(0)
     model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
@@ -112,7 +132,10 @@ def main() -> None:
     seed_speed = seed_loop(model, images, labels, device, args.steps, args.workers)
     speeds = {batch: octbench_loop(host, images, labels, device, args.steps, batch) for batch in args.batch}
     print(f"device: {describe(device)}")
-    print(f"seed-style loop (DataLoader, {args.workers} workers, PIL per sample, batch 64, fp32): {seed_speed:,.0f} images/s")
+    print(
+        f"seed-style loop (DataLoader, {args.workers} workers, PIL per sample, batch 64, fp32): "
+        f"{seed_speed:,.0f} images/s"
+    )
     for batch, speed in speeds.items():
         print(f"octbench trainer (defaults, batch {batch}): {speed:,.0f} images/s  = {speed / seed_speed:.1f}x")
 
@@ -122,13 +145,25 @@ def main() -> None:
     start = time.perf_counter()
     octbench_train(host, images[:epoch_images], labels[:epoch_images], device, 64, epochs=1)
     octbench_epoch = time.perf_counter() - start
-    print(f"one epoch of {epoch_images:,} images at batch 64: seed-style {seed_epoch:.1f} s, octbench {octbench_epoch:.1f} s")
-    print(json.dumps({
-        "device": describe(device), "steps": args.steps, "workers": args.workers,
-        "seed_loop_images_per_s": round(seed_speed), "octbench_images_per_s": {b: round(s) for b, s in speeds.items()},
-        "ratio_batch64": round(speeds.get(64, float("nan")) / seed_speed, 2),
-        "epoch_images": epoch_images, "seed_epoch_s": round(seed_epoch, 2), "octbench_epoch_s": round(octbench_epoch, 2),
-    }))
+    print(
+        f"one epoch of {epoch_images:,} images at batch 64: "
+        f"seed-style {seed_epoch:.1f} s, octbench {octbench_epoch:.1f} s"
+    )
+    print(
+        json.dumps(
+            {
+                "device": describe(device),
+                "steps": args.steps,
+                "workers": args.workers,
+                "seed_loop_images_per_s": round(seed_speed),
+                "octbench_images_per_s": {b: round(s) for b, s in speeds.items()},
+                "ratio_batch64": round(speeds.get(64, float("nan")) / seed_speed, 2),
+                "epoch_images": epoch_images,
+                "seed_epoch_s": round(seed_epoch, 2),
+                "octbench_epoch_s": round(octbench_epoch, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -138,8 +138,15 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
         parts["test"] = (test_x, data.test_labels)
     counts = {name: len(y) for name, (_, y) in parts.items()}
 
-    context = [data.md5, subset, hashlib.sha1(inner_idx.tobytes()).hexdigest(), _refs(variant.preprocessors[:lead], steps[:lead])]
-    parts, prep_timings = apply_preprocessors(steps[lead:], variant.preprocessors[lead:], parts, task.cell_seed, context)
+    context = [
+        data.md5,
+        subset,
+        hashlib.sha1(inner_idx.tobytes()).hexdigest(),
+        _refs(variant.preprocessors[:lead], steps[:lead]),
+    ]
+    parts, prep_timings = apply_preprocessors(
+        steps[lead:], variant.preprocessors[lead:], parts, task.cell_seed, context
+    )
     timings["preprocess"] += prep_timings.pop("preprocess")
     timings.update(prep_timings)
     counts["train_after_resampling"] = len(parts["train"][1])
@@ -172,6 +179,7 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
         on_epoch=on_epoch,
     )
     timings["train"] = outcome.train_seconds
+    timings["validate"] = outcome.validate_seconds
     timings["train_images_per_s"] = outcome.images_per_s
     timings["train_warm"] = float(outcome.warm)
 
@@ -182,7 +190,7 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
     for split in ("heldout", "test"):
         if split not in on_device:
             continue
-        x, y = on_device[split]
+        x, _y = on_device[split]
         probs, speed = timed_predict(model, x, eval_batch_size(suite.train, device), use_amp, channels_last)
         y_true = parts[split][1]
         result.evaluations[split] = evaluate(y_true, probs, data.num_classes)

@@ -46,7 +46,13 @@ def run(suite, out, data_dir, device, overrides, fresh, quick, no_progress) -> N
     from octbench.runner import run_suite
 
     summary = run_suite(
-        suite, out=out, data_dir=data_dir, device=device, overrides=list(overrides), fresh=fresh, quick=quick,
+        suite,
+        out=out,
+        data_dir=data_dir,
+        device=device,
+        overrides=list(overrides),
+        fresh=fresh,
+        quick=quick,
         progress=not no_progress,
     )
     click.echo(
@@ -59,10 +65,18 @@ def run(suite, out, data_dir, device, overrides, fresh, quick, no_progress) -> N
 @cli.command()
 @click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["html", "md", "csv", "json"]), default="html", show_default=True)
-@click.option("--metric", type=click.Choice(list(SCALARS)), default="accuracy", show_default=True,
-              help="The metric compared with the reference.")
-@click.option("--output", type=click.Path(allow_dash=True),
-              help="File to write (a folder for csv; '-' prints md or json) [default: in the first DIR].")
+@click.option(
+    "--metric",
+    type=click.Choice(list(SCALARS)),
+    default="accuracy",
+    show_default=True,
+    help="The metric compared with the reference.",
+)
+@click.option(
+    "--output",
+    type=click.Path(allow_dash=True),
+    help="File to write (a folder for csv; '-' prints md or json) [default: in the first DIR].",
+)
 def report(directories, fmt, metric, output) -> None:
     """Render a report from stored results only (no training). Several DIRs merge runs of one dataset."""
     from octbench.report.publish import publish

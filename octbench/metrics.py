@@ -58,7 +58,5 @@ def roc_points(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> list[
             curves.append({"class": cls, "fpr": [], "tpr": [], "auc": None})
             continue
         fpr, tpr, _ = skm.roc_curve(positive, probs[:, cls])
-        curves.append(
-            {"class": cls, "fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(skm.auc(fpr, tpr))}
-        )
+        curves.append({"class": cls, "fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(skm.auc(fpr, tpr))})
     return curves

@@ -66,4 +66,3 @@ def closest_hint(word: str, choices: list[str]) -> str:
     prefixed = [c for c in choices if c.startswith(word) or word.startswith(c)]
     best = match[0] if match else (prefixed[0] if prefixed else None)
     return f" (did you mean '{best}'?)" if best else ""
-

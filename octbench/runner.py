@@ -6,9 +6,13 @@ written; a failing cell is recorded with its reason and the rest of the suite go
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from octbench import folds
 from octbench.cell import CellResult, execute, load_data, pool_of
@@ -71,16 +75,29 @@ def run_suite(
         suite, variants, data_md5=data.md5, device=str(torch_device), data_dir=data_dir, quick=quick, paths=paths
     )
     provenance = collect(
-        device=describe(torch_device), suite_hash=suite.digest(), data_md5=data.md5, data_source=data.source,
+        device=describe(torch_device),
+        suite_hash=suite.digest(),
+        data_md5=data.md5,
+        data_source=data.source,
         quick=quick,
     )
     run_id = store.start_run(
-        suite_name=suite.name, suite_hash=suite.digest(), suite_text=text, suite_json=suite.model_dump_json(),
-        quick=quick, provenance=provenance,
-        dataset={"name": suite.dataset.name, "params": suite.dataset.params, "class_names": data.class_names,
-                 "channels": data.channels, "image_size": data.image_size, "md5": data.md5, "source": data.source,
-                 "sizes": {"train": len(data.train_labels), "val": len(data.val_labels),
-                           "test": len(data.test_labels)}},
+        suite_name=suite.name,
+        suite_hash=suite.digest(),
+        suite_text=text,
+        suite_json=suite.model_dump_json(),
+        quick=quick,
+        provenance=provenance,
+        dataset={
+            "name": suite.dataset.name,
+            "params": suite.dataset.params,
+            "class_names": data.class_names,
+            "channels": data.channels,
+            "image_size": data.image_size,
+            "md5": data.md5,
+            "source": data.source,
+            "sizes": {"train": len(data.train_labels), "val": len(data.val_labels), "test": len(data.test_labels)},
+        },
     )
     store.record_plan(run_id, tasks)
     finished = store.finished()
@@ -91,7 +108,14 @@ def run_suite(
     results: list[CellResult] = []
     status = "interrupted"
     try:
-        results = _run_cells(todo, host, store, run_id, progress)
+        # CPU results depend on the thread count (reduction order), so every cell gets the same number of
+        # threads whichever way it runs: train.threads, else torch's default for this machine
+        threads = suite.train.threads or torch.get_num_threads()
+        if suite.executor.parallel > 1 and len(todo) > 1:
+            results = _run_cells_in_processes(todo, suite.executor.parallel, threads, store, run_id, progress)
+        else:
+            torch.set_num_threads(threads)
+            results = _run_cells(todo, host, store, run_id, progress)
         status = "failed" if any(r.status == "failed" for r in results) else "done"
     finally:
         store.finish_run(run_id, status)
@@ -99,9 +123,52 @@ def run_suite(
     report = write_report(out_dir)
     failed = sum(r.status == "failed" for r in results)
     return RunSummary(
-        out=out_dir, planned=len(tasks), skipped=len(tasks) - len(todo), done=len(results) - failed,
-        failed=failed, seconds=time.perf_counter() - started, report=report,
+        out=out_dir,
+        planned=len(tasks),
+        skipped=len(tasks) - len(todo),
+        done=len(results) - failed,
+        failed=failed,
+        seconds=time.perf_counter() - started,
+        report=report,
     )
+
+
+def _report_failure(result: CellResult) -> None:
+    if result.status == "failed":
+        console.print(f"[red]cell failed[/red] {result.variant} seed {result.seed} fold {result.fold}: {result.error}")
+
+
+def _run_cells_in_processes(
+    todo, workers: int, threads: int, store: Store, run_id: int, progress: bool
+) -> list[CellResult]:
+    """Several cells at once, each in a worker process; the parent commits each result as it arrives, so the
+    store and resumption behave exactly as with one process, and results are identical to one at a time."""
+    context = multiprocessing.get_context("spawn")
+    results = []
+    with (
+        task_progress() as bars,
+        ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=worker_init, initargs=(threads,)
+        ) as pool,
+    ):
+        cells = bars.add_task("cells", total=len(todo), status=f"{workers} at a time", visible=progress)
+        futures = [pool.submit(execute, task) for task in todo]
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                store.commit(run_id, result)
+                results.append(result)
+                _report_failure(result)
+                bars.update(cells, advance=1, status=f"{result.variant} seed {result.seed} fold {result.fold}")
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return results
+
+
+def worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
 
 
 def _run_cells(todo, host, store: Store, run_id: int, progress: bool) -> list[CellResult]:
@@ -115,16 +182,12 @@ def _run_cells(todo, host, store: Store, run_id: int, progress: bool) -> list[Ce
             bars.reset(epochs, total=task.suite.train.epochs, visible=progress, status="")
 
             def on_epoch(logs, bars=bars, epochs=epochs):
-                bars.update(
-                    epochs, advance=1, status=f"val_loss {logs['val_loss']:.3f} val_acc {logs['val_acc']:.3f}"
-                )
+                bars.update(epochs, advance=1, status=f"val_loss {logs['val_loss']:.3f} val_acc {logs['val_acc']:.3f}")
 
             result = execute(task, host, on_epoch=on_epoch)
             store.commit(run_id, result)
             results.append(result)
-            if result.status == "failed":
-                console.print(f"[red]cell failed[/red] {label}: {result.error}")
+            _report_failure(result)
             bars.update(cells, advance=1)
         bars.update(epochs, visible=False)
     return results
-

@@ -108,15 +108,30 @@ class Store:
     # --- writing -----------------------------------------------------------------------------------------------
 
     def start_run(
-        self, *, suite_name: str, suite_hash: str, suite_text: str, suite_json: str, quick: bool,
-        dataset: dict[str, Any], provenance: dict[str, Any],
+        self,
+        *,
+        suite_name: str,
+        suite_hash: str,
+        suite_text: str,
+        suite_json: str,
+        quick: bool,
+        dataset: dict[str, Any],
+        provenance: dict[str, Any],
     ) -> int:
         with self.conn:
             cursor = self.conn.execute(
                 "INSERT INTO runs (started, suite_name, suite_hash, suite_text, suite_json, quick, dataset_json,"
                 " provenance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (now(), suite_name, suite_hash, suite_text, suite_json, int(quick), json.dumps(dataset),
-                 json.dumps(provenance)),
+                (
+                    now(),
+                    suite_name,
+                    suite_hash,
+                    suite_text,
+                    suite_json,
+                    int(quick),
+                    json.dumps(dataset),
+                    json.dumps(provenance),
+                ),
             )
         return int(cursor.lastrowid)
 
@@ -146,8 +161,20 @@ class Store:
             cell_id = self.conn.execute(
                 "INSERT INTO cells (run_id, variant, seed, fold, config_hash, status, error, detail, timings,"
                 " counts, device, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, result.variant, result.seed, result.fold, result.config_hash, result.status, result.error,
-                 result.detail, json.dumps(result.timings), json.dumps(result.counts), result.device, now()),
+                (
+                    run_id,
+                    result.variant,
+                    result.seed,
+                    result.fold,
+                    result.config_hash,
+                    result.status,
+                    result.error,
+                    result.detail,
+                    json.dumps(result.timings),
+                    json.dumps(result.counts),
+                    result.device,
+                    now(),
+                ),
             ).lastrowid
             for split, evaluation in result.evaluations.items():
                 self.conn.executemany(
@@ -159,13 +186,26 @@ class Store:
                 )
                 self.conn.executemany(
                     "INSERT INTO roc VALUES (?, ?, ?, ?, ?, ?)",
-                    [(cell_id, split, c["class"], json.dumps(c["fpr"]), json.dumps(c["tpr"]), c["auc"])
-                     for c in evaluation["roc"]],
+                    [
+                        (cell_id, split, c["class"], json.dumps(c["fpr"]), json.dumps(c["tpr"]), c["auc"])
+                        for c in evaluation["roc"]
+                    ],
                 )
             self.conn.executemany(
                 "INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(cell_id, h["epoch"], h["train_loss"], h["train_acc"], h["val_loss"], h["val_acc"], h["lr"],
-                  h["seconds"]) for h in result.history],
+                [
+                    (
+                        cell_id,
+                        h["epoch"],
+                        h["train_loss"],
+                        h["train_acc"],
+                        h["val_loss"],
+                        h["val_acc"],
+                        h["lr"],
+                        h["seconds"],
+                    )
+                    for h in result.history
+                ],
             )
             for split, p in result.predictions.items():
                 self.conn.execute(
@@ -207,9 +247,7 @@ class Store:
         return self._for_cells("SELECT * FROM curves", cell_ids, order=" ORDER BY cell_id, epoch")
 
     def predictions(self, cell_id: int, split: str) -> dict[str, np.ndarray] | None:
-        row = self.conn.execute(
-            "SELECT * FROM predictions WHERE cell_id=? AND split=?", (cell_id, split)
-        ).fetchone()
+        row = self.conn.execute("SELECT * FROM predictions WHERE cell_id=? AND split=?", (cell_id, split)).fetchone()
         if row is None:
             return None
         return {k: from_blob(row[k]) for k in ("indices", "y_true", "probs")}

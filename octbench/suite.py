@@ -111,6 +111,14 @@ class Train(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     amp: bool = Field(True, description="bf16 autocast where bf16 is native (CUDA, AVX512-BF16/AMX CPUs)")
     compile: bool = Field(False, description="torch.compile the model for training (costs compile time per cell)")
+    threads: int | None = Field(None, ge=1, description="CPU threads per cell (default: torch's, all cores)")
+
+
+class Executor(_Strict):
+    name: Literal["local"] = "local"
+    parallel: int = Field(
+        1, ge=1, le=64, description="cells trained at once, each in its own process with train.threads threads"
+    )
 
 
 class Suite(_Strict):
@@ -119,6 +127,7 @@ class Suite(_Strict):
     dataset: PluginRef = Field(default_factory=lambda: PluginRef(name="octmnist", params={"size": 28}))
     cv: CV = Field(default_factory=CV)
     train: Train = Field(default_factory=Train)
+    executor: Executor = Field(default_factory=Executor)
     defaults: Techniques = Field(default_factory=Techniques)
     variants: list[VariantSpec] = Field(default_factory=list)
     ablation: Ablation | None = None

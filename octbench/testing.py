@@ -44,8 +44,9 @@ class ConformanceError(AssertionError):
 
 
 def _fail(cls: type[Technique], check: str, problem: str) -> None:
-    raise ConformanceError(f"{getattr(cls, 'kind', 'technique')} '{getattr(cls, 'name', cls.__name__)}' "
-                           f"fails {check}: {problem}")
+    raise ConformanceError(
+        f"{getattr(cls, 'kind', 'technique')} '{getattr(cls, 'name', cls.__name__)}' fails {check}: {problem}"
+    )
 
 
 def _make(cls: type[Technique], **override) -> Technique:
@@ -93,8 +94,11 @@ def check_fresh_instances(cls):
     learned = [k for k in vars(a) if k.endswith("_")]
     if learned:
         _fail(cls, "check_fresh_instances", f"the constructor sets learned state {learned}; set it in fit")
-    shared = [k for k, v in vars(a).items() if k != "params" and not isinstance(v, (int, float, str, bool, type(None)))
-              and v is vars(b).get(k)]
+    shared = [
+        k
+        for k, v in vars(a).items()
+        if k != "params" and not isinstance(v, (int, float, str, bool, type(None))) and v is vars(b).get(k)
+    ]
     if shared:
         _fail(cls, "check_fresh_instances", f"instances share mutable attributes {shared}")
 
@@ -184,7 +188,8 @@ def check_resampler_sees_training_data_only(cls):
         given, made = images[labels == c], out[out_labels == c]
         if len(made) and ((made < given.min(0)).any() or (made > given.max(0)).any()):
             _fail(
-                cls, "check_resampler_sees_training_data_only",
+                cls,
+                "check_resampler_sees_training_data_only",
                 f"produced class-{c} images outside the range of the class-{c} training images it was given: "
                 "resamplers may only use the training part they are handed",
             )
@@ -200,7 +205,9 @@ def check_augmenter_batch(cls):
         before = batch.clone()
         out = _make(cls)(batch, torch.Generator().manual_seed(1))
         if not isinstance(out, torch.Tensor) or out.shape != batch.shape or out.dtype != batch.dtype:
-            _fail(cls, "check_augmenter_batch", f"{tuple(batch.shape)} float32 came back as {getattr(out, 'shape', out)}")
+            _fail(
+                cls, "check_augmenter_batch", f"{tuple(batch.shape)} float32 came back as {getattr(out, 'shape', out)}"
+            )
         if out.device != batch.device:
             _fail(cls, "check_augmenter_batch", "moved the batch to another device")
         if not torch.equal(batch, before):
@@ -222,8 +229,12 @@ def check_model_shapes(cls):
                 model = _make(cls).build(channels, classes, size)
                 out = model(torch.rand(2, channels, size, size))
             except Exception as exc:
-                _fail(cls, "check_model_shapes", f"built for {channels} channel(s), {classes} classes at {size}px, "
-                                                 f"it failed on a ({2}, {channels}, {size}, {size}) batch: {exc}")
+                _fail(
+                    cls,
+                    "check_model_shapes",
+                    f"built for {channels} channel(s), {classes} classes at {size}px, "
+                    f"it failed on a ({2}, {channels}, {size}, {size}) batch: {exc}",
+                )
             if tuple(out.shape) != (2, classes):
                 _fail(cls, "check_model_shapes", f"returned {tuple(out.shape)} logits, expected (2, {classes})")
             out.float().sum().backward()
@@ -243,15 +254,28 @@ def _tiny_training(cls) -> list[dict]:
     device = torch.device("cpu")
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 144, 8),
-        torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(8, 3),
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 144, 8),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.1),
+        torch.nn.Linear(8, 3),
     )
     reg = _make(cls)
     model = reg.configure_model(model)
     config = Train(epochs=2, batch_size=8, device="cpu")
-    result = train(model, to_device(x[:36], y[:36], device), to_device(x[36:], y[36:], device), config=config,
-                   epochs=2, augmenters=[], regularizers=[reg], generator=torch.Generator().manual_seed(0),
-                   num_classes=3)
+    result = train(
+        model,
+        to_device(x[:36], y[:36], device),
+        to_device(x[36:], y[36:], device),
+        config=config,
+        epochs=2,
+        augmenters=[],
+        regularizers=[reg],
+        generator=torch.Generator().manual_seed(0),
+        num_classes=3,
+    )
     return result.history
 
 

@@ -26,6 +26,7 @@ from octbench.technique import Regularizer
 class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
+    validate_seconds: float = 0.0
     images_per_s: float = 0.0
     warm: bool = False
     epochs_run: int = 0
@@ -159,7 +160,9 @@ def train(
         train_loss = float(loss_sum) / seen
         if not np.isfinite(train_loss):
             raise CellFailed(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate")
+        start = clock(device)
         val_loss, val_acc = evaluate_loss(model, val_xy, eval_batch_size(config, device), use_amp, channels_last)
+        result.validate_seconds += clock(device) - start
         logs = {
             "epoch": epoch + 1,
             "train_loss": train_loss,

@@ -51,7 +51,9 @@ class Albumentations(Augmenter):
     def _pipeline(self):
         if not hasattr(self, "pipeline_"):
             A = _albumentations()
-            steps = [getattr(A, s["name"])(**{k: v for k, v in s.items() if k != "name"}) for s in self.params.transforms]
+            steps = [
+                getattr(A, s["name"])(**{k: v for k, v in s.items() if k != "name"}) for s in self.params.transforms
+            ]
             self.pipeline_ = A.Compose(steps)
         return self.pipeline_
 

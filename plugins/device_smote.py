@@ -11,10 +11,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+from octbench_plugins.resample import SMOTEParams
 from pydantic import Field
 
 from octbench import hookimpl
-from octbench.params import Params
 from octbench.technique import Resampler
 
 CHUNK_ELEMENTS = 1 << 25  # rows x members per distance block: bounds memory at 128 MB of float32
@@ -65,11 +65,7 @@ class DeviceSMOTE(Resampler):
 
     name = "device-smote"
 
-    class Params(Params):
-        k_neighbors: int = Field(5, ge=1, description="same-class neighbours to interpolate towards")
-        sampling_strategy: Literal["auto", "minority", "not minority", "not majority", "all"] | float = Field(
-            "auto", description="imbalanced-learn's sampling_strategy"
-        )
+    class Params(SMOTEParams):
         device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to compute (auto: CUDA if present)")
 
     def fit_resample(self, images, labels, *, random_state):

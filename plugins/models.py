@@ -19,7 +19,7 @@ def conv_net(
     dropout: float,
     hidden: int,
 ) -> nn.Sequential:
-    """Blocks of Conv3x3 (padding 1) [- BatchNorm] - ReLU - MaxPool2, then flatten - Linear - ReLU - Dropout - Linear."""
+    """Conv3x3 (padding 1) [- BatchNorm] - ReLU - MaxPool2 blocks, then Flatten - Linear - ReLU - Dropout - Linear."""
     layers: list[nn.Module] = []
     channels, side = in_channels, image_size
     for width in widths:

@@ -41,15 +41,17 @@ class _Imblearn(Resampler):
         return resample_images(sampler, images, labels)
 
 
+class SMOTEParams(Params):
+    k_neighbors: int = Field(5, ge=1, description="same-class neighbours to interpolate towards")
+    sampling_strategy: Strategy = Field("auto", description="imbalanced-learn's sampling_strategy")
+
+
 class SMOTE(_Imblearn):
     """SMOTE (imbalanced-learn): synthetic minority images interpolated between same-class neighbours."""
 
     name = "smote"
     sampler_path = "imblearn.over_sampling.SMOTE"
-
-    class Params(Params):
-        k_neighbors: int = Field(5, ge=1, description="same-class neighbours to interpolate towards")
-        sampling_strategy: Strategy = Field("auto", description="imbalanced-learn's sampling_strategy")
+    Params = SMOTEParams
 
 
 class BorderlineSMOTE(_Imblearn):
@@ -58,11 +60,9 @@ class BorderlineSMOTE(_Imblearn):
     name = "borderline-smote"
     sampler_path = "imblearn.over_sampling.BorderlineSMOTE"
 
-    class Params(Params):
-        k_neighbors: int = Field(5, ge=1, description="same-class neighbours to interpolate towards")
+    class Params(SMOTEParams):
         m_neighbors: int = Field(10, ge=1, description="neighbours that decide whether a sample is in danger")
         kind: Literal["borderline-1", "borderline-2"] = Field("borderline-1", description="variant")
-        sampling_strategy: Strategy = Field("auto", description="imbalanced-learn's sampling_strategy")
 
 
 class ADASYN(_Imblearn):

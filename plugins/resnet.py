@@ -62,10 +62,15 @@ class ResNet(nn.Module):
     def __init__(self, block, layers: list[int], in_channels: int, num_classes: int, small_stem: bool) -> None:
         super().__init__()
         if small_stem:
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(True))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(True)
+            )
         else:
             self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(True), nn.MaxPool2d(3, 2, 1)
+                nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(True),
+                nn.MaxPool2d(3, 2, 1),
             )
         stages, inplanes = [], 64
         for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):

@@ -109,8 +109,10 @@ def _render_gray(labels: np.ndarray, size: int, noise: float, rng: np.random.Gen
     image += below * 0.25 * np.exp(-(v - rpe3) / 0.15)  # choroid
     # fibrovascular blob under the elevated RPE
     blob_v = rpe3 + 0.05
-    image += cnv[:, None, None] * 0.7 * np.exp(
-        -(((u[None, None, :] - centre[:, :, None]) / 0.08) ** 2) - ((v - blob_v) / 0.04) ** 2
+    image += (
+        cnv[:, None, None]
+        * 0.7
+        * np.exp(-(((u[None, None, :] - centre[:, :, None]) / 0.08) ** 2) - ((v - blob_v) / 0.04) ** 2)
     )
     # edema: dark elliptical cysts inside the retina
     dme = np.flatnonzero(labels == 1)

@@ -43,7 +43,10 @@ class Timm(Model):
         if timm is None:
             raise RuntimeError(f"timm {MISSING}")
         return timm.create_model(
-            self.params.model_name, pretrained=False, in_chans=in_channels, num_classes=num_classes,
+            self.params.model_name,
+            pretrained=False,
+            in_chans=in_channels,
+            num_classes=num_classes,
             drop_rate=self.params.drop_rate,
         )
 

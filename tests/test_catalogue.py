@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from octbench_plugins.losses import focal_loss
 from sklearn.neighbors import NearestNeighbors
 
 from octbench.errors import OctbenchError
 from octbench.plan import check_references
 from octbench.plugins import PluginHost
 from octbench.suite import LIST_KINDS, load_suite, resolve_variants
-from octbench_plugins.losses import focal_loss
 
 SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
 HAS_TIMM = importlib.util.find_spec("timm") is not None
@@ -36,7 +36,7 @@ def imbalanced_images(seed=0):
 def assert_on_neighbour_segments(images, labels, out, out_labels, k):
     """Each synthetic image lies (within rounding) on a segment from a same-class image to one of its k
     nearest same-class neighbours."""
-    synthetic, synthetic_labels = out[len(images):], out_labels[len(images):]
+    synthetic, synthetic_labels = out[len(images) :], out_labels[len(images) :]
     flat = images.reshape(len(images), -1).astype(float)
     for cls in np.unique(synthetic_labels):
         members = flat[labels == cls]
@@ -135,8 +135,11 @@ def test_ema_ends_with_averaged_weights(host):
     [
         ("cosine", {"min_lr": 0.0}, lambda lrs: lrs[-1] < 0.01 * lrs[0]),
         ("one-cycle", {"max_lr_factor": 10}, lambda lrs: max(lrs) > 5 * lrs[0] and lrs[-1] < lrs[0]),
-        ("multistep", {"milestones": [0.5, 0.75]}, lambda lrs: np.allclose(sorted(set(np.round(lrs, 8)))[-3:],
-                                                                        [1e-5, 1e-4, 1e-3])),
+        (
+            "multistep",
+            {"milestones": [0.5, 0.75]},
+            lambda lrs: np.allclose(sorted(set(np.round(lrs, 8)))[-3:], [1e-5, 1e-4, 1e-3]),
+        ),
     ],
 )
 def test_schedules_shape_the_learning_rate(host, name, params, expect):
@@ -157,8 +160,9 @@ def test_schedules_shape_the_learning_rate(host, name, params, expect):
 
 def test_optimizer_regularizer_switches_algorithm(host):
     options = host.create("regularizer", "optimizer", {"algorithm": "sgd", "nesterov": True, "lr": 0.1})
-    changed = options.configure_optimizer({"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.9,
-                                           "nesterov": False})
+    changed = options.configure_optimizer(
+        {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False}
+    )
     assert changed["name"] == "sgd" and changed["nesterov"] and changed["lr"] == 0.1 and changed["weight_decay"] == 0
 
 

@@ -34,10 +34,14 @@ variants:
 @pytest.mark.parametrize(
     ("suite", "expected"),
     [
-        (GOOD.replace("- name: a", "- {name: a, preprocessors: [clahee]}"),
-         "variants[0].preprocessors[0]: unknown preprocessor 'clahee' (did you mean 'clahe'?)"),
-        (GOOD.replace("- name: a", "- {name: a, preprocessors: [{name: clahe, clip_limit: -1}]}"),
-         "The 'clip_limit' parameter of clahe must be greater than 0. Got -1 instead."),
+        (
+            GOOD.replace("- name: a", "- {name: a, preprocessors: [clahee]}"),
+            "variants[0].preprocessors[0]: unknown preprocessor 'clahee' (did you mean 'clahe'?)",
+        ),
+        (
+            GOOD.replace("- name: a", "- {name: a, preprocessors: [{name: clahe, clip_limit: -1}]}"),
+            "The 'clip_limit' parameter of clahe must be greater than 0. Got -1 instead.",
+        ),
         (GOOD.replace("name: t\n", ""), "name: required key is missing"),
         (GOOD.replace("cv: {folds: 2}", "cv: {folds: 2"), "malformed YAML"),
         (GOOD.replace("synthetic-oct", "octmnistt"), "unknown dataset 'octmnistt' (did you mean 'octmnist'?)"),
@@ -75,7 +79,9 @@ def test_wrong_md5_data_file_exits_2_and_says_what_to_do(tmp_path):
     path.write_text(GOOD.replace("{name: synthetic-oct, n_train: 160, n_val: 40, n_test: 40}", "breastmnist"))
     result = invoke("run", path, "--data-dir", data, "--out", tmp_path / "out", "--no-progress")
     assert result.exit_code == 2
-    assert "expected 750601b1f35ba3300ea97c75c52ff8f6" in result.output and "Delete it and fetch it again" in result.output
+    assert (
+        "expected 750601b1f35ba3300ea97c75c52ff8f6" in result.output and "Delete it and fetch it again" in result.output
+    )
     assert not (tmp_path / "out").exists()
     verify = invoke("data", "verify", "--data-dir", data)
     assert verify.exit_code == 2 and "BAD" in verify.output

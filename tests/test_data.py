@@ -76,8 +76,9 @@ def served_breastmnist(tmp_path, monkeypatch):
     (tmp_path / "www" / "breastmnist.npz").write_bytes(payload)
     server = serve(tmp_path / "www")
     url = f"http://127.0.0.1:{server.server_address[1]}/breastmnist.npz"
-    monkeypatch.setitem(INFO, "breastmnist", {**INFO["breastmnist"], "url": url,
-                                              "MD5": hashlib.md5(payload).hexdigest()})
+    monkeypatch.setitem(
+        INFO, "breastmnist", {**INFO["breastmnist"], "url": url, "MD5": hashlib.md5(payload).hexdigest()}
+    )
     yield url, payload
     server.shutdown()
     server.server_close()
@@ -97,7 +98,7 @@ def test_download_with_wrong_md5_leaves_nothing(tmp_path, served_breastmnist, mo
 
     monkeypatch.setitem(INFO, "breastmnist", {**INFO["breastmnist"], "MD5": "0" * 32})
     target = tmp_path / "data"
-    with pytest.raises(DataError, match="expected 0{32}.*Nothing was saved.*save it as"):
+    with pytest.raises(DataError, match=r"expected 0{32}.*Nothing was saved.*save it as"):
         medmnist.locate("breastmnist", 28, target, progress=False)
     assert list(target.iterdir()) == []
 
@@ -120,7 +121,7 @@ def test_no_download_when_asked_not_to(tmp_path):
 
 def test_local_file_with_wrong_md5_is_rejected(tmp_path):
     (tmp_path / "breastmnist.npz").write_bytes(b"not the real file")
-    with pytest.raises(DataError, match="expected 750601b1f35ba3300ea97c75c52ff8f6.*Delete it"):
+    with pytest.raises(DataError, match=r"expected 750601b1f35ba3300ea97c75c52ff8f6.*Delete it"):
         medmnist.locate("breastmnist", 28, tmp_path)
 
 

@@ -21,7 +21,7 @@ from octbench.runner import run_suite
 from octbench.store import Store
 from octbench.suite import load_suite, resolve_variants
 from tests.conftest import spy_plugin_path
-from tests.plugins.spies import POOL, TEST, read_log
+from tests.plugins.spies import POOL, read_log
 
 
 def spy_suite(write_suite, log, folds_=3, seeds="[0, 1]"):
@@ -79,7 +79,7 @@ def test_nothing_fitted_resampled_or_augmented_sees_held_out_or_test_images(writ
 
     # synthetic samples never reach an evaluation set: evaluations are exactly the fold and the test split
     store = Store(tmp_path / "out" / "results.sqlite")
-    for cell_id, variant, seed, fold, *_ in stored_cells(tmp_path / "out"):
+    for cell_id, _variant, seed, fold, *_ in stored_cells(tmp_path / "out"):
         _, held_idx = folds.fold_indices(labels, 3, seed, fold)
         held = store.predictions(cell_id, "heldout")
         test = store.predictions(cell_id, "test")
@@ -179,8 +179,9 @@ def test_a_cell_is_reproducible(tiny_suite):
     suite, _ = load_suite(suite_file)
     host = PluginHost.load()
     variant = resolve_variants(suite)[0]
-    task = CellTask(suite, variant, seed=0, fold=1, config_hash=config_hash(suite, variant, 0, 1, "x", False),
-                    device="cpu")
+    task = CellTask(
+        suite, variant, seed=0, fold=1, config_hash=config_hash(suite, variant, 0, 1, "x", False), device="cpu"
+    )
     first, second = execute(task, host), execute(task, host)
     assert first.status == second.status == "done"
     assert first.evaluations["heldout"]["scalars"] == second.evaluations["heldout"]["scalars"]
@@ -204,3 +205,20 @@ def test_quick_is_recorded(tiny_suite, tmp_path, quick):
     run_suite(tiny_suite("- name: a"), out=tmp_path / "out", quick=quick, progress=False)
     html = (tmp_path / "out" / "report.html").read_text()
     assert ("Quick run." in html) is quick
+
+
+def test_parallel_cells_give_the_same_results_as_one_at_a_time(tiny_suite, tmp_path):
+    suite = tiny_suite("- name: a\n- {name: b, augmenters: [{name: batch-augment, rotate: 10}]}")
+    one = run_suite(suite, out=tmp_path / "one", progress=False)
+    two = run_suite(suite, out=tmp_path / "two", overrides=["executor.parallel=2"], progress=False)
+    assert one.done == two.done == 4
+
+    def metrics(out):
+        conn = sqlite3.connect(out / "results.sqlite")
+        rows = conn.execute(
+            "SELECT c.variant, c.fold, m.split, m.name, m.value FROM cells c JOIN metrics m ON m.cell_id = c.id"
+        ).fetchall()
+        conn.close()
+        return {r[:4]: r[4] for r in rows}
+
+    assert metrics(tmp_path / "one") == metrics(tmp_path / "two")

@@ -133,7 +133,7 @@ def test_registering_the_wrong_kind_fails(tmp_path):
 
 def test_a_plugin_that_fails_to_import_is_named(tmp_path):
     path = write_plugin(tmp_path, "raise ImportError('needs a package you lack')\n")
-    with pytest.raises(PluginError, match="my_plugins.py failed to import.*needs a package"):
+    with pytest.raises(PluginError, match=r"my_plugins\.py failed to import.*needs a package"):
         PluginHost.load([path])
 
 

@@ -7,12 +7,12 @@ import json
 import re
 
 import markdown
-import pytest
 from click.testing import CliRunner
 
 from octbench.cli import cli
 from octbench.runner import run_suite
 from tests.conftest import FOUR_VARIANTS as SUITE
+
 
 def report(*args):
     return CliRunner().invoke(cli, ["report", *map(str, args)], catch_exceptions=False)
@@ -20,11 +20,25 @@ def report(*args):
 
 def test_html_report_shows_statistics_and_figures(run_dir):
     html = (run_dir / "report.html").read_text()
-    for text in ("Leaderboard", "Comparison with the reference", "corrected resampled t-test", "Wilcoxon",
-                 "Holm", "McNemar", "bootstrap", "Friedman test", "critical difference", "Provenance"):
+    for text in (
+        "Leaderboard",
+        "Comparison with the reference",
+        "corrected resampled t-test",
+        "Wilcoxon",
+        "Holm",
+        "McNemar",
+        "bootstrap",
+        "Friedman test",
+        "critical difference",
+        "Provenance",
+    ):
         assert text in html, text
-    for alt in ("effect of each variant against the reference", "critical difference diagram", "fold spread of",
-                "throughput and stage times"):
+    for alt in (
+        "effect of each variant against the reference",
+        "critical difference diagram",
+        "fold spread of",
+        "throughput and stage times",
+    ):
         assert f'alt="{alt}' in html, alt
     for name in ("baseline", "flip", "smote", "class-weights"):
         assert f'alt="confusion matrix of {name}"' in html and f'alt="ROC curves of {name}"' in html

@@ -79,8 +79,9 @@ def test_rank_auc_matches_scikit_learn(classes):
 
 
 def test_friedman_matches_scipy_and_nemenyi_matches_demsar_table():
-    scores = np.array([[0.80, 0.82, 0.79], [0.78, 0.81, 0.77], [0.83, 0.85, 0.80], [0.79, 0.80, 0.78],
-                       [0.81, 0.84, 0.80]])
+    scores = np.array(
+        [[0.80, 0.82, 0.79], [0.78, 0.81, 0.77], [0.83, 0.85, 0.80], [0.79, 0.80, 0.78], [0.81, 0.84, 0.80]]
+    )
     result = stats.friedman(scores)
     reference = sps.friedmanchisquare(*scores.T)
     assert result.statistic == pytest.approx(reference.statistic) and result.p_value == pytest.approx(reference.pvalue)

@@ -74,8 +74,8 @@ def test_full_expands_to_every_combination():
 
 def test_overrides_keep_types_and_reach_any_key():
     suite = parse_suite(
-        ISSUE_EXAMPLE, overrides=["dataset.name=breastmnist", "cv.folds=3", "train.optimizer.lr=0.01",
-                                  "variants.1.name=renamed"]
+        ISSUE_EXAMPLE,
+        overrides=["dataset.name=breastmnist", "cv.folds=3", "train.optimizer.lr=0.01", "variants.1.name=renamed"],
     )
     assert suite.dataset.name == "breastmnist" and suite.dataset.params == {"size": 28}
     assert suite.cv.folds == 3 and suite.train.optimizer.lr == 0.01
@@ -88,7 +88,10 @@ def test_overrides_keep_types_and_reach_any_key():
         ("name: x\nvariants: [{name: a}\n", "malformed YAML"),
         ("variants: [{name: a}]\n", "name: required key is missing"),
         ("name: x\nvariants:\n  - name: a\n    preprocesors: [clahe]\n", ":4: variants[0].preprocesors: unknown key"),
-        ("name: x\ncv: {folds: 1}\nvariants: [{name: a}]\n", ":2: cv.folds: Input should be greater than or equal to 2"),
+        (
+            "name: x\ncv: {folds: 1}\nvariants: [{name: a}]\n",
+            ":2: cv.folds: Input should be greater than or equal to 2",
+        ),
         ("name: x\n", "needs 'variants'"),
         ("name: x\nvariants: [{name: a}, {name: a}]\n", "repeated: a"),
         ("- just a list\n", "a suite is a YAML mapping"),

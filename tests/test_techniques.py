@@ -48,14 +48,17 @@ def test_metrics_agree_with_scikit_learn():
 
 
 def test_batch_augment_is_deterministic_and_preserves_shape(host):
-    augment = host.create("augmenter", "batch-augment", {"rotate": 15, "translate": 0.1, "scale": 0.1,
-                                                          "brightness": 0.2, "contrast": 0.2, "noise": 0.05})
+    augment = host.create(
+        "augmenter",
+        "batch-augment",
+        {"rotate": 15, "translate": 0.1, "scale": 0.1, "brightness": 0.2, "contrast": 0.2, "noise": 0.05},
+    )
     batch = torch.rand(16, 3, 28, 28)
     first = augment(batch, torch.Generator().manual_seed(1))
     again = augment(batch, torch.Generator().manual_seed(1))
     other = augment(batch, torch.Generator().manual_seed(2))
     assert first.shape == batch.shape and torch.equal(first, again) and not torch.equal(first, other)
-    assert 0 <= first.min() and first.max() <= 1
+    assert first.min() >= 0 and first.max() <= 1
     flip = host.create("augmenter", "batch-augment", {"hflip": 1.0})
     assert torch.equal(flip(batch, torch.Generator()), batch.flip(-1))
 
@@ -70,13 +73,10 @@ def test_smote_on_uint8_interpolates_without_wrapping_around(host):
     out, out_labels = smote.fit_resample(images, labels, random_state=0)
     assert out.dtype == np.uint8 and out.shape[1:] == images.shape[1:]
     assert np.bincount(out_labels).tolist() == [20, 20]
-    synthetic = out[len(images):].reshape(15, -1).astype(float)
+    synthetic = out[len(images) :].reshape(15, -1).astype(float)
     flat = minority.reshape(5, -1).astype(float)
     for sample in synthetic:  # each lies on a segment between two minority images (within rounding)
-        best = min(
-            np.abs(sample - (a + t * (b - a))).max()
-            for a in flat for b in flat for t in np.linspace(0, 1, 201)
-        )
+        best = min(np.abs(sample - (a + t * (b - a))).max() for a in flat for b in flat for t in np.linspace(0, 1, 201))
         assert best <= 1.0
 
 
@@ -100,8 +100,17 @@ def _fit(host, regularizers, epochs=6, lr=1e-3, val_out=None):
     for reg in regs:
         model = reg.configure_model(model)
     config = Train(epochs=epochs, batch_size=16, optimizer={"name": "adam", "lr": lr}, device="cpu")
-    result = train(model, train_xy, val_xy, config=config, epochs=epochs, augmenters=[], regularizers=regs,
-                   generator=torch.Generator().manual_seed(0), num_classes=2)
+    result = train(
+        model,
+        train_xy,
+        val_xy,
+        config=config,
+        epochs=epochs,
+        augmenters=[],
+        regularizers=regs,
+        generator=torch.Generator().manual_seed(0),
+        num_classes=2,
+    )
     if val_out is not None:
         val_out.append(evaluate_loss(model, val_xy, 64, *fast_path(config, torch.device("cpu")))[0])
     return result, model

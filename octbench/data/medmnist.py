@@ -31,9 +31,7 @@ def info() -> dict[str, dict[str, Any]]:
             "the medmnist package is not installed: run `pip install --no-deps medmnist` (see README, Install)."
         ) from None
     return {
-        flag: entry
-        for flag, entry in INFO.items()
-        if not flag.endswith("3d") and entry.get("task") in SUPPORTED_TASKS
+        flag: entry for flag, entry in INFO.items() if not flag.endswith("3d") and entry.get("task") in SUPPORTED_TASKS
     }
 
 

@@ -11,8 +11,19 @@ from octbench import stats
 from octbench.metrics import SCALARS
 from octbench.report.collect import Results, VariantResults
 
-TIMINGS = ("load", "preprocess", "resample", "to_device", "train", "evaluate", "train_images_per_s",
-           "infer_images_per_s", "preprocess_cached", "resample_cached")
+TIMINGS = (
+    "load",
+    "preprocess",
+    "resample",
+    "to_device",
+    "train",
+    "validate",
+    "evaluate",
+    "train_images_per_s",
+    "infer_images_per_s",
+    "preprocess_cached",
+    "resample_cached",
+)
 ALPHA = 0.05
 
 
@@ -61,8 +72,11 @@ class Analysis:
 
 
 def _values(variant: VariantResults, split: str, metric: str) -> dict[tuple[int, int], float]:
-    return {(c.seed, c.fold): c.metrics[split][metric] for c in variant.cells
-            if split in c.metrics and c.metrics[split].get(metric) is not None}
+    return {
+        (c.seed, c.fold): c.metrics[split][metric]
+        for c in variant.cells
+        if split in c.metrics and c.metrics[split].get(metric) is not None
+    }
 
 
 def _ensemble(variant: VariantResults) -> tuple[np.ndarray, np.ndarray] | None:
@@ -77,15 +91,21 @@ def analyse(results: Results, metric: str = "accuracy") -> Analysis:
     analysed = [
         VariantAnalysis(
             variant=v,
-            summaries={split: {m: stats.summary(list(_values(v, split, m).values())) for m in SCALARS}
-                       for split in ("heldout", "test")},
+            summaries={
+                split: {m: stats.summary(list(_values(v, split, m).values())) for m in SCALARS}
+                for split in ("heldout", "test")
+            },
             timing={k: stats.summary([c.timings.get(k) for c in v.cells]) for k in TIMINGS},
         )
         for v in results.variants
     ]
     reference = results.reference
-    ratios = [c.counts["heldout"] / (c.counts["train"] + c.counts["inner_val"]) for v in results.variants
-              for c in v.cells if c.counts.get("heldout")]
+    ratios = [
+        c.counts["heldout"] / (c.counts["train"] + c.counts["inner_val"])
+        for v in results.variants
+        for c in v.cells
+        if c.counts.get("heldout")
+    ]
     ratio = float(np.mean(ratios)) if ratios else 0.25
     if reference is not None:
         _paired_comparisons(analysed, reference, ratio)

@@ -106,8 +106,15 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
         run = store.latest_run()
         suite = json.loads(run["suite_json"])
         label = directory.name if merged else run["suite_name"]
-        info = RunInfo(label, directory, dict(run), json.loads(run["dataset_json"]), json.loads(run["provenance"]),
-                       suite["cv"]["folds"], [dict(r) for r in store.runs()])
+        info = RunInfo(
+            label,
+            directory,
+            dict(run),
+            json.loads(run["dataset_json"]),
+            json.loads(run["provenance"]),
+            suite["cv"]["folds"],
+            [dict(r) for r in store.runs()],
+        )
         plan = store.planned_cells(run["id"])
         done = [r["cell_id"] for r in plan if r["status"] == "done"]
         metrics: dict[int, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
@@ -119,7 +126,9 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
         rocs: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         for r in store.roc(done):
             if r["auc"] is not None:
-                rocs[r["cell_id"]][r["split"]].append((r["class"], json.loads(r["fpr"]), json.loads(r["tpr"]), r["auc"]))
+                rocs[r["cell_id"]][r["split"]].append(
+                    (r["class"], json.loads(r["fpr"]), json.loads(r["tpr"]), r["auc"])
+                )
         curves: dict[int, list[dict]] = defaultdict(list)
         for c in store.curves(done):
             curves[c["cell_id"]].append(dict(c))
@@ -129,7 +138,10 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
             name = row["variant"]
             if name not in by_name:
                 by_name[name] = VariantResults(
-                    key=f"{label}/{name}" if merged else name, name=name, run=label, role=row["role"],
+                    key=f"{label}/{name}" if merged else name,
+                    name=name,
+                    run=label,
+                    role=row["role"],
                     spec=json.loads(row["variant_json"]),
                 )
             variant = by_name[name]
@@ -138,11 +150,19 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
                 variant.failed.append((row["seed"], row["fold"], row["error"]))
             elif row["status"] == "done":
                 i = row["cell_id"]
-                variant.cells.append(Cell(
-                    seed=row["seed"], fold=row["fold"], metrics=dict(metrics[i]), confusion=confusion[i],
-                    roc=dict(rocs[i]), curves=curves[i], timings=json.loads(row["timings"]),
-                    counts=json.loads(row["counts"]), test=store.predictions(i, "test"),
-                ))
+                variant.cells.append(
+                    Cell(
+                        seed=row["seed"],
+                        fold=row["fold"],
+                        metrics=dict(metrics[i]),
+                        confusion=confusion[i],
+                        roc=dict(rocs[i]),
+                        curves=curves[i],
+                        timings=json.loads(row["timings"]),
+                        counts=json.loads(row["counts"]),
+                        test=store.predictions(i, "test"),
+                    )
+                )
         return info, list(by_name.values())
     finally:
         store.close()

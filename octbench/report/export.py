@@ -13,23 +13,36 @@ from octbench.metrics import SCALARS
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
 
-MARKDOWN_COLUMNS = (("accuracy", "CV accuracy"), ("balanced_accuracy", "CV balanced acc."), ("f1_macro", "CV macro F1"),
-                    ("auc_macro", "CV macro AUC"))
+MARKDOWN_COLUMNS = (
+    ("accuracy", "CV accuracy"),
+    ("balanced_accuracy", "CV balanced acc."),
+    ("f1_macro", "CV macro F1"),
+    ("auc_macro", "CV macro AUC"),
+)
 
 
 def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any]]:
     rows = []
     for a in analysis.variants:
         v = a.variant
-        row: dict[str, Any] = {"variant": v.key, "run": v.run, "name": v.name, "reference": v.role == "baseline",
-                               "cells": len(v.cells), "failed": len(v.failed), "planned": v.planned}
+        row: dict[str, Any] = {
+            "variant": v.key,
+            "run": v.run,
+            "name": v.name,
+            "reference": v.role == "baseline",
+            "cells": len(v.cells),
+            "failed": len(v.failed),
+            "planned": v.planned,
+        }
         for split in ("heldout", "test"):
             for metric in SCALARS:
                 s = a.summaries[split][metric]
                 row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"] = s.mean, s.std
         comparison = a.comparisons.get(analysis.metric)
         row[f"delta_{analysis.metric}"] = comparison.test.mean_difference if comparison else None
-        row["delta_low"], row["delta_high"] = (comparison.test.low, comparison.test.high) if comparison else (None, None)
+        row["delta_low"], row["delta_high"] = (
+            (comparison.test.low, comparison.test.high) if comparison else (None, None)
+        )
         row["p_corrected_t_holm"] = comparison.p_t_holm if comparison else None
         row["p_wilcoxon_holm"] = comparison.p_wilcoxon_holm if comparison else None
         t = a.test_split
@@ -47,11 +60,18 @@ def cell_rows(results: Results) -> list[dict[str, Any]]:
     for v in results.variants:
         for c in v.cells:
             for split, metrics in sorted(c.metrics.items()):
-                rows.append({"variant": v.key, "run": v.run, "seed": c.seed, "fold": c.fold, "split": split,
-                             **{m: metrics.get(m) for m in SCALARS},
-                             **{f"seconds_{k}": c.timings.get(k) for k in ("preprocess", "resample", "train",
-                                                                           "evaluate")},
-                             "train_images_per_s": c.timings.get("train_images_per_s")})
+                rows.append(
+                    {
+                        "variant": v.key,
+                        "run": v.run,
+                        "seed": c.seed,
+                        "fold": c.fold,
+                        "split": split,
+                        **{m: metrics.get(m) for m in SCALARS},
+                        **{f"seconds_{k}": c.timings.get(k) for k in ("preprocess", "resample", "train", "evaluate")},
+                        "train_images_per_s": c.timings.get("train_images_per_s"),
+                    }
+                )
     return rows
 
 
@@ -72,16 +92,27 @@ def markdown(results: Results, analysis: Analysis) -> str:
         cells = [row["variant"] + (" (reference)" if row["reference"] else "")]
         cells += [_pm(row[f"heldout_{m}_mean"], row[f"heldout_{m}_std"]) for m, _ in MARKDOWN_COLUMNS]
         if has_test:
-            cells += [_pm(row["test_accuracy_mean"], row["test_accuracy_std"]),
-                      _pm(row["test_auc_macro_mean"], row["test_auc_macro_std"])]
+            cells += [
+                _pm(row["test_accuracy_mean"], row["test_accuracy_std"]),
+                _pm(row["test_auc_macro_mean"], row["test_auc_macro_std"]),
+            ]
         if reference:
             delta = row[f"delta_{analysis.metric}"]
-            cells += ["–", "–"] if delta is None else [
-                f"{delta:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]", f"{row['p_corrected_t_holm']:.3f}"
-            ]
+            cells += (
+                ["–", "–"]
+                if delta is None
+                else [
+                    f"{delta:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]",
+                    f"{row['p_corrected_t_holm']:.3f}",
+                ]
+            )
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     dataset = results.dataset
-    quick = " Made with `--quick`: a first look, not results to publish." if any(r.row["quick"] for r in results.runs) else ""
+    quick = (
+        " Made with `--quick`: a first look, not results to publish."
+        if any(r.row["quick"] for r in results.runs)
+        else ""
+    )
     note = (
         f"{dataset['name']}, mean ± std over folds × seeds; CV on held-out folds"
         + (", test on the official test split" if has_test else "")
@@ -118,7 +149,9 @@ def to_json(results: Results, analysis: Analysis) -> str:
         "reference": analysis.reference.key if analysis.reference else None,
         "leaderboard": leaderboard_rows(results, analysis),
         "cells": cell_rows(results),
-        "runs": [{"label": r.label, "suite": r.row["suite_name"], "quick": bool(r.row["quick"]),
-                  "provenance": r.provenance} for r in results.runs],
+        "runs": [
+            {"label": r.label, "suite": r.row["suite_name"], "quick": bool(r.row["quick"]), "provenance": r.provenance}
+            for r in results.runs
+        ],
     }
     return json.dumps(payload, indent=1, default=str)

@@ -8,9 +8,9 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import auc as auc_of  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import auc as auc_of
 
 GRID = np.linspace(0, 1, 101)
 
@@ -31,8 +31,15 @@ def confusion(matrix: np.ndarray, class_names: list[str], title: str) -> str:
     for ax, values, label, fmt in ((axes[0], matrix, "counts", "{:.0f}"), (axes[1], rates, "row-normalised", "{:.2f}")):
         ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                fmt.format(v),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rates[i, j] > 0.6 else "black",
+            )
         ax.set_xticks(range(len(short)), short, rotation=35, ha="right", fontsize=8)
         ax.set_yticks(range(len(short)), short, fontsize=8)
         ax.set_xlabel("predicted")
@@ -132,7 +139,7 @@ def effects(rows: list[tuple[str, float, float, float, str]], metric: str, refer
     """Each variant's mean paired difference from the reference with its corrected 95% interval."""
     fig, ax = plt.subplots(figsize=(7.5, _height(len(rows))))
     colours = {"better": "tab:green", "worse": "tab:red", "": "tab:gray"}
-    for row, (name, mean, low, high, mark) in enumerate(rows):
+    for row, (_name, mean, low, high, mark) in enumerate(rows):
         ax.errorbar(mean, row, xerr=[[mean - low], [high - mean]], fmt="o", color=colours[mark], capsize=3)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)

@@ -14,7 +14,9 @@ from octbench.report.render import render_html
 EXTENSIONS = {"html": ".html", "md": ".md", "json": ".json"}
 
 
-def publish(directories: list[str], *, fmt: str = "html", metric: str = "accuracy", output: str | None = None) -> list[Path]:
+def publish(
+    directories: list[str], *, fmt: str = "html", metric: str = "accuracy", output: str | None = None
+) -> list[Path]:
     """Write the report; ``output='-'`` prints Markdown or JSON to standard output instead (returns no paths)."""
     results = load(directories)
     analysis = analyse(results, metric)

@@ -20,7 +20,7 @@ LEADERBOARD = (
     ("f1_macro", "Macro F1"),
     ("auc_macro", "Macro AUC"),
 )
-STAGES = ("load", "preprocess", "resample", "to_device", "train", "evaluate")
+STAGES = ("load", "preprocess", "resample", "to_device", "train", "validate", "evaluate")
 
 
 def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
@@ -34,8 +34,9 @@ def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict
         figures = {}
         matrices = [c.confusion[split] for c in v.cells if split in c.confusion]
         if matrices:
-            figures["confusion"] = plots.confusion(np.sum(matrices, axis=0), names,
-                                                   f"{split} split, {len(matrices)} cells summed")
+            figures["confusion"] = plots.confusion(
+                np.sum(matrices, axis=0), names, f"{split} split, {len(matrices)} cells summed"
+            )
         per_class: dict[int, list] = defaultdict(list)
         for c in v.cells:
             for cls, fpr, tpr, auc in c.roc.get(split, []):
@@ -52,8 +53,14 @@ def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict
     if done:
         keys = [a.variant.key for a in done]
         suite_wide["spread"] = plots.fold_spread(
-            {a.variant.key: [c.metrics["heldout"][analysis.metric] for c in a.variant.cells
-                             if c.metrics.get("heldout", {}).get(analysis.metric) is not None] for a in done},
+            {
+                a.variant.key: [
+                    c.metrics["heldout"][analysis.metric]
+                    for c in a.variant.cells
+                    if c.metrics.get("heldout", {}).get(analysis.metric) is not None
+                ]
+                for a in done
+            },
             analysis.metric,
         )
         suite_wide["throughput"] = plots.throughput(
@@ -62,8 +69,11 @@ def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict
             [a.timing["infer_images_per_s"].mean or 0 for a in done],
             {s: [a.timing[s].mean or 0 for a in done] for s in STAGES},
         )
-    rows = [(a.variant.key, c.test.mean_difference, c.test.low, c.test.high, c.mark)
-            for a in done if (c := a.comparisons.get(analysis.metric))]
+    rows = [
+        (a.variant.key, c.test.mean_difference, c.test.low, c.test.high, c.mark)
+        for a in done
+        if (c := a.comparisons.get(analysis.metric))
+    ]
     if rows and analysis.reference is not None:
         suite_wide["effects"] = plots.effects(rows, analysis.metric, analysis.reference.key)
     if analysis.friedman is not None:

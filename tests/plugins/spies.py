@@ -61,8 +61,15 @@ class TaggedImages(Dataset):
         test_x, test_y = make(self.params.n_test, TEST)
         n_train = self.params.n_pool * 3 // 4
         return Splits(
-            pool_x[:n_train], pool_y[:n_train], pool_x[n_train:], pool_y[n_train:], test_x, test_y,
-            class_names=["a", "b", "c"], source="tagged", md5="tagged",
+            pool_x[:n_train],
+            pool_y[:n_train],
+            pool_x[n_train:],
+            pool_y[n_train:],
+            test_x,
+            test_y,
+            class_names=["a", "b", "c"],
+            source="tagged",
+            md5="tagged",
         )
 
 

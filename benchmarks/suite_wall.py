@@ -1,0 +1,89 @@
+"""Wall time of suites/ablation.yaml on OCTMNIST-shaped synthetic data, split into stages, with the harness's
+overhead (everything that is not training or evaluation compute) as a share of the wall time.
+
+    python benchmarks/suite_wall.py                       # full size: 97,477 / 10,832 / 1,000 images (GPU)
+    python benchmarks/suite_wall.py --scale 0.05 --epochs 2 --folds 2   # a few minutes on 2 CPU cores
+
+Prints a table and a final JSON line. Results go to a temporary folder unless --out is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from octbench.runner import run_suite
+
+SUITE = Path(__file__).resolve().parents[1] / "suites" / "ablation.yaml"
+STAGES = ("load", "preprocess", "resample", "to_device", "train", "validate", "evaluate")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of OCTMNIST's train and val sizes")
+    parser.add_argument("--epochs", type=int, default=None, help="override the suite's epochs")
+    parser.add_argument("--folds", type=int, default=None, help="override the suite's folds")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    n_train, n_val = max(64, int(97_477 * args.scale)), max(16, int(10_832 * args.scale))
+    overrides = [
+        f"dataset={{name: synthetic-oct, n_train: {n_train}, n_val: {n_val}, n_test: 1000}}",
+        f"executor.parallel={args.parallel}",
+    ]
+    if args.epochs:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.folds:
+        overrides.append(f"cv.folds={args.folds}")
+    out = Path(args.out or tempfile.mkdtemp(prefix="octbench-wall-"))
+
+    start = time.perf_counter()
+    summary = run_suite(SUITE, out=out, device=args.device, overrides=overrides, fresh=True, progress=False)
+    wall = time.perf_counter() - start
+
+    conn = sqlite3.connect(out / "results.sqlite")
+    timings = [json.loads(t) for (t,) in conn.execute("SELECT timings FROM cells WHERE status='done'")]
+    device = json.loads(conn.execute("SELECT provenance FROM runs").fetchone()[0])["device"]
+    conn.close()
+    stages = {s: sum(t.get(s, 0.0) for t in timings) for s in STAGES}
+    compute = stages["train"] + stages["validate"] + stages["evaluate"]
+    overhead = wall - compute
+    peak_mb = (
+        max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        / 1024
+    )
+
+    print(f"device: {device}; {summary.done} cells ({summary.failed} failed), pool {n_train + n_val:,} images")
+    for stage, seconds in stages.items():
+        print(f"  {stage:<11} {seconds:9.1f} s  {100 * seconds / wall:5.1f}%")
+    print(f"  {'outside cells':<11} {wall - sum(stages.values()):9.1f} s  (start-up, data, store, report)")
+    print(
+        f"wall {wall:.1f} s; training+validation+evaluation compute {compute:.1f} s; harness overhead {overhead:.1f} s "
+        f"= {100 * overhead / wall:.1f}% of wall; peak host memory {peak_mb:,.0f} MB"
+    )
+    print(
+        json.dumps(
+            {
+                "device": device,
+                "scale": args.scale,
+                "epochs": args.epochs,
+                "folds": args.folds,
+                "cells": summary.done,
+                "wall_s": round(wall, 1),
+                "stages_s": {k: round(v, 2) for k, v in stages.items()},
+                "overhead_share": round(overhead / wall, 4),
+                "peak_host_mb": round(peak_mb),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
