@@ -84,13 +84,6 @@ class PluginHost:
             ) from None
         return cls(manager)
 
-    def register_module(self, module: ModuleType) -> None:
-        """Register one more plugin module (tests, interactive use) and collect its techniques."""
-        self.manager.register(module, name=module.__name__)
-        self.manager.check_pending()
-        self._by_kind = {kind: {} for kind in HOOK_KINDS.values()}
-        self._collect()
-
     def _collect(self) -> None:
         for hook_name, kind in HOOK_KINDS.items():
             hook = getattr(self.manager.hook, hook_name)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import textwrap
 from pathlib import Path
 
@@ -98,3 +99,13 @@ def run_dir(tmp_path_factory):
     summary = run_suite(folder / "suite.yaml", out=folder / "out", progress=False)
     assert summary.failed == 0
     return folder / "out"
+
+
+def stored_metrics(out: Path) -> dict[tuple, float]:
+    """{(variant, fold, split, metric): value} of every stored cell under ``out``."""
+    conn = sqlite3.connect(out / "results.sqlite")
+    rows = conn.execute(
+        "SELECT c.variant, c.fold, m.split, m.name, m.value FROM cells c JOIN metrics m ON m.cell_id = c.id"
+    ).fetchall()
+    conn.close()
+    return {r[:4]: r[4] for r in rows}

@@ -7,6 +7,7 @@ import sqlite3
 
 from octbench import cache
 from octbench.runner import run_suite
+from tests.conftest import stored_metrics
 
 VARIANTS = """
 - name: clahe-smote
@@ -18,11 +19,9 @@ VARIANTS = """
 
 def cell_metrics(out):
     conn = sqlite3.connect(out / "results.sqlite")
-    rows = conn.execute(
-        "SELECT c.variant, c.fold, m.split, m.name, m.value, c.timings FROM cells c JOIN metrics m ON m.cell_id = c.id"
-    ).fetchall()
+    timings = {(v, f): json.loads(t) for v, f, t in conn.execute("SELECT variant, fold, timings FROM cells")}
     conn.close()
-    return {r[:4]: r[4] for r in rows}, {(r[0], r[1]): json.loads(r[5]) for r in rows}
+    return stored_metrics(out), timings
 
 
 def test_cached_and_uncached_runs_give_identical_metrics(tiny_suite, tmp_path, monkeypatch):

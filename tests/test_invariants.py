@@ -20,7 +20,7 @@ from octbench.plugins import PluginHost
 from octbench.runner import run_suite
 from octbench.store import Store
 from octbench.suite import load_suite, resolve_variants
-from tests.conftest import spy_plugin_path
+from tests.conftest import spy_plugin_path, stored_metrics
 from tests.plugins.spies import POOL, read_log
 
 
@@ -213,12 +213,4 @@ def test_parallel_cells_give_the_same_results_as_one_at_a_time(tiny_suite, tmp_p
     two = run_suite(suite, out=tmp_path / "two", overrides=["executor.parallel=2"], progress=False)
     assert one.done == two.done == 4
 
-    def metrics(out):
-        conn = sqlite3.connect(out / "results.sqlite")
-        rows = conn.execute(
-            "SELECT c.variant, c.fold, m.split, m.name, m.value FROM cells c JOIN metrics m ON m.cell_id = c.id"
-        ).fetchall()
-        conn.close()
-        return {r[:4]: r[4] for r in rows}
-
-    assert metrics(tmp_path / "one") == metrics(tmp_path / "two")
+    assert stored_metrics(tmp_path / "one") == stored_metrics(tmp_path / "two")
