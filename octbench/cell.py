@@ -74,7 +74,12 @@ def load_data(suite: Suite, host: PluginHost, data_dir: str | None, progress: bo
     key = (ref.name or "", repr(sorted(ref.params.items())), data_dir)
     if key not in _DATA:
         dataset = host.create("dataset", ref.name, ref.params)
-        _DATA[key] = dataset.load(data_dir, progress=progress)
+        try:
+            _DATA[key] = dataset.load(data_dir, progress=progress)
+        except OctbenchError:
+            raise
+        except Exception as exc:  # a dataset plugin's own failure is still the user's input problem
+            raise OctbenchError(f"dataset '{ref.name}' failed to load: {type(exc).__name__}: {exc}") from None
     return _DATA[key]
 
 

@@ -88,7 +88,14 @@ class PluginHost:
         for hook_name, kind in HOOK_KINDS.items():
             hook = getattr(self.manager.hook, hook_name)
             for impl in hook.get_hookimpls():
-                impl.function(register=self._registrar(kind, impl.plugin_name, impl.plugin))
+                try:
+                    impl.function(register=self._registrar(kind, impl.plugin_name, impl.plugin))
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin '{impl.plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}"
+                    ) from None
 
     def _registrar(self, kind: str, plugin_name: str, plugin: Any):
         source = getattr(plugin, "__file__", None) or plugin_name

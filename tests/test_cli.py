@@ -66,6 +66,37 @@ def test_error_points_at_the_suite_line(tmp_path):
     assert f"{path}:10: variants[1].model" in result.output and "dropout" in result.output
 
 
+BROKEN_DATASET = """
+from octbench import hookimpl
+from octbench.technique import Dataset
+
+
+class Broken(Dataset):
+    "Always fails."
+
+    name = "broken"
+
+    def load(self, data_dir, *, progress=False):
+        raise OSError("disk on fire")
+
+
+@hookimpl
+def register_datasets(register):
+    register(Broken)
+"""
+
+
+def test_a_dataset_that_fails_to_load_exits_2(tmp_path):
+    plugin = tmp_path / "broken_data.py"
+    plugin.write_text(BROKEN_DATASET)
+    path = tmp_path / "s.yaml"
+    suite = GOOD.replace("{name: synthetic-oct, n_train: 160, n_val: 40, n_test: 40}", "broken")
+    path.write_text(suite + f"plugins: [{plugin}]\n")
+    result = invoke("run", path, "--out", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 2 and "dataset 'broken' failed to load: OSError: disk on fire" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_suite_file(tmp_path):
     result = invoke("run", tmp_path / "absent.yaml")
     assert result.exit_code == 2 and "does not exist" in result.output

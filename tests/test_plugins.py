@@ -137,6 +137,12 @@ def test_a_plugin_that_fails_to_import_is_named(tmp_path):
         PluginHost.load([path])
 
 
+def test_a_hook_that_raises_is_named(tmp_path):
+    path = write_plugin(tmp_path, "@hookimpl\ndef register_models(register):\n    raise KeyError('oops')\n")
+    with pytest.raises(PluginError, match="failed in register_models: KeyError"):
+        PluginHost.load([path])
+
+
 def test_missing_plugin_file_is_an_error(tmp_path):
     with pytest.raises(PluginError, match="does not exist"):
         PluginHost.load([tmp_path / "absent.py"])
