@@ -100,7 +100,11 @@ def test_download_with_wrong_md5_leaves_nothing(tmp_path, served_breastmnist, mo
     target = tmp_path / "data"
     with pytest.raises(DataError, match=r"expected 0{32}.*Nothing was saved.*save it as"):
         medmnist.locate("breastmnist", 28, target, progress=False)
-    assert list(target.iterdir()) == []
+    assert not target.exists(), "the folder the download created is removed with it"
+    target.mkdir()
+    with pytest.raises(DataError):
+        medmnist.locate("breastmnist", 28, target, progress=False)
+    assert target.exists() and list(target.iterdir()) == [], "a folder that was there stays, empty"
 
 
 def test_failed_download_leaves_nothing_and_says_where_to_put_the_file(tmp_path, served_breastmnist, monkeypatch):
@@ -111,7 +115,7 @@ def test_failed_download_leaves_nothing_and_says_where_to_put_the_file(tmp_path,
     with pytest.raises(DataError) as info:
         medmnist.locate("breastmnist", 28, target, progress=False)
     assert "failed" in str(info.value) and str(target / "breastmnist.npz") in str(info.value)
-    assert list(target.iterdir()) == []
+    assert not target.exists()
 
 
 def test_no_download_when_asked_not_to(tmp_path):

@@ -116,6 +116,7 @@ def download(
 
     ``progress(done_bytes, total_bytes_or_None)`` is called as bytes arrive.
     """
+    created = not destination.parent.exists()
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
@@ -142,21 +143,25 @@ def download(
         os.chmod(tmp, _default_mode())
         os.replace(tmp, destination)
     except DataError:
-        _discard(tmp)
+        _discard(tmp, destination.parent if created else None)
         raise
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        _discard(tmp)
+        _discard(tmp, destination.parent if created else None)
         if isinstance(exc, urllib.error.HTTPError):
             exc.close()
         reason = getattr(exc, "reason", None) or exc
         raise DataError(f"download of {url} failed: {reason}. Nothing was saved. {fix}".strip()) from None
     except BaseException:
-        _discard(tmp)
+        _discard(tmp, destination.parent if created else None)
         raise
     _remember(destination, md5)
     return destination
 
 
-def _discard(tmp: str) -> None:
+def _discard(tmp: str, created_folder: Path | None = None) -> None:
+    """Remove the partial file, and the folder too when this download created it (and it is empty)."""
     with contextlib.suppress(OSError):
         os.unlink(tmp)
+    if created_folder is not None:
+        with contextlib.suppress(OSError):
+            created_folder.rmdir()
