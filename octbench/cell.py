@@ -83,14 +83,6 @@ def load_data(suite: Suite, host: PluginHost, data_dir: str | None, progress: bo
     return _DATA[key]
 
 
-def pool_of(data: Splits) -> tuple[np.ndarray, np.ndarray]:
-    """The cross-validation pool: official train + val."""
-    return (
-        np.concatenate([data.train_images, data.val_images]),
-        np.concatenate([data.train_labels, data.val_labels]),
-    )
-
-
 def execute(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None) -> CellResult:
     """Run a cell; any failure inside it becomes a failed result with its reason, never an exception."""
     try:
@@ -115,7 +107,7 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
 
     start = time.perf_counter()
     data = load_data(suite, host, task.data_dir)
-    pool_x, pool_y = pool_of(data)
+    pool_x, pool_y = data.pool
     pool_index = np.arange(len(pool_y))
     if task.quick:
         pool_index = folds.quick_subset(pool_y, QUICK_POOL, task.seed)

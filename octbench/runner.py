@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from octbench import folds
-from octbench.cell import CellResult, execute, load_data, pool_of
+from octbench.cell import CellResult, execute, load_data
 from octbench.console import console, task_progress
 from octbench.device import describe, resolve
 from octbench.plan import check_references, make_tasks, plugin_paths
@@ -60,7 +60,7 @@ def run_suite(
     check_references(suite, variants, host, text, str(suite_file))
     torch_device = resolve(device or suite.train.device)
     data = load_data(suite, host, data_dir, progress=progress)
-    pool_labels = pool_of(data)[1]
+    pool_labels = data.pool[1]
     if quick:
         pool_labels = pool_labels[folds.quick_subset(pool_labels, QUICK_POOL, suite.cv.seeds[0])]
     folds.check_foldable(pool_labels, suite.cv.folds, data.class_names)
@@ -74,16 +74,17 @@ def run_suite(
     tasks = make_tasks(
         suite, variants, data_md5=data.md5, device=str(torch_device), data_dir=data_dir, quick=quick, paths=paths
     )
+    suite_hash = suite.digest()
     provenance = collect(
         device=describe(torch_device),
-        suite_hash=suite.digest(),
+        suite_hash=suite_hash,
         data_md5=data.md5,
         data_source=data.source,
         quick=quick,
     )
     run_id = store.start_run(
         suite_name=suite.name,
-        suite_hash=suite.digest(),
+        suite_hash=suite_hash,
         suite_text=text,
         suite_json=suite.model_dump_json(),
         quick=quick,

@@ -9,6 +9,7 @@ Inside training they are torch tensors shaped (B, C, H, W), float, on the comput
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -150,6 +151,14 @@ class Splits:
     source: str
     md5: str
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cross-validation pool, official train + val, concatenated once per loaded dataset."""
+        return (
+            np.concatenate([self.train_images, self.val_images]),
+            np.concatenate([self.train_labels, self.val_labels]),
+        )
 
     @property
     def num_classes(self) -> int:
