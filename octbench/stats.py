@@ -6,7 +6,8 @@
 - ``wilcoxon``: the signed-rank test on the same differences (no normality assumption).
 - ``holm``: Holm's step-down adjustment of a family of p-values.
 - ``mcnemar``: exact McNemar test on paired test-split predictions (binomial on discordant pairs).
-- ``bootstrap_ci``: percentile bootstrap interval of a metric over test images.
+- ``bootstrap_ci``: percentile bootstrap interval of a metric over test images, computed from resample weights
+  (``weighted_accuracy``, ``weighted_macro_auc``) so the images are sorted once, not once per resample.
 - ``friedman`` and ``nemenyi_cd``: rank-based comparison of three or more variants over the same cells, and the
   Nemenyi critical difference of average ranks.
 """
@@ -107,7 +108,7 @@ def mcnemar(correct_first: np.ndarray, correct_second: np.ndarray) -> McNemar:
 
 
 def bootstrap_ci(
-    metric: Callable[[np.ndarray, np.ndarray], float],
+    metric: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
     y_true: np.ndarray,
     scores: np.ndarray,
     *,
@@ -115,33 +116,62 @@ def bootstrap_ci(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``metric(y_true, scores)`` over resampled images."""
+    """Percentile bootstrap interval of a metric over resampled images.
+
+    A resample is a row of counts (how often each image was drawn, ``n`` draws with replacement), so
+    ``metric(y_true, scores, weights)`` gets a (resamples, n) weight matrix and returns one value per row; it can
+    sort or rank the images once for all resamples. Resamples whose value is NaN (one missing a class has no AUC)
+    are dropped.
+    """
     rng = np.random.default_rng(seed)
     n = len(y_true)
+    chunk = max(1, 2_000_000 // max(n, 1))  # bounds the weight matrix at 16 MB whatever the test split's size
     values = []
-    for _ in range(resamples):
-        index = rng.integers(0, n, n)
-        value = metric(y_true[index], scores[index])
-        if np.isfinite(value):  # a resample missing a class has no AUC
-            values.append(value)
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        drawn = rng.integers(0, n, (rows, n)) + n * np.arange(rows)[:, None]
+        weights = np.bincount(drawn.ravel(), minlength=rows * n).reshape(rows, n).astype(float)
+        values.append(np.asarray(metric(y_true, scores, weights), dtype=float))
+    kept = np.concatenate(values)
+    kept = kept[np.isfinite(kept)]
     tail = (1 - confidence) / 2 * 100
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+    return float(np.percentile(kept, tail)), float(np.percentile(kept, 100 - tail))
 
 
-def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """Macro one-vs-rest ROC AUC from ranks (Mann-Whitney U), equal to scikit-learn's ``roc_auc_score`` with
-    ``multi_class='ovr'`` (and to the positive class's AUC for two classes) but fast enough to bootstrap."""
+def weighted_accuracy(y_true: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Accuracy of ``probs.argmax(1)`` for each row of image weights."""
+    correct = (probs.argmax(1) == y_true).astype(float)
+    return weights @ correct / weights.sum(1)
+
+
+def weighted_macro_auc(y_true: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro one-vs-rest ROC AUC for each row of image weights: the Mann-Whitney statistic with ties counted half,
+    where image i counts ``weights[:, i]`` times. Equal to scikit-learn's ``roc_auc_score`` with ``sample_weight``
+    (``multi_class='ovr'``, or the positive class's AUC for two classes); NaN where a class or its complement has
+    no weight."""
+    weights = np.atleast_2d(weights)
     classes = [1] if probs.shape[1] == 2 else range(probs.shape[1])
     aucs = []
     for c in classes:
-        positive = y_true == c
-        n_pos = int(positive.sum())
-        n_neg = len(y_true) - n_pos
-        if n_pos == 0 or n_neg == 0:
-            return float("nan")
-        ranks = stats.rankdata(probs[:, c])
-        aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    return float(np.mean(aucs))
+        order = np.argsort(probs[:, c], kind="stable")
+        sorted_scores = probs[order, c]
+        ties = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+        positive = y_true[order] == c
+        w = weights[:, order]
+        pos = np.add.reduceat(w * positive, ties, axis=1)
+        neg = np.add.reduceat(w * ~positive, ties, axis=1)
+        below = np.cumsum(neg, axis=1) - neg
+        n_pos, n_neg = pos.sum(1), neg.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = (pos * (below + 0.5 * neg)).sum(1) / (n_pos * n_neg)
+        aucs.append(np.where((n_pos > 0) & (n_neg > 0), auc, np.nan))
+    return np.mean(aucs, axis=0)
+
+
+def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC, equal to scikit-learn's ``roc_auc_score`` with ``multi_class='ovr'`` (and to the
+    positive class's AUC for two classes); NaN when a class is missing."""
+    return float(weighted_macro_auc(y_true, probs, np.ones((1, len(y_true))))[0])
 
 
 @dataclass(frozen=True)

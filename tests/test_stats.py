@@ -61,9 +61,37 @@ def test_bootstrap_interval_brackets_the_estimate_and_is_reproducible():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 300)
     scores = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1)
-    low, high = stats.bootstrap_ci(roc_auc_score, y, scores, resamples=500, seed=1)
+    probs = np.column_stack([1 - scores, scores])
+    low, high = stats.bootstrap_ci(stats.weighted_macro_auc, y, probs, resamples=500, seed=1)
     assert low < roc_auc_score(y, scores) < high
-    assert (low, high) == stats.bootstrap_ci(roc_auc_score, y, scores, resamples=500, seed=1)
+    assert (low, high) == stats.bootstrap_ci(stats.weighted_macro_auc, y, probs, resamples=500, seed=1)
+
+
+def test_bootstrap_equals_scoring_each_resample_of_images():
+    """The weighted form gives the same interval as drawing images with replacement and scoring each resample."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 120)
+    probs = rng.dirichlet(np.ones(3), 120)
+    probs[60:] = probs[:60]  # ties
+    drawn = np.random.default_rng(7).integers(0, 120, (200, 120))  # the draws bootstrap_ci makes with seed 7
+    by_loop = {
+        "acc": [np.mean(probs[i].argmax(1) == y[i]) for i in drawn],
+        "auc": [roc_auc_score(y[i], probs[i], multi_class="ovr") for i in drawn],
+    }
+    for name, metric in (("acc", stats.weighted_accuracy), ("auc", stats.weighted_macro_auc)):
+        expected = np.percentile(by_loop[name], [2.5, 97.5])
+        assert stats.bootstrap_ci(metric, y, probs, resamples=200, seed=7) == pytest.approx(tuple(expected))
+
+
+def test_weighted_auc_matches_scikit_learn_sample_weight_and_marks_a_missing_class():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 4, 150)
+    probs = rng.dirichlet(np.ones(4), 150)
+    weights = rng.integers(0, 4, (3, 150)).astype(float)
+    expected = [roc_auc_score(y, probs, multi_class="ovr", sample_weight=w) for w in weights]
+    assert stats.weighted_macro_auc(y, probs, weights) == pytest.approx(expected)
+    no_class_3 = weights[:1] * (y != 3)
+    assert np.isnan(stats.weighted_macro_auc(y, probs, no_class_3)[0])
 
 
 @pytest.mark.parametrize("classes", [2, 4])

@@ -144,9 +144,9 @@ def _test_split(analysed: list[VariantAnalysis], reference: VariantResults) -> N
         both = len(np.unique(y)) > 1
         a.test_split = TestSplitResult(
             accuracy=float(accuracy_score(y, predictions)),
-            accuracy_ci=stats.bootstrap_ci(lambda t, p: float(np.mean(t == p.argmax(1))), y, probs),
+            accuracy_ci=stats.bootstrap_ci(stats.weighted_accuracy, y, probs),
             auc=stats.macro_auc(y, probs) if both else None,
-            auc_ci=stats.bootstrap_ci(stats.macro_auc, y, probs) if both else None,
+            auc_ci=stats.bootstrap_ci(stats.weighted_macro_auc, y, probs) if both else None,
         )
         if base is not None and a.variant is not reference and len(base[0]) == len(y):
             a.test_split.mcnemar = stats.mcnemar(predictions == y, base[1].argmax(1) == base[0])
