@@ -103,6 +103,9 @@ class Optimizer(_Strict):
     nesterov: bool = False
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
 class Train(_Strict):
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
@@ -110,8 +113,19 @@ class Train(_Strict):
     optimizer: Optimizer = Field(default_factory=Optimizer)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     amp: bool = Field(True, description="bf16 autocast where bf16 is native (CUDA, AVX512-BF16/AMX CPUs)")
-    compile: bool = Field(False, description="torch.compile the model for training (costs compile time per cell)")
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        False,
+        description="torch.compile the model for training (true: its default mode; reduce-overhead replays CUDA "
+        "graphs); costs compile time per cell",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads per cell (default: torch's, all cores)")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_setting(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value in COMPILE_MODES:
+            return value
+        raise ValueError(f"should be true, false or a torch.compile mode ({', '.join(COMPILE_MODES)}), not {value!r}")
 
 
 class Executor(_Strict):

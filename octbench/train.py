@@ -105,7 +105,7 @@ def train(
     use_amp, channels_last = fast_path(config, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = compiled(model) if config.compile else model
+    forward = compiled(model, config.compile) if config.compile else model
 
     options: dict[str, Any] = config.optimizer.model_dump()
     for reg in regularizers:
@@ -194,12 +194,12 @@ def train(
     return result
 
 
-def compiled(model: torch.nn.Module) -> torch.nn.Module:
-    """torch.compile, with its cache under octbench's cache folder rather than /tmp."""
+def compiled(model: torch.nn.Module, mode: bool | str = True) -> torch.nn.Module:
+    """torch.compile in ``mode`` (``True``: its default), with its cache under octbench's cache folder, not /tmp."""
     from octbench.data.files import cache_dir
 
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
-    return torch.compile(model)
+    return torch.compile(model, mode=None if mode in (True, "default") else mode)
 
 
 @torch.inference_mode()

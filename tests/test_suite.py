@@ -95,12 +95,19 @@ def test_overrides_keep_types_and_reach_any_key():
         ("name: x\n", "needs 'variants'"),
         ("name: x\nvariants: [{name: a}, {name: a}]\n", "repeated: a"),
         ("- just a list\n", "a suite is a YAML mapping"),
+        ("name: x\ntrain: {compile: graphs}\nvariants: [{name: a}]\n", ":2: train.compile: "),
     ],
 )
 def test_invalid_suites_name_the_problem(text, expected):
     with pytest.raises(SuiteError) as info:
         parse_suite(text, source="s.yaml")
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False), ("reduce-overhead", "reduce-overhead")])
+def test_compile_takes_a_switch_or_a_torch_compile_mode(value, expected):
+    suite = parse_suite(f"name: x\ntrain: {{compile: {value}}}\nvariants: [{{name: a}}]\n")
+    assert suite.train.compile == expected
 
 
 def test_malformed_yaml_points_at_the_line():
