@@ -1,8 +1,9 @@
-"""``device-smote``: SMOTE on the compute device with torch (chunked matmul kNN plus interpolation).
+"""``device-smote``: imbalanced-learn's SMOTE with its nearest-neighbour search done by torch on the device.
 
-Same sampling as imbalanced-learn's SMOTE (class counts from its ``sampling_strategy``; each synthetic image lies
-on the segment between a minority image and one of its k nearest same-class neighbours, chosen uniformly), much
-faster on large data: the kNN is one matrix product per chunk instead of a tree search.
+The neighbour search is nearly all of SMOTE's time on image data (every minority image against every other image
+of its class, 784 or more dimensions). imbalanced-learn accepts any k-NN estimator for ``k_neighbors``; this one
+is exact Euclidean search by chunked matrix products, on a GPU when there is one. Sampling and interpolation stay
+imbalanced-learn's, so with the same neighbours and seed the output equals ``smote``'s (tested).
 """
 
 from __future__ import annotations
@@ -11,79 +12,96 @@ from typing import Literal
 
 import numpy as np
 import torch
-from octbench_plugins.resample import SMOTEParams
+from octbench_plugins.resample import SMOTEParams, resample_images
 from pydantic import Field
+from scipy import sparse
+from sklearn.base import BaseEstimator
 
 from octbench import hookimpl
 from octbench.technique import Resampler
 
-CHUNK_ELEMENTS = 1 << 25  # rows x members per distance block: bounds memory at 128 MB of float32
+CHUNK_ELEMENTS = 1 << 25  # query rows x fitted points per distance block: bounds memory at 128 MB of float32
 
 
-def nearest_neighbours(points: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (n, k) of each point's k nearest other points, Euclidean, by chunked matrix products."""
-    centred = points - points.mean(0)  # translation-invariant; smaller norms keep float32 distances accurate
-    norms = (centred * centred).sum(1)
-    n = len(points)
-    chunk = max(1, CHUNK_ELEMENTS // max(n, 1))
-    out = torch.empty((n, k), dtype=torch.long, device=points.device)
-    for start in range(0, n, chunk):
-        rows = centred[start : start + chunk]
-        # |a|^2 is the same along a row, so ranking by |b|^2 - 2ab ranks by distance; addmm fuses the two
-        distances = torch.addmm(norms[None, :], rows, centred.T, alpha=-2)
-        own = torch.arange(len(rows), device=points.device)
-        distances[own, start + own] = float("inf")
-        out[start : start + chunk] = distances.topk(k, dim=1, largest=False).indices
-    return out
+class TorchNeighbours(BaseEstimator):
+    """Exact Euclidean k nearest neighbours with torch (a stand-in for scikit-learn's ``NearestNeighbors``).
 
+    Distances are ranked in float32 after centring on the fitted points' mean, as scikit-learn's brute force
+    does; asked about the very array it was fitted on, each point is its own first neighbour (as there).
+    """
 
-def smote(
-    points: torch.Tensor, labels: np.ndarray, to_make: dict[int, int], k: int, generator: torch.Generator
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Synthetic points per class as in imbalanced-learn's SMOTE, on ``points``' device."""
-    labels_t = torch.as_tensor(labels, device=points.device)
-    made, made_labels = [], []
-    for cls, count in sorted(to_make.items()):
-        if count <= 0:
-            continue
-        members = points[labels_t == cls]
-        if len(members) <= k:
-            raise ValueError(f"device-smote: class {cls} has {len(members)} samples, needs more than k_neighbors={k}")
-        neighbours = nearest_neighbours(members, k)
-        pick = torch.randint(0, len(members) * k, (count,), generator=generator, device=points.device)
-        base, which = pick // k, pick % k
-        gap = torch.rand((count, 1), generator=generator, device=points.device)
-        start = members[base]
-        made.append(start + gap * (members[neighbours[base, which]] - start))
-        made_labels.append(np.full(count, cls, dtype=np.int64))
-    if not made:
-        return points[:0], np.empty(0, dtype=np.int64)
-    return torch.cat(made), np.concatenate(made_labels)
+    def __init__(self, n_neighbors: int = 6, device: str = "cpu") -> None:
+        self.n_neighbors = n_neighbors
+        self.device = device
+
+    def fit(self, X, y=None):
+        self._fitted_array = X
+        points = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
+        self._mean = points.mean(0)
+        self._points = points - self._mean
+        self._norms = (self._points * self._points).sum(1)
+        self.n_samples_fit_ = len(points)
+        return self
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        k = n_neighbors or self.n_neighbors
+        itself = X is None or X is self._fitted_array
+        if k + (X is None) > self.n_samples_fit_:
+            raise ValueError(
+                f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, n_samples_fit = {self.n_samples_fit_}"
+            )
+        queries = self._points if itself else torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
+        queries = queries if itself else queries - self._mean
+        n = len(queries)
+        chunk = max(1, CHUNK_ELEMENTS // max(self.n_samples_fit_, 1))
+        indices = torch.empty((n, k), dtype=torch.long, device=self.device)
+        distances = torch.empty((n, k), dtype=torch.float32, device=self.device)
+        for start in range(0, n, chunk):
+            rows = queries[start : start + chunk]
+            # |q|^2 is the same along a row, so |p|^2 - 2 q.p ranks by distance; addmm fuses the two
+            scores = torch.addmm(self._norms[None, :], rows, self._points.T, alpha=-2)
+            if itself:
+                own = torch.arange(len(rows), device=self.device)
+                scores[own, start + own] = float("-inf") if X is not None else float("inf")
+            best = scores.topk(k, dim=1, largest=False)
+            indices[start : start + chunk] = best.indices
+            row_norms = (rows * rows).sum(1, keepdim=True)
+            distances[start : start + chunk] = (best.values + row_norms).clamp_min(0).sqrt()
+        if itself and X is not None:
+            distances[:, 0] = 0.0
+        if return_distance:
+            return distances.cpu().numpy(), indices.cpu().numpy()
+        return indices.cpu().numpy()
+
+    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
+        """As scikit-learn's: a sparse (queries, fitted points) matrix of ones or distances at the neighbours."""
+        distances, indices = self.kneighbors(X, n_neighbors)
+        rows, k = indices.shape
+        data = distances.ravel() if mode == "distance" else np.ones(indices.size)
+        pointers = np.arange(0, rows * k + 1, k)
+        return sparse.csr_matrix((data, indices.ravel(), pointers), shape=(rows, self.n_samples_fit_))
 
 
 class DeviceSMOTE(Resampler):
-    """SMOTE with torch on the compute device: imbalanced-learn's sampling, a matmul kNN, much faster on big data."""
+    """SMOTE (imbalanced-learn's) with the neighbour search on the compute device: much faster on big data."""
 
     name = "device-smote"
 
     class Params(SMOTEParams):
-        device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to compute (auto: CUDA if present)")
+        device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to search (auto: CUDA if present)")
 
     def fit_resample(self, images, labels, *, random_state):
-        from imblearn.utils import check_sampling_strategy
+        from imblearn.over_sampling import SMOTE as ImblearnSMOTE
 
-        to_make = check_sampling_strategy(self.params.sampling_strategy, labels, "over-sampling")
         device = self.params.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        generator = torch.Generator(device=device).manual_seed(random_state)
-        flat = torch.as_tensor(images.reshape(len(images), -1), device=device).float()
-        new, new_labels = smote(flat, labels, dict(to_make), self.params.k_neighbors, generator)
-        new = new.cpu().numpy()
-        if images.dtype == np.uint8:
-            new = np.clip(np.rint(new), 0, 255).astype(np.uint8)
-        new = new.astype(images.dtype, copy=False).reshape(len(new), *images.shape[1:])
-        return np.concatenate([images, new]), np.concatenate([labels, new_labels]).astype(np.int64)
+        sampler = ImblearnSMOTE(
+            sampling_strategy=self.params.sampling_strategy,
+            k_neighbors=TorchNeighbours(n_neighbors=self.params.k_neighbors + 1, device=device),
+            random_state=random_state,
+        )
+        return resample_images(sampler, images, labels)
 
 
 @hookimpl

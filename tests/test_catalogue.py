@@ -68,6 +68,32 @@ def test_device_smote_follows_the_sampling_strategy(host):
     assert np.bincount(out_labels).tolist() == [60, 15, 60]
 
 
+def test_device_smote_equals_smote_given_the_same_seed(host):
+    images, labels = imbalanced_images(seed=4)
+    reference = host.create("preprocessor", "smote", {"k_neighbors": 4}).fit_resample(images, labels, random_state=9)
+    device = host.create("preprocessor", "device-smote", {"k_neighbors": 4}).fit_resample(
+        images, labels, random_state=9
+    )
+    np.testing.assert_array_equal(device[0], reference[0])
+    np.testing.assert_array_equal(device[1], reference[1])
+
+
+def test_torch_neighbours_match_scikit_learn():
+    from octbench_plugins.device_smote import TorchNeighbours
+
+    points = np.random.default_rng(2).normal(size=(300, 50)).astype(np.float32)  # continuous: no distance ties
+    ours, theirs = TorchNeighbours(n_neighbors=4).fit(points), NearestNeighbors(n_neighbors=4).fit(points)
+    for queries in (points, None, points[:20] + 0.1):  # itself (self first), None (self left out), other points
+        distances, indices = ours.kneighbors(queries)
+        expected_distances, expected_indices = theirs.kneighbors(queries)
+        np.testing.assert_array_equal(indices, expected_indices)
+        np.testing.assert_allclose(distances, expected_distances, rtol=1e-4, atol=1e-3)
+    graph = ours.kneighbors_graph(points, mode="distance") - theirs.kneighbors_graph(points, mode="distance")
+    assert abs(graph).max() < 1e-3
+    with pytest.raises(ValueError, match="n_neighbors <= n_samples_fit"):
+        TorchNeighbours(n_neighbors=5).fit(points[:3]).kneighbors(points[:3])
+
+
 @pytest.mark.parametrize("name", ["borderline-smote", "adasyn", "random-oversample", "random-undersample"])
 def test_other_resamplers_balance_classes(host, name):
     images, labels = imbalanced_images()
