@@ -104,7 +104,9 @@ def test_invalid_suites_name_the_problem(text, expected):
     assert expected in str(info.value)
 
 
-@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False), ("reduce-overhead", "reduce-overhead")])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("false", False), ("reduce-overhead", "reduce-overhead")]
+)
 def test_compile_takes_a_switch_or_a_torch_compile_mode(value, expected):
     suite = parse_suite(f"name: x\ntrain: {{compile: {value}}}\nvariants: [{{name: a}}]\n")
     assert suite.train.compile == expected
