@@ -118,6 +118,10 @@ def main() -> None:
         help="images in the timed 'whole epoch' (default: 97,477 on CUDA, 10,000 on CPU)",
     )
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    if args.epoch_images is not None and args.epoch_images < 64 * 11:
+        parser.error("--epoch-images must be at least 704: the seed-style epoch warms up on 10 batches of 64")
 
     device = resolve(args.device)
     epoch_images = args.epoch_images or (97_477 if device.type == "cuda" else 10_000)

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue 5's GPU figures in one prepared call of the device tool (see docs/benchmarks.md, "How to run the GPU
+# measurements"). Prepare here with `bash scripts/device_wheels.sh`, then run there with carry [".whl"]:
+#
+#   bash benchmarks/gpu_run.sh quick    # vs_seed_loop, concurrent_cells, pytest-benchmark: about 5 minutes
+#   bash benchmarks/gpu_run.sh suite    # suite_wall on full-size synthetic OCTMNIST: the 5-minute target
+#
+# Every step has its own time limit, so one that overruns still leaves the others' results. Everything goes to
+# $OUT/run.log, plus $OUT/bench.json (pytest-benchmark) and $OUT/results.jsonl (each script's JSON line).
+# SMALL=1 shrinks every size so the script itself can be checked on a CPU in a few minutes.
+set -uo pipefail
+part=${1:-quick}
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+log=$OUT/run.log
+export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 OCTBENCH_CACHE_DIR=${OCTBENCH_CACHE_DIR:-/tmp/octbench-cache}
+py=${PYTHON:-python3}
+
+if [ -d .whl ] && ! $py -c "import octbench" 2>/dev/null; then
+    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && PYTHONPATH=/tmp/site $py -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+            --target /tmp/site . \
+        || { echo "installing the carried wheels or octbench failed" | tee -a "$log"; exit 1; }
+    export PYTHONPATH=/tmp/site
+fi
+
+if [ "${SMALL:-0}" = 1 ]; then
+    device=cpu seed="--steps 40 --workers 2 --batch 64 512 --epoch-images 3000"
+    concurrent="--cells 2 --batch 64 --images 3000" scale=0.1 wall="--scale 0.02 --epochs 1 --folds 2"
+else
+    device=cuda seed="--steps 2000 --workers 8 --batch 64 512 2048 --epoch-images 97477"
+    concurrent="--cells 4 --batch 64 256 1024 --images 50000" scale=1 wall=""
+fi
+
+step() {  # step NAME SECONDS COMMAND...: run with a limit, log it, keep its last JSON line
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$log"
+    local start=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee -a "$log" "$OUT/.last"
+    local rc=${PIPESTATUS[0]}
+    echo "=== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$log"
+    grep '^{' "$OUT/.last" | tail -n 1 | sed "s/^{/{\"step\": \"$name\", /" >> "$OUT/results.jsonl"
+    rm -f "$OUT/.last"
+}
+
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; nproc
+  $py -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__)"; } | tee -a "$log"
+
+case $part in
+quick)
+    step vs_seed_loop 180 $py benchmarks/vs_seed_loop.py --device $device $seed
+    step concurrent_cells 240 $py benchmarks/concurrent_cells.py --device $device $concurrent
+    OCTBENCH_BENCH_SCALE=$scale step pytest_benchmarks 150 $py -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider \
+        -W default --benchmark-json "$OUT/bench.json"
+    ;;
+suite)
+    step suite_wall 540 $py benchmarks/suite_wall.py --device $device $wall
+    ;;
+*)
+    echo "usage: gpu_run.sh quick|suite" >&2
+    exit 2
+    ;;
+esac

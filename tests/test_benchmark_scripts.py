@@ -1,0 +1,59 @@
+"""The benchmark scripts run end to end at toy sizes and print the JSON line docs/benchmarks.md is built from.
+
+They are not timed here: this only keeps the measuring tools working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name: str, *args: str, tmp_path: Path) -> dict:
+    env = {**os.environ, "OCTBENCH_CACHE_DIR": str(tmp_path / "cache"), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_vs_seed_loop_reports_both_loops(tmp_path):
+    result = run_script(
+        "vs_seed_loop.py", "--device", "cpu", "--steps", "4", "--workers", "0", "--batch", "64",
+        "--epoch-images", "704", tmp_path=tmp_path,
+    )  # fmt: skip
+    assert result["seed_loop_images_per_s"] > 0 and result["octbench_images_per_s"]["64"] > 0
+    assert result["ratio_batch64"] == pytest.approx(
+        result["octbench_images_per_s"]["64"] / result["seed_loop_images_per_s"], rel=0.01
+    )
+
+
+@pytest.mark.slow
+def test_concurrent_cells_times_every_way_the_device_offers(tmp_path):
+    result = run_script(
+        "concurrent_cells.py", "--device", "cpu", "--cells", "2", "--images", "256", "--batch", "64",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert set(result["images_per_s"]) == {"sequential", "processes", "threads"}  # no CUDA graphs on a CPU
+    assert all(figures["64"] > 0 for figures in result["images_per_s"].values())
+
+
+@pytest.mark.slow
+def test_suite_wall_splits_the_wall_time_into_stages(tmp_path):
+    result = run_script(
+        "suite_wall.py", "--device", "cpu", "--scale", "0.003", "--epochs", "1", "--folds", "2",
+        "--out", str(tmp_path / "run"), tmp_path=tmp_path,
+    )  # fmt: skip
+    assert result["cells"] == 18 and result["cache"] == "cold"
+    assert sum(result["stages_s"].values()) < result["wall_s"]
+    assert 0 < result["overhead_share"] < 1
+    assert (tmp_path / "run" / "report.html").exists()
