@@ -93,3 +93,34 @@ def test_evaluation_pass_seed_cnn(benchmark, host, octmnist_like):
     batch = eval_batch_size(Train(), device)
     probs = benchmark(lambda: predict_proba(model, x, batch, use_amp, channels_last).cpu())
     assert probs.shape == (len(x), 4)
+
+
+def _auc_per_resample(y_true, probs, weights):
+    """The baseline: materialise each resample of images and rank it (what the report did before weights)."""
+    from scipy.stats import rankdata
+
+    values = []
+    for row in weights.astype(int):
+        index = np.repeat(np.arange(len(y_true)), row)
+        t, p = y_true[index], probs[index]
+        aucs = []
+        for c in range(p.shape[1]):
+            positive = t == c
+            n_pos, n_neg = positive.sum(), len(t) - positive.sum()
+            ranks = rankdata(p[:, c])
+            aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        values.append(np.mean(aucs))
+    return np.array(values)
+
+
+@pytest.mark.parametrize("way", ["per-resample", "weighted"])
+def test_bootstrap_macro_auc_1000_test_images(benchmark, way):
+    """The report's test-split interval: 1,000 resamples of OCTMNIST's 1,000 test images, 4 classes."""
+    from octbench import stats
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 1000)
+    probs = rng.dirichlet(np.ones(4), 1000)
+    metric = _auc_per_resample if way == "per-resample" else stats.weighted_macro_auc
+    low, high = benchmark(stats.bootstrap_ci, metric, y, probs)
+    assert low < stats.macro_auc(y, probs) < high

@@ -156,10 +156,11 @@ def weighted_macro_auc(y_true: np.ndarray, probs: np.ndarray, weights: np.ndarra
         order = np.argsort(probs[:, c], kind="stable")
         sorted_scores = probs[order, c]
         ties = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-        positive = y_true[order] == c
         w = weights[:, order]
-        pos = np.add.reduceat(w * positive, ties, axis=1)
-        neg = np.add.reduceat(w * ~positive, ties, axis=1)
+        pos = w * (y_true[order] == c)
+        neg = w - pos
+        if len(ties) < len(order):  # tied scores count as one group
+            pos, neg = np.add.reduceat(pos, ties, axis=1), np.add.reduceat(neg, ties, axis=1)
         below = np.cumsum(neg, axis=1) - neg
         n_pos, n_neg = pos.sum(1), neg.sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
