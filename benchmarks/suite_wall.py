@@ -1,7 +1,10 @@
 """Wall time of suites/ablation.yaml on OCTMNIST-shaped synthetic data, split into stages, with the harness's
-overhead (everything that is not training or evaluation compute) as a share of the wall time.
+overhead (everything that is not training or evaluation compute) as a share of the wall time. With --parallel N
+cells run in N worker processes; the overhead is then the share of the workers' time (wall x N) not spent on
+training or evaluation compute, so idle workers count against it.
 
     python benchmarks/suite_wall.py                       # full size: 97,477 / 10,832 / 1,000 images (GPU)
+    python benchmarks/suite_wall.py --parallel 8          # full size, 8 cells at once on one GPU
     python benchmarks/suite_wall.py --scale 0.05 --epochs 2 --folds 2   # a few minutes on 2 CPU cores
 
 Prints a table and a final JSON line. Results go to a temporary folder unless --out is given. The array cache
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import sqlite3
 import tempfile
 import time
@@ -51,8 +55,13 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="octbench-wall-"))
     os.environ["OCTBENCH_CACHE_DIR"] = args.cache_dir or tempfile.mkdtemp(prefix="octbench-wall-cache-")
 
+    signal.signal(signal.SIGTERM, _interrupt)  # a time limit (timeout) still gets the partial figures below
     start = time.perf_counter()
-    summary = run_suite(SUITE, out=out, device=args.device, overrides=overrides, fresh=True, progress=False)
+    try:
+        summary = run_suite(SUITE, out=out, device=args.device, overrides=overrides, fresh=True, progress=False)
+    except KeyboardInterrupt:
+        _print_partial(out, time.perf_counter() - start)
+        raise SystemExit(1) from None
     wall = time.perf_counter() - start
 
     conn = sqlite3.connect(out / "results.sqlite")
@@ -61,7 +70,9 @@ def main() -> None:
     conn.close()
     stages = {s: sum(t.get(s, 0.0) for t in timings) for s in STAGES}
     compute = stages["train"] + stages["validate"] + stages["evaluate"]
-    overhead = wall - compute
+    # the share of the workers' time (wall x workers) not spent training, validating or evaluating; with one
+    # worker, wall minus compute over wall
+    overhead_share = 1 - compute / (wall * args.parallel)
     peak_mb = (
         max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
         / 1024
@@ -72,14 +83,17 @@ def main() -> None:
         print(f"stages in cell-seconds, summed over {args.parallel} workers running at once:")
         for stage, seconds in stages.items():
             print(f"  {stage:<11} {seconds:9.1f} s")
-        print(f"wall {wall:.1f} s (no overhead share: the stages overlap); peak host memory {peak_mb:,.0f} MB")
+        print(
+            f"wall {wall:.1f} s x {args.parallel} workers; compute {compute:.1f} cell-seconds; harness overhead "
+            f"(worker time not spent computing) {100 * overhead_share:.1f}%; peak host memory {peak_mb:,.0f} MB"
+        )
     else:
         for stage, seconds in stages.items():
             print(f"  {stage:<11} {seconds:9.1f} s  {100 * seconds / wall:5.1f}%")
         print(f"  {'outside cells':<11} {wall - sum(stages.values()):9.1f} s  (start-up, data, store, report)")
         print(
             f"wall {wall:.1f} s; training+validation+evaluation compute {compute:.1f} s; harness overhead "
-            f"{overhead:.1f} s = {100 * overhead / wall:.1f}% of wall; peak host memory {peak_mb:,.0f} MB"
+            f"{wall - compute:.1f} s = {100 * overhead_share:.1f}% of wall; peak host memory {peak_mb:,.0f} MB"
         )
     print(
         json.dumps(
@@ -94,11 +108,28 @@ def main() -> None:
                 "cells": summary.done,
                 "wall_s": round(wall, 1),
                 "stages_s": {k: round(v, 2) for k, v in stages.items()},
-                "overhead_share": round(overhead / wall, 4) if args.parallel == 1 else None,
+                "overhead_share": round(overhead_share, 4),
                 "peak_host_mb": round(peak_mb),
             }
         )
     )
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_partial(out: Path, seconds: float) -> None:
+    """What an interrupted run got through: cells done, and the wall time that rate projects for all of them."""
+    conn = sqlite3.connect(out / "results.sqlite")
+    done = conn.execute("SELECT COUNT(*) FROM cells WHERE status='done'").fetchone()[0]
+    planned = conn.execute("SELECT COUNT(*) FROM plan").fetchone()[0]
+    conn.close()
+    projected = seconds * planned / done if done else None
+    print(f"interrupted after {seconds:.1f} s with {done} of {planned} cells done", end="")
+    print(f"; at that rate all would take about {projected:.0f} s" if projected else "")
+    print(json.dumps({"interrupted_s": round(seconds, 1), "cells_done": done, "cells_planned": planned,
+                      "projected_wall_s": round(projected) if projected else None}))  # fmt: skip
 
 
 if __name__ == "__main__":
