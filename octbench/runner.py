@@ -7,6 +7,7 @@ written; a failing cell is recorded with its reason and the rest of the suite go
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -113,6 +114,9 @@ def run_suite(
         # threads whichever way it runs: train.threads, else torch's default for this machine
         threads = suite.train.threads or torch.get_num_threads()
         if suite.executor.parallel > 1 and len(todo) > 1:
+            warning = oversubscription(suite.executor.parallel, threads, torch_device)
+            if warning:
+                console.print(f"[yellow]warning:[/yellow] {warning}")
             results = _run_cells_in_processes(todo, suite.executor.parallel, threads, store, run_id, progress)
         else:
             torch.set_num_threads(threads)
@@ -131,6 +135,18 @@ def run_suite(
         failed=failed,
         seconds=time.perf_counter() - started,
         report=report,
+    )
+
+
+def oversubscription(parallel: int, threads: int, device) -> str | None:
+    """Why ``parallel`` cells of ``threads`` CPU threads each would compete for this machine's cores, if they do."""
+    cores = os.cpu_count() or 1
+    if device.type != "cpu" or parallel * threads <= cores:
+        return None
+    return (
+        f"{parallel} cells at once with {threads} threads each on {cores} CPU cores: they will compete for the cores "
+        f"(2 cells x 2 threads on 2 cores ran the smoke suite 3.6x slower than one at a time); "
+        f"set train.threads to {max(1, cores // parallel)}"
     )
 
 

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from octbench import folds
 from octbench.cell import CellTask, execute
@@ -205,6 +206,16 @@ def test_quick_is_recorded(tiny_suite, tmp_path, quick):
     run_suite(tiny_suite("- name: a"), out=tmp_path / "out", quick=quick, progress=False)
     html = (tmp_path / "out" / "report.html").read_text()
     assert ("Quick run." in html) is quick
+
+
+def test_oversubscribed_parallel_cells_are_warned_about(monkeypatch):
+    from octbench import runner
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert "set train.threads to 2" in runner.oversubscription(2, 4, cpu)
+    assert runner.oversubscription(2, 2, cpu) is None and runner.oversubscription(4, 1, cpu) is None
+    assert runner.oversubscription(8, 4, cuda) is None  # GPU cells use the CPU little
 
 
 def test_parallel_cells_give_the_same_results_as_one_at_a_time(tiny_suite, tmp_path):
