@@ -15,9 +15,10 @@ from sklearn.metrics import auc as auc_of
 GRID = np.linspace(0, 1, 101)
 
 
-def to_data_uri(fig) -> str:
+def to_data_uri(fig, crop: bool = False) -> str:
+    """PNG of ``fig``; ``crop`` trims the margins (an extra draw: only for figures laid out by hand)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight" if crop else None)
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
@@ -180,4 +181,4 @@ def critical_difference(names: list[str], ranks: list[float], cd: float) -> str:
         ax.text(k + 0.25, y, f"{names[index]} ({ranks[index]:.2f})", va="center", ha="left", fontsize=8)
     ax.axis("off")
     fig.tight_layout()
-    return to_data_uri(fig)
+    return to_data_uri(fig, crop=True)
