@@ -38,11 +38,15 @@ WAYS = ("sequential", "processes", "threads", "graphs")
 POLICY = {"hflip": 0.5, "rotate": 15, "brightness": 0.2}  # the seed project's, as in vs_seed_loop.py
 
 
+def make_data(host: PluginHost, images: int):
+    """OCTMNIST-shaped synthetic images, shared by the cells of a process (each has its own model and seed)."""
+    return host.create("dataset", "synthetic-oct", {"n_train": images, "n_val": 16, "n_test": 16}).load(None)
+
+
 class Cell:
     """One cell's model, data on the device and trainer settings; ``run`` trains it and returns images seen."""
 
-    def __init__(self, host: PluginHost, device: torch.device, seed: int, batch: int, images: int, epochs: int):
-        data = host.create("dataset", "synthetic-oct", {"n_train": images, "n_val": 16, "n_test": 16}).load(None)
+    def __init__(self, host: PluginHost, data, device: torch.device, seed: int, batch: int, epochs: int):
         torch.manual_seed(seed)
         self.model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
         self.augment = host.create("augmenter", "batch-augment", POLICY)
@@ -103,7 +107,8 @@ def threads(cells: list[Cell]) -> tuple[int, float]:
 def _process_cell(args: dict, seed: int, threads_each: int, barrier, results) -> None:
     torch.set_num_threads(threads_each)
     device = resolve(args["device"])
-    cell = Cell(PluginHost.load(), device, seed, args["batch"], args["images"], args["epochs"])
+    host = PluginHost.load()
+    cell = Cell(host, make_data(host, args["images"]), device, seed, args["batch"], args["epochs"])
     cell.run(epochs=1)  # warm-up, as in the other ways
     barrier.wait()
     start = clock(device)
@@ -146,8 +151,9 @@ def main() -> None:
     print(f"device: {describe(device)}; {args.cells} cells of {args.images:,} images x {args.epochs} epochs each")
     figures: dict[str, dict[int, float]] = {w: {} for w in ways}
     compile_s = None
+    data = make_data(host, args.images)
     for batch in args.batch:
-        cells = [Cell(host, device, seed, batch, args.images, args.epochs) for seed in range(args.cells)]
+        cells = [Cell(host, data, device, seed, batch, args.epochs) for seed in range(args.cells)]
         for cell in cells:
             cell.run(epochs=1)  # warm-up: kernels chosen, allocator primed
         for way in ways:

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Issue 5's GPU figures in one prepared call of the device tool (see docs/benchmarks.md, "How to run the GPU
-# measurements"). Prepare here with `bash scripts/device_wheels.sh`, then run there with carry [".whl"]:
+# Issue 5's GPU figures from a lent GPU (see docs/benchmarks.md, "How to run the GPU measurements"). Prepare here
+# with `bash scripts/device_wheels.sh`, then run there with carry [".whl"]:
 #
-#   bash benchmarks/gpu_run.sh quick    # vs_seed_loop, concurrent_cells, pytest-benchmark: at most 6 minutes
-#   bash benchmarks/gpu_run.sh suite    # suite_wall, full-size synthetic OCTMNIST, PARALLEL (8) cells at once
+#   bash benchmarks/gpu_run.sh core     # one call, at most 9.5 minutes: the figures the targets need
+#       vs_seed_loop (trainer vs seed-style loop), concurrent_cells (processes and threads against sequential),
+#       suite_wall (full-size ablation, PARALLEL=8 cells at once)
+#   bash benchmarks/gpu_run.sh extra    # a second call if device time is left, at most 4 minutes
+#       concurrent_cells with CUDA graphs (compile time), pytest benchmarks (SMOTE, CLAHE, augmenters, steps)
 #
 # The suite step is the 5-minute target: 45 cells, about 40 million training images (SMOTE variants train on
 # balanced, larger sets). At batch 64 one process is launch-bound near 21k images/s (about half an hour), hence
@@ -30,10 +33,12 @@ fi
 
 if [ "${SMALL:-0}" = 1 ]; then
     device=cpu seed="--steps 40 --workers 2 --batch 64 512 --epoch-images 3000"
-    concurrent="--cells 2 --batch 64 --images 3000" scale=0.1 wall="--scale 0.02 --epochs 1 --folds 2 --parallel 2 --threads 1"
+    concurrent="--cells 2 --batch 64 --images 3000" graphs="--cells 1 --batch 64 --images 1000" scale=0.1
+    wall="--scale 0.02 --epochs 1 --folds 2 --parallel 2 --threads 1"
 else
-    device=cuda seed="--steps 2000 --workers 8 --batch 64 512 2048 --epoch-images 97477"
-    concurrent="--cells 4 --batch 64 256 1024 --images 50000" scale=1 wall="--parallel ${PARALLEL:-8} --threads 2"
+    device=cuda seed="--steps 1000 --workers 8 --batch 64 512 2048 --epoch-images 97477"
+    concurrent="--cells 4 --batch 64 256 --images 30000" graphs="--cells 4 --batch 64 --images 30000" scale=1
+    wall="--parallel ${PARALLEL:-8} --threads 2"
 fi
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log it, keep its last JSON line
@@ -52,17 +57,20 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log it, keep its las
   $py -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__)"; } | tee -a "$log"
 
 case $part in
-quick)
-    step vs_seed_loop 120 $py benchmarks/vs_seed_loop.py --device $device $seed
-    step concurrent_cells 150 $py benchmarks/concurrent_cells.py --device $device $concurrent
-    OCTBENCH_BENCH_SCALE=$scale step pytest_benchmarks 90 $py -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider \
-        -W default --benchmark-json "$OUT/bench.json"
+core)
+    step vs_seed_loop 100 $py benchmarks/vs_seed_loop.py --device $device $seed
+    step concurrent_cells 100 $py benchmarks/concurrent_cells.py --device $device $concurrent \
+        --ways sequential processes threads
+    step suite_wall 360 $py benchmarks/suite_wall.py --device $device $wall
     ;;
-suite)
-    step suite_wall 480 $py benchmarks/suite_wall.py --device $device $wall
+extra)
+    # graphs exist on CUDA only; on a CPU (SMALL=1) the step times the sequential way alone
+    step concurrent_graphs 120 $py benchmarks/concurrent_cells.py --device $device $graphs --ways sequential graphs
+    OCTBENCH_BENCH_SCALE=$scale step pytest_benchmarks 100 $py -m pytest benchmarks/ --benchmark-only -q \
+        -p no:cacheprovider -W default --benchmark-json "$OUT/bench.json"
     ;;
 *)
-    echo "usage: gpu_run.sh quick|suite" >&2
+    echo "usage: gpu_run.sh core|extra" >&2
     exit 2
     ;;
 esac

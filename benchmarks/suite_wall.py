@@ -19,6 +19,7 @@ import os
 import resource
 import signal
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,13 +56,17 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="octbench-wall-"))
     os.environ["OCTBENCH_CACHE_DIR"] = args.cache_dir or tempfile.mkdtemp(prefix="octbench-wall-cache-")
 
-    signal.signal(signal.SIGTERM, _interrupt)  # a time limit (timeout) still gets the partial figures below
     start = time.perf_counter()
-    try:
-        summary = run_suite(SUITE, out=out, device=args.device, overrides=overrides, fresh=True, progress=False)
-    except KeyboardInterrupt:
+
+    def stop(signum, frame) -> None:
+        """A time limit (timeout's SIGTERM) still gets the partial figures, at once: waiting for the cells in
+        flight to finish could outlast the limit's grace period."""
         _print_partial(out, time.perf_counter() - start)
-        raise SystemExit(1) from None
+        sys.stdout.flush()
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, stop)
+    summary = run_suite(SUITE, out=out, device=args.device, overrides=overrides, fresh=True, progress=False)
     wall = time.perf_counter() - start
 
     conn = sqlite3.connect(out / "results.sqlite")
@@ -113,10 +118,6 @@ def main() -> None:
             }
         )
     )
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _print_partial(out: Path, seconds: float) -> None:
