@@ -17,7 +17,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: messages stay one line in logs and pipes (rich would wrap them at 80 columns there)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
