@@ -23,7 +23,9 @@ log=$OUT/run.log
 export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 OCTBENCH_CACHE_DIR=${OCTBENCH_CACHE_DIR:-/tmp/octbench-cache}
 py=${PYTHON:-python3}
 
-if [ -d .whl ] && ! $py -c "import octbench" 2>/dev/null; then
+# installed, not merely importable from this folder (the checkout's octbench/ is, without its dependencies)
+if [ -d .whl ] && ! $py -c "import importlib.metadata as m; m.version('octbench'); import pydantic, imblearn" 2>/dev/null
+then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && PYTHONPATH=/tmp/site $py -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
             --target /tmp/site . \

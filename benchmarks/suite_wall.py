@@ -115,9 +115,13 @@ def main() -> None:
                 "stages_s": {k: round(v, 2) for k, v in stages.items()},
                 "overhead_share": round(overhead_share, 4),
                 "peak_host_mb": round(peak_mb),
+                "failed_cells": summary.failed,
             }
         )
     )
+    if summary.failed:
+        print(f"{summary.failed} cells failed (see {out}/report.html): these figures do not time the whole suite")
+        raise SystemExit(1)
 
 
 def _print_partial(out: Path, seconds: float) -> None:
