@@ -5,8 +5,9 @@
 #   bash benchmarks/gpu_run.sh core     # one call, at most 9.5 minutes: the figures the targets need
 #       vs_seed_loop (trainer vs seed-style loop), concurrent_cells (processes and threads against sequential),
 #       suite_wall (full-size ablation, PARALLEL=8 cells at once)
-#   bash benchmarks/gpu_run.sh extra    # a second call if device time is left, at most 4 minutes
-#       concurrent_cells with CUDA graphs (compile time), pytest benchmarks (SMOTE, CLAHE, augmenters, steps)
+#   bash benchmarks/gpu_run.sh extra    # a second call if device time is left, at most 4.5 minutes
+#       tests/test_cuda.py (repeatable, parallel = sequential, device-smote = smote on CUDA), concurrent_cells
+#       with CUDA graphs (compile time apart), pytest benchmarks (SMOTE, CLAHE, augmenters, steps)
 #
 # The suite step is the 5-minute target: 45 cells, about 40 million training images (SMOTE variants train on
 # balanced, larger sets). At batch 64 one process is launch-bound near 21k images/s (about half an hour), hence
@@ -66,9 +67,11 @@ core)
     step suite_wall 360 $py benchmarks/suite_wall.py --device $device $wall
     ;;
 extra)
+    # CUDA-only checks (repeatability, parallel = sequential, device-smote = smote); they skip on a CPU
+    step cuda_tests 90 $py -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider -W default
     # graphs exist on CUDA only; on a CPU (SMALL=1) the step times the sequential way alone
-    step concurrent_graphs 120 $py benchmarks/concurrent_cells.py --device $device $graphs --ways sequential graphs
-    OCTBENCH_BENCH_SCALE=$scale step pytest_benchmarks 100 $py -m pytest benchmarks/ --benchmark-only -q \
+    step concurrent_graphs 100 $py benchmarks/concurrent_cells.py --device $device $graphs --ways sequential graphs
+    OCTBENCH_BENCH_SCALE=$scale step pytest_benchmarks 80 $py -m pytest benchmarks/ --benchmark-only -q \
         -p no:cacheprovider -W default --benchmark-json "$OUT/bench.json"
     ;;
 *)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from octbench import cache, folds
-from octbench.device import describe, resolve
+from octbench.device import describe, deterministic_algorithms, resolve
 from octbench.errors import CellFailed, OctbenchError
 from octbench.metrics import evaluate
 from octbench.plugins import PluginHost
@@ -149,6 +149,7 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
     counts["train_after_resampling"] = len(parts["train"][1])
 
     device = resolve(task.device)
+    deterministic_algorithms(suite.train.deterministic)
     torch.manual_seed(task.cell_seed)
     model_spec = host.create("model", variant.model.name, variant.model.params)
     model = model_spec.build(data.channels, data.num_classes, int(parts["train"][0].shape[1])).to(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -19,6 +20,16 @@ def resolve(requested: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise OctbenchError("device 'mps' was asked for but is not available; use --device cpu or auto.")
     return device
+
+
+def deterministic_algorithms(enabled: bool) -> None:
+    """Ask torch for deterministic algorithms in this process, or stop asking. On CUDA this needs a fixed cuBLAS
+    workspace (set before the first matrix product) and cuDNN's deterministic kernels; an op that has no
+    deterministic kernel warns instead of failing the cell."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
 
 
 def synchronize(device: torch.device) -> None:

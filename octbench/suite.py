@@ -119,6 +119,11 @@ class Train(_Strict):
         "graphs); costs compile time per cell",
     )
     threads: int | None = Field(None, ge=1, description="CPU threads per cell (default: torch's, all cores)")
+    deterministic: bool = Field(
+        False,
+        description="torch's deterministic algorithms, for bit-for-bit repeatable CUDA runs (slower; ops without "
+        "a deterministic kernel warn); CPU runs repeat exactly either way",
+    )
 
     @field_validator("compile", mode="before")
     @classmethod

@@ -111,7 +111,7 @@ def train(
     for reg in regularizers:
         options = reg.configure_optimizer(options)
     optimizer = make_optimizer(model, options, device)
-    class_counts = torch.bincount(y_all, minlength=num_classes).cpu().numpy()
+    class_counts = np.bincount(y_all.cpu().numpy(), minlength=num_classes)  # CUDA's bincount is not deterministic
     loss_options: dict[str, Any] = {"function": F.cross_entropy, "weight": None, "label_smoothing": 0.0}
     for reg in regularizers:
         loss_options = reg.configure_loss(loss_options, class_counts)

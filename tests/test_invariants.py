@@ -208,6 +208,19 @@ def test_quick_is_recorded(tiny_suite, tmp_path, quick):
     assert ("Quick run." in html) is quick
 
 
+def test_deterministic_algorithms_leave_cpu_results_unchanged(tiny_suite, tmp_path):
+    """CPU kernels repeat exactly already; asking torch for deterministic ones must not change or break a run
+    (warnings are errors in this test suite, so an op without a deterministic kernel would fail it)."""
+    suite = tiny_suite("- name: a\n- {name: b, augmenters: [{name: batch-augment, rotate: 10}], regularizers: [mixup]}")
+    try:
+        run_suite(suite, out=tmp_path / "plain", progress=False)
+        run_suite(suite, out=tmp_path / "det", overrides=["train.deterministic=true"], progress=False)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert stored_metrics(tmp_path / "plain") == stored_metrics(tmp_path / "det")
+
+
 def test_oversubscribed_parallel_cells_are_warned_about(monkeypatch):
     from octbench import runner
 
