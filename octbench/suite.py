@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -103,7 +103,8 @@ class Optimizer(_Strict):
     nesterov: bool = False
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES = get_args(CompileMode)
 
 
 class Train(_Strict):
@@ -113,7 +114,7 @@ class Train(_Strict):
     optimizer: Optimizer = Field(default_factory=Optimizer)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     amp: bool = Field(True, description="bf16 autocast where bf16 is native (CUDA, AVX512-BF16/AMX CPUs)")
-    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
+    compile: bool | CompileMode = Field(
         False,
         description="torch.compile the model for training (true: its default mode; reduce-overhead replays CUDA "
         "graphs); costs compile time per cell",
