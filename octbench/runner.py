@@ -22,7 +22,7 @@ from octbench.device import describe, resolve
 from octbench.plan import check_references, make_tasks, plugin_paths
 from octbench.plugins import PluginHost
 from octbench.provenance import collect
-from octbench.report.render import write_report
+from octbench.report.publish import publish
 from octbench.store import Store
 from octbench.suite import QUICK_POOL, load_suite, resolve_variants
 
@@ -125,7 +125,7 @@ def run_suite(
     finally:
         store.finish_run(run_id, status)
         store.close()
-    report = write_report(out_dir)
+    report = publish([out_dir])[0]
     failed = sum(r.status == "failed" for r in results)
     return RunSummary(
         out=out_dir,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from octbench.data.files import cache_dir
 from octbench.device import clock
 from octbench.errors import CellFailed
 from octbench.suite import Train
@@ -196,8 +197,6 @@ def train(
 
 def compiled(model: torch.nn.Module, mode: bool | str = True) -> torch.nn.Module:
     """torch.compile in ``mode`` (``True``: its default), with its cache under octbench's cache folder, not /tmp."""
-    from octbench.data.files import cache_dir
-
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
     return torch.compile(model, mode=None if mode in (True, "default") else mode)
 

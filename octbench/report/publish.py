@@ -15,7 +15,7 @@ EXTENSIONS = {"html": ".html", "md": ".md", "json": ".json"}
 
 
 def publish(
-    directories: list[str], *, fmt: str = "html", metric: str = "accuracy", output: str | None = None
+    directories: list[str | Path], *, fmt: str = "html", metric: str = "accuracy", output: str | None = None
 ) -> list[Path]:
     """Write the report; ``output='-'`` prints Markdown or JSON to standard output instead (returns no paths)."""
     results = load(directories)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from octbench.data.files import write_atomically
 from octbench.report import plots
-from octbench.report.analysis import Analysis, analyse
-from octbench.report.collect import Results, load
+from octbench.report.analysis import Analysis
+from octbench.report.collect import Results
 
 LEADERBOARD = (
     ("accuracy", "Accuracy"),
@@ -131,11 +129,3 @@ def _environment() -> Environment:
 
 def render_html(results: Results, analysis: Analysis) -> str:
     return _environment().get_template("report.html.j2").render(**build_context(results, analysis))
-
-
-def write_report(out_dir: str | Path, metric: str = "accuracy") -> Path:
-    """Render ``<out>/report.html`` from ``<out>/results.sqlite``; the file is replaced atomically."""
-    results = load([out_dir])
-    path = Path(out_dir) / "report.html"
-    write_atomically(path, render_html(results, analyse(results, metric)).encode("utf-8"))
-    return path
