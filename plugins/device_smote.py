@@ -26,8 +26,8 @@ CHUNK_ELEMENTS = 1 << 25  # query rows x fitted points per distance block: bound
 class TorchNeighbours(BaseEstimator):
     """Exact Euclidean k nearest neighbours with torch (a stand-in for scikit-learn's ``NearestNeighbors``).
 
-    Distances are ranked in float32 after centring on the fitted points' mean, as scikit-learn's brute force
-    does; asked about the very array it was fitted on, each point is its own first neighbour (as there).
+    Distances are ranked in float32, after centring on the fitted points' mean to keep the products small. Asked
+    about the very array it was fitted on, each point is its own first neighbour, as with scikit-learn.
     """
 
     def __init__(self, n_neighbors: int = 6, device: str = "cpu") -> None:
@@ -50,8 +50,10 @@ class TorchNeighbours(BaseEstimator):
             raise ValueError(
                 f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, n_samples_fit = {self.n_samples_fit_}"
             )
-        queries = self._points if itself else torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
-        queries = queries if itself else queries - self._mean
+        if itself:
+            queries = self._points
+        else:
+            queries = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device) - self._mean
         n = len(queries)
         chunk = max(1, CHUNK_ELEMENTS // max(self.n_samples_fit_, 1))
         indices = torch.empty((n, k), dtype=torch.long, device=self.device)
