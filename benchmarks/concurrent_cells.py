@@ -28,6 +28,7 @@ import threading
 import time
 
 import torch
+from vs_seed_loop import seed_cnn  # a sibling script: benchmarks/ is on sys.path when run as one
 
 from octbench.device import clock, describe, resolve
 from octbench.plugins import PluginHost
@@ -35,7 +36,6 @@ from octbench.suite import Train
 from octbench.train import to_device, train
 
 WAYS = ("sequential", "processes", "threads", "graphs")
-POLICY = {"hflip": 0.5, "rotate": 15, "brightness": 0.2}  # the seed project's, as in vs_seed_loop.py
 
 
 def make_data(host: PluginHost, images: int):
@@ -47,9 +47,7 @@ class Cell:
     """One cell's model, data on the device and trainer settings; ``run`` trains it and returns images seen."""
 
     def __init__(self, host: PluginHost, data, device: torch.device, seed: int, batch: int, epochs: int):
-        torch.manual_seed(seed)
-        self.model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
-        self.augment = host.create("augmenter", "batch-augment", POLICY)
+        self.model, self.augment = seed_cnn(host, device, seed)
         self.train_xy = to_device(data.train_images, data.train_labels, device)
         self.val_xy = to_device(data.val_images, data.val_labels, device)
         self.generator = torch.Generator(device=device).manual_seed(seed)

@@ -30,6 +30,14 @@ from octbench.train import to_device, train
 POLICY = {"hflip": 0.5, "rotate": 15, "brightness": 0.2}
 
 
+def seed_cnn(host: PluginHost, device: torch.device, seed: int = 0):
+    """The seed CNN (seeded) and `batch-augment` with the seed project's policy."""
+    torch.manual_seed(seed)
+    return host.create("model", "seed-cnn").build(1, 4, 28).to(device), host.create(
+        "augmenter", "batch-augment", POLICY
+    )
+
+
 class SeedStyleDataset(torch.utils.data.Dataset):
     """Per-sample PIL augmentation, as the seed project's torchvision pipeline did."""
 
@@ -88,9 +96,7 @@ def octbench_loop(host, images, labels, device, steps, batch) -> float:
 
 
 def octbench_train(host, x, y, device, batch, epochs):
-    torch.manual_seed(0)
-    model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
-    augment = host.create("augmenter", "batch-augment", POLICY)
+    model, augment = seed_cnn(host, device)
     config = Train(epochs=epochs, batch_size=batch, device=str(device))
     return train(
         model,
@@ -130,8 +136,7 @@ def main() -> None:
         "dataset", "synthetic-oct", {"n_train": max(epoch_images, 4096), "n_val": 16, "n_test": 16}
     ).load(None)
     images, labels = data.train_images, data.train_labels
-    torch.manual_seed(0)
-    model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
+    model, _ = seed_cnn(host, device)
 
     seed_speed = seed_loop(model, images, labels, device, args.steps, args.workers)
     speeds = {batch: octbench_loop(host, images, labels, device, args.steps, batch) for batch in args.batch}
