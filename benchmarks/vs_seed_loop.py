@@ -33,9 +33,8 @@ POLICY = {"hflip": 0.5, "rotate": 15, "brightness": 0.2}
 def seed_cnn(host: PluginHost, device: torch.device, seed: int = 0):
     """The seed CNN (seeded) and `batch-augment` with the seed project's policy."""
     torch.manual_seed(seed)
-    return host.create("model", "seed-cnn").build(1, 4, 28).to(device), host.create(
-        "augmenter", "batch-augment", POLICY
-    )
+    model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
+    return model, host.create("augmenter", "batch-augment", POLICY)
 
 
 class SeedStyleDataset(torch.utils.data.Dataset):
