@@ -18,12 +18,12 @@ import json
 import os
 import resource
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from octbench.report.collect import load
 from octbench.runner import run_suite
 
 SUITE = Path(__file__).resolve().parents[1] / "suites" / "ablation.yaml"
@@ -69,10 +69,9 @@ def main() -> None:
     summary = run_suite(SUITE, out=out, device=args.device, overrides=overrides, fresh=True, progress=False)
     wall = time.perf_counter() - start
 
-    conn = sqlite3.connect(out / "results.sqlite")
-    timings = [json.loads(t) for (t,) in conn.execute("SELECT timings FROM cells WHERE status='done'")]
-    device = json.loads(conn.execute("SELECT provenance FROM runs").fetchone()[0])["device"]
-    conn.close()
+    results = load([out])
+    timings = [cell.timings for variant in results.variants for cell in variant.cells]
+    device = results.runs[0].provenance["device"]
     stages = {s: sum(t.get(s, 0.0) for t in timings) for s in STAGES}
     compute = stages["train"] + stages["validate"] + stages["evaluate"]
     # the share of the workers' time (wall x workers) not spent training, validating or evaluating; with one
@@ -126,10 +125,8 @@ def main() -> None:
 
 def _print_partial(out: Path, seconds: float) -> None:
     """What an interrupted run got through: cells done, and the wall time that rate projects for all of them."""
-    conn = sqlite3.connect(out / "results.sqlite")
-    done = conn.execute("SELECT COUNT(*) FROM cells WHERE status='done'").fetchone()[0]
-    planned = conn.execute("SELECT COUNT(*) FROM plan").fetchone()[0]
-    conn.close()
+    variants = load([out]).variants
+    done, planned = sum(len(v.cells) for v in variants), sum(v.planned for v in variants)
     projected = seconds * planned / done if done else None
     print(f"interrupted after {seconds:.1f} s with {done} of {planned} cells done", end="")
     print(f"; at that rate all would take about {projected:.0f} s" if projected else "")
