@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.conftest import scaled
 from octbench.suite import Train
-from octbench.train import as_float, autocast, eval_batch_size, fast_path, make_optimizer, predict_proba, to_device
+from octbench.train import as_float, autocast, eval_batch_size, fast_path, make_optimizer, predict_logits, to_device
 
 
 def test_clahe_10k_images(benchmark, host, octmnist_like):
@@ -91,7 +91,7 @@ def test_evaluation_pass_seed_cnn(benchmark, host, octmnist_like):
     model = model.to(memory_format=torch.channels_last) if channels_last else model
     benchmark.extra_info["images"] = len(x)
     batch = eval_batch_size(Train(), device)
-    probs = benchmark(lambda: predict_proba(model, x, batch, use_amp, channels_last).cpu())
+    probs = benchmark(lambda: predict_logits(model, x, batch, use_amp, channels_last).cpu())
     assert probs.shape == (len(x), 4)
 
 

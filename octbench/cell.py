@@ -183,16 +183,16 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
 
     result = CellResult(*task.key, task.config_hash, history=outcome.history, counts=counts, device=describe(device))
     start = time.perf_counter()
-    use_amp, channels_last = fast_path(suite.train, device)
+    _, channels_last = fast_path(suite.train, device)
     evaluated = {"heldout": pool_index[held_idx], "test": np.arange(counts.get("test", 0))}
     for split in ("heldout", "test"):
         if split not in on_device:
             continue
         x, _y = on_device[split]
-        probs, speed = timed_predict(model, x, eval_batch_size(suite.train, device), use_amp, channels_last)
+        logits, speed = timed_predict(model, x, eval_batch_size(suite.train, device), channels_last)
         y_true = parts[split][1]
-        result.evaluations[split] = evaluate(y_true, probs, data.num_classes)
-        result.predictions[split] = {"indices": evaluated[split], "y_true": y_true, "probs": probs}
+        result.evaluations[split] = evaluate(y_true, logits, data.num_classes)
+        result.predictions[split] = {"indices": evaluated[split], "y_true": y_true, "logits": logits}
         if split == "heldout":
             timings["infer_images_per_s"] = speed
     timings["evaluate"] = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""Classification metrics of one cell on one split, computed with scikit-learn."""
+"""Classification metrics of one cell on one split, computed with scikit-learn from the cell's logits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
+
+from octbench.scores import Scores
+from octbench.stats import auc_classes
 
 SCALARS = (
     "accuracy",
@@ -22,9 +25,11 @@ SCALARS = (
 )
 
 
-def evaluate(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[str, Any]:
-    """Scalar metrics, the confusion matrix and one-vs-rest ROC points per class."""
-    y_pred = probs.argmax(1)
+def evaluate(y_true: np.ndarray, logits: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """Scalar metrics, the confusion matrix and one-vs-rest ROC points per class. ``auc_macro`` is the mean
+    one-vs-rest AUC over classes, or the positive class's AUC for a binary task (both classes have the same)."""
+    scores = Scores.from_logits(logits)
+    y_pred = scores.predicted
     labels = list(range(num_classes))
     scalars: dict[str, float] = {
         "accuracy": skm.accuracy_score(y_true, y_pred),
@@ -39,9 +44,9 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[st
                 y_true, y_pred, labels=labels, average=average, zero_division=0
             )
             scalars[f"precision_{average}"], scalars[f"recall_{average}"], scalars[f"f1_{average}"] = p, r, f
-    roc = roc_points(y_true, probs, num_classes)
-    aucs = [c["auc"] for c in roc if c["auc"] is not None]
-    scalars["auc_macro"] = float(np.mean(aucs)) if len(aucs) == num_classes else float("nan")
+    roc = roc_points(y_true, scores.log_odds, num_classes)
+    aucs = [roc[c]["auc"] for c in auc_classes(num_classes)]
+    scalars["auc_macro"] = float(np.mean(aucs)) if None not in aucs else float("nan")
     return {
         "scalars": {k: float(v) for k, v in scalars.items()},
         "confusion": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
@@ -49,14 +54,14 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[st
     }
 
 
-def roc_points(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> list[dict[str, Any]]:
-    """One-vs-rest ROC curve per class (a class absent from ``y_true`` gets no curve)."""
+def roc_points(y_true: np.ndarray, scores: np.ndarray, num_classes: int) -> list[dict[str, Any]]:
+    """One-vs-rest ROC curve per class from ranking scores (a class absent from ``y_true`` gets no curve)."""
     curves = []
     for cls in range(num_classes):
         positive = y_true == cls
         if positive.all() or not positive.any():
             curves.append({"class": cls, "fpr": [], "tpr": [], "auc": None})
             continue
-        fpr, tpr, _ = skm.roc_curve(positive, probs[:, cls])
+        fpr, tpr, _ = skm.roc_curve(positive, scores[:, cls])
         curves.append({"class": cls, "fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(skm.auc(fpr, tpr))})
     return curves

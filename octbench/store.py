@@ -3,6 +3,10 @@
 Tables: ``runs`` (one per invocation, with provenance), ``plan`` (the cells a run asked for, with their
 configuration hashes), ``cells`` (one per finished or failed cell), ``metrics``, ``confusion``, ``roc``,
 ``curves`` (per epoch) and ``predictions``. The report reads this file alone.
+
+Schema versions: 2 stores each cell's scores as float32 logits (``score_kind`` 'logits'); 1 stored float32
+probabilities in a ``probs`` column. A run into a version-1 store migrates it (renaming the column, existing rows
+keeping kind 'probs'); reading never migrates and reads either.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import numpy as np
 from octbench.cell import CellResult, CellTask
 from octbench.errors import OctbenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -59,7 +64,8 @@ CREATE TABLE IF NOT EXISTS curves (
 );
 CREATE TABLE IF NOT EXISTS predictions (
     cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, split TEXT NOT NULL,
-    indices BLOB NOT NULL, y_true BLOB NOT NULL, probs BLOB NOT NULL, PRIMARY KEY (cell_id, split)
+    indices BLOB NOT NULL, y_true BLOB NOT NULL, scores BLOB NOT NULL, score_kind TEXT NOT NULL,
+    PRIMARY KEY (cell_id, split)
 );
 """
 
@@ -80,27 +86,49 @@ def from_blob(blob: bytes) -> np.ndarray:
 
 class Store:
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """``create``: open for a run (creating or migrating the schema); otherwise open an existing store to read
+        it, whatever its readable version, without changing it."""
         self.path = Path(path)
         if not create and not self.path.exists():
             raise OctbenchError(f"no results at {self.path}: run `octbench run SUITE --out {self.path.parent}` first.")
         try:
             self.conn = sqlite3.connect(self.path, timeout=30)
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            with self.conn:
-                self.conn.executescript(SCHEMA)
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
+            if create:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("PRAGMA foreign_keys=ON")
+                with self.conn:
+                    tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                    fresh = "meta" not in tables
+                    if fresh and tables:
+                        raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables)[:5])})")
+                    self.conn.executescript(SCHEMA)
+                    if fresh:
+                        self.conn.execute(
+                            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                        )
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise OctbenchError(
                 f"{self.path} is not a usable octbench results database ({exc}); use another --out or --fresh."
             ) from None
-        version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-        if int(version) != SCHEMA_VERSION:
-            raise OctbenchError(f"{self.path} has schema version {version}, this octbench reads {SCHEMA_VERSION}.")
+        self.version = int(row[0]) if row else None
+        if self.version not in READABLE_VERSIONS:
+            raise OctbenchError(
+                f"{self.path} has schema version {self.version}, this octbench reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}: use the octbench that wrote it, or another --out."
+            )
+        if create and self.version < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Version 1 to 2: probabilities kept, marked as such; new cells store logits."""
+        with self.conn:
+            self.conn.execute("ALTER TABLE predictions RENAME COLUMN probs TO scores")
+            self.conn.execute("ALTER TABLE predictions ADD COLUMN score_kind TEXT NOT NULL DEFAULT 'probs'")
+            self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        self.version = SCHEMA_VERSION
 
     def close(self) -> None:
         self.conn.close()
@@ -209,8 +237,8 @@ class Store:
             )
             for split, p in result.predictions.items():
                 self.conn.execute(
-                    "INSERT INTO predictions VALUES (?, ?, ?, ?, ?)",
-                    (cell_id, split, to_blob(p["indices"]), to_blob(p["y_true"]), to_blob(p["probs"])),
+                    "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
+                    (cell_id, split, to_blob(p["indices"]), to_blob(p["y_true"]), to_blob(p["logits"]), "logits"),
                 )
 
     # --- reading -----------------------------------------------------------------------------------------------
@@ -246,11 +274,18 @@ class Store:
     def curves(self, cell_ids: list[int]) -> list[sqlite3.Row]:
         return self._for_cells("SELECT * FROM curves", cell_ids, order=" ORDER BY cell_id, epoch")
 
-    def predictions(self, cell_id: int, split: str) -> dict[str, np.ndarray] | None:
+    def predictions(self, cell_id: int, split: str) -> dict[str, Any] | None:
+        """``indices``, ``y_true`` and ``scores`` arrays, and ``kind``: 'logits', or 'probs' from a version-1 store."""
         row = self.conn.execute("SELECT * FROM predictions WHERE cell_id=? AND split=?", (cell_id, split)).fetchone()
         if row is None:
             return None
-        return {k: from_blob(row[k]) for k in ("indices", "y_true", "probs")}
+        scores, kind = (row["probs"], "probs") if self.version == 1 else (row["scores"], row["score_kind"])
+        return {
+            "indices": from_blob(row["indices"]),
+            "y_true": from_blob(row["y_true"]),
+            "scores": from_blob(scores),
+            "kind": kind,
+        }
 
     def _for_cells(self, query: str, cell_ids: list[int], order: str = "") -> list[sqlite3.Row]:
         if not cell_ids:

@@ -186,7 +186,7 @@ def test_a_cell_is_reproducible(tiny_suite):
     first, second = execute(task, host), execute(task, host)
     assert first.status == second.status == "done"
     assert first.evaluations["heldout"]["scalars"] == second.evaluations["heldout"]["scalars"]
-    np.testing.assert_array_equal(first.predictions["test"]["probs"], second.predictions["test"]["probs"])
+    np.testing.assert_array_equal(first.predictions["test"]["logits"], second.predictions["test"]["logits"])
 
 
 def test_every_result_carries_its_provenance(tiny_suite, tmp_path):

@@ -39,12 +39,14 @@ def test_metrics_agree_with_scikit_learn():
     probs = rng.dirichlet(np.ones(4), 200)
     probs[np.arange(200), y] += 0.3
     probs /= probs.sum(1, keepdims=True)
-    result = evaluate(y, probs, 4)
+    result = evaluate(y, np.log(probs), 4)  # logits whose softmax is probs
     assert result["scalars"]["auc_macro"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr"))
     assert result["scalars"]["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == y))
     assert np.sum(result["confusion"]) == 200
-    binary = evaluate(y % 2, np.stack([1 - probs[:, 0], probs[:, 0]], 1), 2)
+    binary = evaluate(y % 2, np.log(np.stack([1 - probs[:, 0], probs[:, 0]], 1)), 2)
     assert binary["scalars"]["auc_macro"] == pytest.approx(roc_auc_score(y % 2, probs[:, 0]))
+    both = [c["auc"] for c in binary["roc"]]
+    assert both[0] == pytest.approx(both[1]), "one binary AUC, whichever class is called positive"
 
 
 def test_batch_augment_is_deterministic_and_preserves_shape(host):
