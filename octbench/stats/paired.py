@@ -70,10 +70,7 @@ def delong(positive: np.ndarray, first: np.ndarray, second: np.ndarray, confiden
     difference = float(aucs[0] - aucs[1])
     se = float(np.sqrt(max(variance, 0.0)))
     half = float(stats.norm.ppf(0.5 + confidence / 2)) * se
-    if se == 0:
-        p = 1.0 if difference == 0 else 0.0
-    else:
-        p = float(2 * stats.norm.sf(abs(difference) / se))
+    p = float(2 * stats.norm.sf(abs(difference) / se)) if se > 0 else float(difference == 0)
     return DeLong(float(aucs[0]), float(aucs[1]), difference, se, difference - half, difference + half, p)
 
 
