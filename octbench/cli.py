@@ -68,22 +68,32 @@ def run(suite, out, data_dir, device, overrides, fresh, quick, no_progress) -> N
 @click.option(
     "--metric",
     type=click.Choice(list(SCALARS)),
-    default="accuracy",
-    show_default=True,
-    help="The metric compared with the reference.",
+    help="The metric compared with the reference [default: the suite's report.metric, else accuracy].",
+)
+@click.option(
+    "--rope",
+    type=click.FloatRange(min=0, max=0.5, min_open=True),
+    help="Differences within ±ROPE count as practically equivalent [default: the suite's report.rope, else 0.01].",
+)
+@click.option(
+    "--positive-class",
+    metavar="NAME|INDEX",
+    help="Binary tasks: the class whose sensitivity is reported [default: the suite's, else the minority class].",
 )
 @click.option(
     "--output",
     type=click.Path(allow_dash=True),
     help="File to write (a folder for csv; '-' prints md or json) [default: in the first DIR].",
 )
-def report(directories, fmt, metric, output) -> None:
-    """Render a report from stored results only (no training). Several DIRs merge runs of one dataset."""
+def report(directories, fmt, metric, rope, positive_class, output) -> None:
+    """Render a report from stored results only (no training). Several DIRs of one dataset merge into one
+    comparison; DIRs of different datasets make a study over datasets (rank tests, critical-difference diagram)."""
     from octbench.report.publish import publish
 
     if output == "-" and fmt in ("html", "csv"):
         raise UserError("--output - prints md or json only; give a path for html or csv.")
-    for path in publish(list(directories), fmt=fmt, metric=metric, output=output):
+    paths = publish(list(directories), fmt=fmt, output=output, metric=metric, rope=rope, positive_class=positive_class)
+    for path in paths:
         click.echo(f"{fmt}: {path}")
 
 

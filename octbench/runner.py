@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from octbench import folds
@@ -99,6 +100,15 @@ def run_suite(
             "md5": data.md5,
             "source": data.source,
             "sizes": {"train": len(data.train_labels), "val": len(data.val_labels), "test": len(data.test_labels)},
+            "class_counts": {
+                split: np.bincount(labels, minlength=data.num_classes).tolist()
+                for split, labels in (
+                    ("train", data.train_labels),
+                    ("val", data.val_labels),
+                    ("test", data.test_labels),
+                )
+            },
+            "positive_class": data.meta.get("positive_class"),
         },
     )
     store.record_plan(run_id, tasks)

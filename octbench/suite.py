@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from octbench.errors import SuiteError
+from octbench.metrics import SCALARS
 
 QUICK_EPOCHS = 2
 QUICK_POOL = 3000
@@ -141,6 +142,25 @@ class Executor(_Strict):
     )
 
 
+class ReportSettings(_Strict):
+    """How the report judges differences; `octbench report` options override them."""
+
+    metric: str = Field("accuracy", description="the metric compared with the reference")
+    rope: float = Field(
+        0.01, gt=0, le=0.5, description="half-width of the region of practical equivalence (0.01 = one point)"
+    )
+    positive_class: str | None = Field(
+        None, description="binary tasks: the class whose sensitivity is reported (name or index; default: minority)"
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in SCALARS:
+            raise ValueError(f"should be one of {', '.join(SCALARS)}, not {value!r}")
+        return value
+
+
 class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
@@ -152,6 +172,7 @@ class Suite(_Strict):
     variants: list[VariantSpec] = Field(default_factory=list)
     ablation: Ablation | None = None
     plugins: list[str] = Field(default_factory=list)
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     @model_validator(mode="after")
     def _has_variants(self) -> Suite:

@@ -7,6 +7,7 @@ import json
 import re
 
 import markdown
+import pytest
 from click.testing import CliRunner
 
 from octbench.cli import cli
@@ -22,22 +23,29 @@ def test_html_report_shows_statistics_and_figures(run_dir):
     html = (run_dir / "report.html").read_text()
     for text in (
         "Leaderboard",
-        "Comparison with the reference",
+        "Verdicts against the reference",
         "corrected resampled t-test",
-        "Wilcoxon",
+        "Bayesian correlated t-test",
+        "practically equivalent",
+        "Detectable",
         "Holm",
         "McNemar",
-        "bootstrap",
-        "Friedman test",
-        "critical difference",
+        "paired bootstrap",
+        "ensemble",
+        "Wilson",
+        "Brier",
+        "Class prevalence",
         "Provenance",
     ):
         assert text in html, text
+    # the folds of one dataset are not independent blocks: no rank tests over them
+    for text in ("Friedman", "Wilcoxon", "Nemenyi", "critical difference"):
+        assert text not in html, text
     for alt in (
         "effect of each variant against the reference",
-        "critical difference diagram",
         "fold spread of",
         "throughput and stage times",
+        "reliability diagram",
     ):
         assert f'alt="{alt}' in html, alt
     for name in ("baseline", "flip", "smote", "class-weights"):
@@ -71,6 +79,9 @@ def test_csv_and_json_exports(run_dir):
     assert payload["reference"] == "baseline" and len(payload["leaderboard"]) == 4
     smote = next(r for r in payload["leaderboard"] if r["variant"] == "smote")
     assert smote["delta_accuracy"] is not None and 0 <= smote["p_corrected_t_holm"] <= 1
+    assert smote["p_worse"] + smote["p_equivalent"] + smote["p_better"] == pytest.approx(1)
+    assert smote["detectable_delta"] > 0 and smote["test_delta_auc"] is not None and 0 <= smote["p_auc_holm"] <= 1
+    assert smote["mcnemar_only_this"] >= 0 and smote["test_auc_method"] == "paired bootstrap"
 
 
 def test_merging_runs_keys_variants_by_run(run_dir, tmp_path):
@@ -81,9 +92,141 @@ def test_merging_runs_keys_variants_by_run(run_dir, tmp_path):
     assert report(run_dir, run_dir, "--output", tmp_path / "merged.html").exit_code == 0
 
 
-def test_merging_different_datasets_is_refused(run_dir, tmp_path):
+def test_different_datasets_make_a_study_that_says_what_it_cannot_test(run_dir, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text(SUITE.replace("n_train: 240", "n_train: 200"))
     run_suite(other, out=tmp_path / "other", progress=False, overrides=["variants=[{name: baseline}]"])
-    result = report(run_dir, tmp_path / "other")
-    assert result.exit_code == 2 and "same dataset" in result.output
+    result = report(run_dir, tmp_path / "other", "--output", tmp_path / "study.html")
+    assert result.exit_code == 0
+    html = (tmp_path / "study.html").read_text()
+    assert "Rank tests need at least two datasets and two variants" in html
+    assert "Not in every dataset" in html and "critical difference diagram" not in html
+
+
+def _study_block(tmp_path, name, seed):
+    suite = tmp_path / f"{name}.yaml"
+    text = SUITE.replace("name: report-check", f"name: {name}")
+    text = text.replace("n_train: 240, n_val: 40, n_test: 60}", f"n_train: 160, n_val: 40, n_test: 40, seed: {seed}}}")
+    suite.write_text(text.replace("folds: 3", "folds: 2").replace("epochs: 2", "epochs: 1"))
+    assert run_suite(suite, out=tmp_path / name, progress=False).failed == 0
+    return tmp_path / name
+
+
+def test_a_study_over_three_datasets_ranks_variants_with_a_critical_difference_diagram(run_dir, tmp_path):
+    others = [_study_block(tmp_path, f"data{seed}", seed) for seed in (1, 2)]
+    out = tmp_path / "study.html"
+    assert report(run_dir, *others, "--output", out).exit_code == 0
+    html = out.read_text()
+    for text in (
+        "Iman and Davenport",
+        "Friedman",
+        "average rank",
+        'alt="critical difference diagram"',
+        "Holm-adjusted",
+    ):
+        assert text in html, text
+    assert "synthetic-oct (out)" in html and "synthetic-oct (data1)" in html, "blocks named after their folders"
+    payload = json.loads(report(run_dir, *others, "--format", "json", "--output", "-").output)
+    assert payload["datasets"] and len(payload["datasets"]) == 3 and payload["friedman"]["critical_difference"] > 0
+    assert [v["variant"] for v in payload["variants"]] == ["baseline", "flip", "smote", "class-weights"]
+    reference = payload["variants"][0]
+    assert reference["reference"] and reference["p_rank_vs_reference"] is None
+    assert all(0 <= v["p_rank_vs_reference_holm"] <= 1 for v in payload["variants"][1:])
+    md = report(run_dir, *others, "--format", "md", "--output", "-")
+    assert md.exit_code == 0 and "average rank" in md.output
+    assert report(run_dir, others[0], others[0]).exit_code == 2, "two folders of one dataset in a study"
+
+
+def test_positive_class_and_rope_are_report_options(run_dir, tmp_path):
+    result = report(run_dir, "--positive-class", "drusen", "--output", tmp_path / "r.html")
+    assert result.exit_code == 2 and "binary" in result.output
+    payload = json.loads(report(run_dir, "--format", "json", "--rope", "0.2", "--output", "-").output)
+    flip = next(r for r in payload["leaderboard"] if r["variant"] == "flip")
+    assert flip["rope"] == 0.2 and flip["p_equivalent"] > 0.5
+
+
+def _as_version_one(store_path):
+    """Rewrite a store as octbench's first schema wrote it: float32 probabilities in a 'probs' column."""
+    import sqlite3
+
+    import numpy as np
+
+    from octbench.store import from_blob, to_blob
+
+    conn = sqlite3.connect(store_path)
+    rows = conn.execute("SELECT cell_id, split, scores FROM predictions").fetchall()
+    conn.execute("ALTER TABLE predictions DROP COLUMN score_kind")
+    conn.execute("ALTER TABLE predictions RENAME COLUMN scores TO probs")
+    for cell_id, split, blob in rows:
+        logits = from_blob(blob).astype(np.float64)
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+        conn.execute("UPDATE predictions SET probs=? WHERE cell_id=? AND split=?", (to_blob(probs), cell_id, split))
+    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def test_stores_written_by_the_first_schema_still_report_and_resume(run_dir, tmp_path):
+    import hashlib
+    import shutil
+
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(run_dir / "results.sqlite", old / "results.sqlite")
+    _as_version_one(old / "results.sqlite")
+    before = hashlib.md5((old / "results.sqlite").read_bytes()).hexdigest()
+    result = report(old, "--format", "json", "--output", "-")
+    assert result.exit_code == 0, result.output
+    assert hashlib.md5((old / "results.sqlite").read_bytes()).hexdigest() == before, "reading changed the store"
+    assert json.loads(result.output)["leaderboard"][2]["test_delta_auc"] is not None
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    summary = run_suite(suite, out=old, progress=False, overrides=["cv.seeds=[0, 1]"])
+    assert summary.failed == 0 and summary.done == 12, "the first seed's cells were kept, the second's added"
+    assert (old / "report.html").exists()
+
+
+@pytest.mark.shared_data
+def test_a_real_binary_dataset_gets_every_verdict_and_unsaturated_scores(shared_data, tmp_path):
+    import numpy as np
+
+    from octbench.scores import Scores
+    from octbench.store import Store
+
+    suite = tmp_path / "breast.yaml"
+    suite.write_text(
+        "name: breast\ndataset: breastmnist\ncv: {folds: 3, seeds: [0]}\n"
+        "train: {epochs: 3, batch_size: 32, device: cpu}\ndefaults: {model: seed-cnn}\n"
+        "variants:\n  - name: baseline\n  - {name: flip, augmenters: [{name: batch-augment, hflip: 0.5}]}\n"
+    )
+    out = tmp_path / "out"
+    assert run_suite(suite, out=out, data_dir=str(shared_data), progress=False).failed == 0
+    html = (out / "report.html").read_text()
+    for text in (
+        "P(worse / ≈ / better)",
+        "DeLong",
+        "detectable Δ",
+        "sensitivity",
+        "specificity",
+        "PPV",
+        "NPV",
+        "Wilson",
+        'alt="reliability diagram"',
+        "Positive class: <strong>malignant</strong>",
+    ):
+        assert text in html, text
+    store = Store(out / "results.sqlite", create=False)
+    cells = [r[0] for r in store.conn.execute("SELECT id FROM cells")]
+    for cell in cells:
+        for split in ("heldout", "test"):
+            stored = store.predictions(cell, split)
+            assert stored["kind"] == "logits" and stored["scores"].dtype == np.float32
+            assert np.isfinite(stored["scores"]).all()
+            # the scores an AUC ranks by tie exactly where the float32 logits tie, nowhere else, and never saturate
+            odds = Scores.from_logits(stored["scores"]).log_odds[:, 1]
+            gaps = stored["scores"][:, 1].astype(np.float64) - stored["scores"][:, 0]
+            assert len(np.unique(odds)) == len(np.unique(gaps)) and np.isfinite(odds).all()
+            probs = Scores.from_logits(stored["scores"]).probs
+            assert not np.any((probs == 0) | (probs == 1)), "saturated probabilities in a stored cell"
+    store.close()

@@ -1,15 +1,24 @@
-"""Numbers the report states: summaries, paired comparisons with the reference, test-split tests, ranks."""
+"""Numbers the report states for one dataset: summaries, verdicts against the reference on the CV cells and on
+the official test split, clinical rates, calibration, and whether CV and test agree.
+
+What each verdict rests on (see ``octbench.stats``): CV cells share training images, so CV intervals and tests
+use the corrected variance (Nadeau & Bengio) and the Bayesian correlated t-test; on the test split the variants'
+fold-model ensembles are paired image by image (McNemar, DeLong, paired bootstrap). Rank tests over folds are
+not used: they treat folds as independent datasets.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score
+from scipy.stats import spearmanr
 
 from octbench import stats
 from octbench.metrics import SCALARS
 from octbench.report.collect import Results, VariantResults
+from octbench.report.testsplit import Clinical, Headline, clinical, compare_on_test_split, resolve_positive
 
 TIMINGS = (
     "load",
@@ -25,31 +34,43 @@ TIMINGS = (
     "resample_cached",
 )
 ALPHA = 0.05
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a reader may choose: the metric compared, the region of practical equivalence, the positive class.
+    Defaults come from the suite's ``report`` block (``octbench.suite.ReportSettings``)."""
+
+    metric: str = "accuracy"
+    rope: float = 0.01
+    positive_class: str | None = None
+
+    @classmethod
+    def of_suite(cls, suite: dict[str, Any], **overrides: Any) -> Options:
+        """A stored suite's settings, overridden by whatever is given (None means not given)."""
+        stored = suite.get("report", {})
+        chosen = {k: stored[k] for k in ("metric", "rope", "positive_class") if stored.get(k) is not None}
+        chosen.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**chosen)
 
 
 @dataclass
 class Comparison:
+    """One variant against the reference on one metric, over the paired CV cells."""
+
     test: stats.PairedTest
-    p_t_holm: float
-    p_wilcoxon: float
-    p_wilcoxon_holm: float
+    p_holm: float
+    bayes: stats.Bayes
+    detectable: float | None
+    std: float
 
     @property
     def mark(self) -> str:
         """'better' / 'worse' when the Holm-adjusted corrected t-test rejects equality at 5%, else ''."""
-        if self.p_t_holm >= ALPHA:
+        if self.p_holm >= ALPHA:
             return ""
         return "better" if self.test.mean_difference > 0 else "worse"
-
-
-@dataclass
-class TestSplitResult:
-    accuracy: float
-    accuracy_ci: tuple[float, float]
-    auc: float | None
-    auc_ci: tuple[float, float] | None
-    mcnemar: stats.McNemar | None = None
-    mcnemar_holm: float | None = None
 
 
 @dataclass
@@ -58,17 +79,41 @@ class VariantAnalysis:
     summaries: dict[str, dict[str, stats.Summary]]
     timing: dict[str, stats.Summary]
     comparisons: dict[str, Comparison] = field(default_factory=dict)
-    test_split: TestSplitResult | None = None
+    test_split: Headline | None = None
+    clinical: Clinical | None = None
+
+
+@dataclass
+class Agreement:
+    """Do CV and the test split rank the variants alike? (accuracy: CV mean against the test ensemble)"""
+
+    spearman: float | None
+    mean_gap: float
+    flips: list[str]
+    prevalence_shift: float | None
+
+    @property
+    def disagree(self) -> bool:
+        return bool(self.flips) or (self.spearman is not None and self.spearman < 0.5)
 
 
 @dataclass
 class Analysis:
-    metric: str
+    options: Options
     variants: list[VariantAnalysis]
     reference: VariantResults | None
     test_train_ratio: float
-    friedman: stats.Friedman | None
-    friedman_names: list[str]
+    folds: int
+    seeds: int
+    class_names: list[str]
+    positive: int | None
+    prevalence: dict[str, list[float]]
+    agreement: Agreement | None = None
+    advice: str = ""
+
+    @property
+    def metric(self) -> str:
+        return self.options.metric
 
 
 def _values(variant: VariantResults, split: str, metric: str) -> dict[tuple[int, int], float]:
@@ -79,43 +124,59 @@ def _values(variant: VariantResults, split: str, metric: str) -> dict[tuple[int,
     }
 
 
-def _ensemble(variant: VariantResults) -> tuple[np.ndarray, np.ndarray] | None:
-    """(y_true, mean probabilities of the variant's fold models) on the official test split."""
-    tests = [c.test for c in variant.cells if c.test is not None]
-    if not tests:
-        return None
-    return tests[0]["y_true"], np.mean([t["probs"] for t in tests], axis=0)
-
-
-def analyse(results: Results, metric: str = "accuracy") -> Analysis:
-    analysed = [
-        VariantAnalysis(
-            variant=v,
-            summaries={
-                split: {m: stats.summary(list(_values(v, split, m).values())) for m in SCALARS}
-                for split in ("heldout", "test")
-            },
-            timing={k: stats.summary([c.timings.get(k) for c in v.cells]) for k in TIMINGS},
-        )
-        for v in results.variants
-    ]
-    reference = results.reference
+def fold_ratio(results: Results) -> float:
+    """n_test / n_train of the folds, measured on the stored cells (1/(k-1) for k equal folds)."""
     ratios = [
         c.counts["heldout"] / (c.counts["train"] + c.counts["inner_val"])
         for v in results.variants
         for c in v.cells
         if c.counts.get("heldout")
     ]
-    ratio = float(np.mean(ratios)) if ratios else 0.25
-    if reference is not None:
-        _paired_comparisons(analysed, reference, ratio)
-        _test_split(analysed, reference)
-    friedman, names = _friedman(results, metric)
-    return Analysis(metric, analysed, reference, ratio, friedman, names)
+    folds = results.runs[0].folds
+    return float(np.mean(ratios)) if ratios else 1 / max(folds - 1, 1)
 
 
-def _paired_comparisons(analysed: list[VariantAnalysis], reference: VariantResults, ratio: float) -> None:
-    others = [a for a in analysed if a.variant is not reference]
+def analyse(results: Results, options: Options | None = None) -> Analysis:
+    options = options or Options()
+    ratio = fold_ratio(results)
+    analysed = [
+        VariantAnalysis(
+            variant=v,
+            summaries={
+                "heldout": {
+                    m: stats.summary(list(_values(v, "heldout", m).values()), test_train_ratio=ratio) for m in SCALARS
+                },
+                "test": {m: stats.summary(list(_values(v, "test", m).values())) for m in SCALARS},
+            },
+            timing={k: stats.summary([c.timings.get(k) for c in v.cells]) for k in TIMINGS},
+        )
+        for v in results.variants
+    ]
+    prevalence = _prevalence(results)
+    positive = resolve_positive(options.positive_class, results, prevalence.get("CV pool"))
+    analysis = Analysis(
+        options=options,
+        variants=analysed,
+        reference=results.reference,
+        test_train_ratio=ratio,
+        folds=max(r.folds for r in results.runs),
+        seeds=max(len(r.seeds) for r in results.runs),
+        class_names=results.class_names,
+        positive=positive,
+        prevalence=prevalence,
+    )
+    if results.reference is not None:
+        _cv_verdicts(analysis, options)
+    compare_on_test_split(analysed, results.reference, len(results.class_names))
+    for a in analysed:
+        a.clinical = clinical(a, positive, len(results.class_names))
+    analysis.agreement = _agreement(analysed, prevalence)
+    return analysis
+
+
+def _cv_verdicts(analysis: Analysis, options: Options) -> None:
+    reference = analysis.reference
+    others = [a for a in analysis.variants if a.variant is not reference]
     for metric in SCALARS:
         base = _values(reference, "heldout", metric)
         found = []
@@ -124,46 +185,88 @@ def _paired_comparisons(analysed: list[VariantAnalysis], reference: VariantResul
             common = sorted(set(base) & set(mine))
             if len(common) < 2:
                 continue
-            differences = [mine[k] - base[k] for k in common]
-            found.append((a, stats.corrected_ttest(differences, ratio), stats.wilcoxon(differences)))
-        t_holm = stats.holm([t.p_value for _, t, _ in found])
-        w_holm = stats.holm([w for _, _, w in found])
-        for (a, t, w), th, wh in zip(found, t_holm, w_holm, strict=True):
-            a.comparisons[metric] = Comparison(t, th, w, wh)
+            d = np.array([mine[k] - base[k] for k in common])
+            std = float(d.std(ddof=1))
+            found.append(
+                (
+                    a,
+                    stats.corrected_ttest(d, analysis.test_train_ratio),
+                    stats.bayesian_correlated_ttest(d, analysis.test_train_ratio, options.rope),
+                    stats.detectable_difference(std, len(d), analysis.test_train_ratio, alpha=ALPHA, power=POWER),
+                    std,
+                )
+            )
+        adjusted = stats.holm([t.p_value for _, t, *_ in found])
+        for (a, t, bayes, detectable, std), p in zip(found, adjusted, strict=True):
+            a.comparisons[metric] = Comparison(t, p, bayes, detectable, std)
+    analysis.advice = _advice(analysis, options)
 
 
-def _test_split(analysed: list[VariantAnalysis], reference: VariantResults) -> None:
-    base = _ensemble(reference)
-    with_mcnemar = []
-    for a in analysed:
-        ensemble = _ensemble(a.variant)
-        if ensemble is None:
+def _advice(analysis: Analysis, options: Options) -> str:
+    """A sentence on what this design could not detect, and what would help, for the compared metric."""
+    found = [a.comparisons[options.metric] for a in analysis.variants if options.metric in a.comparisons]
+    if not found:
+        return ""
+    std = float(np.median([c.std for c in found]))
+    detectable = stats.detectable_difference(std, found[0].test.n, analysis.test_train_ratio)
+    if detectable is None or detectable <= options.rope:
+        return ""
+    design = f"{analysis.folds} folds × {analysis.seeds} seed{'s' if analysis.seeds > 1 else ''}"
+    text = (
+        f"At the typical spread of paired differences here (SD {std:.3f}), {design} can only reliably detect (80% "
+        f"power) differences in {options.metric.replace('_', ' ')} of about {detectable:.3f} or more, larger than "
+        f"the ±{options.rope:g} that counts as practically equivalent."
+    )
+    seeds = stats.seeds_to_detect(std, analysis.folds, analysis.test_train_ratio, options.rope)
+    if seeds is not None and seeds > analysis.seeds:
+        return text + f" About {seeds} seeds (cv.seeds) would bring it down to ±{options.rope:g}."
+    return text + (
+        " No number of seeds up to 20 would: the overlap of training sets between folds does not shrink with more "
+        "seeds, so only more folds or more data would."
+    )
+
+
+def _prevalence(results: Results) -> dict[str, list[float]]:
+    """Class shares in the official train split (when recorded), the CV pool (one seed's held-out folds cover it
+    once) and the test split."""
+    k = len(results.class_names)
+    found: dict[str, list[float]] = {}
+    counts = results.dataset.get("class_counts", {})
+    if "train" in counts:
+        found["train"] = stats.prevalence(np.repeat(np.arange(k), counts["train"]), k)
+    for v in results.variants:
+        cells = [c for c in v.cells if "heldout" in c.predictions]
+        if not cells:
             continue
-        y, probs = ensemble
-        predictions = probs.argmax(1)
-        both = len(np.unique(y)) > 1
-        a.test_split = TestSplitResult(
-            accuracy=float(accuracy_score(y, predictions)),
-            accuracy_ci=stats.bootstrap_ci(stats.weighted_accuracy, y, probs),
-            auc=stats.macro_auc(y, probs) if both else None,
-            auc_ci=stats.bootstrap_ci(stats.weighted_macro_auc, y, probs) if both else None,
-        )
-        if base is not None and a.variant is not reference and len(base[0]) == len(y):
-            a.test_split.mcnemar = stats.mcnemar(predictions == y, base[1].argmax(1) == base[0])
-            with_mcnemar.append(a)
-    for a, p in zip(with_mcnemar, stats.holm([a.test_split.mcnemar.p_value for a in with_mcnemar]), strict=True):
-        a.test_split.mcnemar_holm = p
+        seed = cells[0].seed
+        pool = np.concatenate([c.predictions["heldout"].y_true for c in cells if c.seed == seed])
+        found["CV pool"] = stats.prevalence(pool, k)
+        tests = [c.test for c in v.cells if c.test is not None]
+        if tests:
+            found["test"] = stats.prevalence(tests[0].y_true, k)
+        break
+    return found
 
 
-def _friedman(results: Results, metric: str) -> tuple[stats.Friedman | None, list[str]]:
-    variants = [v for v in results.variants if v.cells]
-    if len(variants) < 3:
-        return None, []
-    per_variant = [_values(v, "heldout", metric) for v in variants]
-    blocks = sorted(set.intersection(*(set(p) for p in per_variant)))
-    if len(blocks) < 2:
-        return None, []
-    scores = np.array([[p[b] for p in per_variant] for b in blocks])
-    if np.all(scores == scores[:, :1]):
-        return None, []
-    return stats.friedman(scores), [v.key for v in variants]
+def _agreement(analysed: list[VariantAnalysis], prevalence: dict[str, list[float]]) -> Agreement | None:
+    rows = [
+        (a.variant.key, a.summaries["heldout"]["accuracy"].mean, a.test_split.accuracy)
+        for a in analysed
+        if a.test_split is not None and a.summaries["heldout"]["accuracy"].mean is not None
+    ]
+    if len(rows) < 3:
+        return None
+    names = [r[0] for r in rows]
+    cv, test = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+    rho = None
+    if np.ptp(cv) > 0 and np.ptp(test) > 0:
+        rho = float(spearmanr(cv, test).statistic)
+    flips = []
+    for first, second, label in ((cv, test, "best on CV, worst on test"), (test, cv, "best on test, worst on CV")):
+        best, worst = int(np.argmax(first)), int(np.argmin(second))
+        if best == worst and np.ptp(first) > 0 and np.ptp(second) > 0:
+            flips.append(f"{names[best]} ({label})")
+    shift = None
+    if "CV pool" in prevalence and "test" in prevalence:
+        shift = float(0.5 * np.abs(np.array(prevalence["CV pool"]) - np.array(prevalence["test"])).sum())
+    return Agreement(rho, float(np.mean(test - cv)), flips, shift)

@@ -11,7 +11,17 @@ from typing import Any
 import numpy as np
 
 from octbench.errors import OctbenchError
+from octbench.scores import Scores
 from octbench.store import Store
+
+
+@dataclass
+class Prediction:
+    """One cell's model on one split: the images' indices (into the CV pool, or the test split), labels, scores."""
+
+    indices: np.ndarray
+    y_true: np.ndarray
+    scores: Scores
 
 
 @dataclass
@@ -24,7 +34,11 @@ class Cell:
     curves: list[dict[str, float]]
     timings: dict[str, float]
     counts: dict[str, int]
-    test: dict[str, np.ndarray] | None
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+
+    @property
+    def test(self) -> Prediction | None:
+        return self.predictions.get("test")
 
 
 @dataclass
@@ -51,6 +65,8 @@ class RunInfo:
     dataset: dict[str, Any]
     provenance: dict[str, Any]
     folds: int
+    seeds: list[int]
+    suite: dict[str, Any]
     runs: list[dict[str, Any]]
 
 
@@ -100,6 +116,22 @@ def load(directories: list[str | Path]) -> Results:
     return Results(runs, variants)
 
 
+def latest_run(directory: Path) -> dict[str, Any]:
+    """A folder's latest run: its row, with ``dataset`` and ``suite`` parsed."""
+    store = Store(directory / "results.sqlite", create=False)
+    try:
+        row = dict(store.latest_run())
+    finally:
+        store.close()
+    return {**row, "dataset": json.loads(row["dataset_json"]), "suite": json.loads(row["suite_json"])}
+
+
+def dataset_identity(directory: Path) -> tuple[str, str]:
+    """(name, MD5) of the dataset of a folder's latest run."""
+    dataset = latest_run(directory)["dataset"]
+    return dataset["name"], dataset["md5"]
+
+
 def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResults]]:
     store = Store(directory / "results.sqlite", create=False)
     try:
@@ -113,6 +145,8 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
             json.loads(run["dataset_json"]),
             json.loads(run["provenance"]),
             suite["cv"]["folds"],
+            suite["cv"]["seeds"],
+            suite,
             [dict(r) for r in store.runs()],
         )
         plan = store.planned_cells(run["id"])
@@ -160,9 +194,19 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
                         curves=curves[i],
                         timings=json.loads(row["timings"]),
                         counts=json.loads(row["counts"]),
-                        test=store.predictions(i, "test"),
+                        predictions=_predictions(store, i),
                     )
                 )
         return info, list(by_name.values())
     finally:
         store.close()
+
+
+def _predictions(store: Store, cell_id: int) -> dict[str, Prediction]:
+    found = {}
+    for split in ("heldout", "test"):
+        stored = store.predictions(cell_id, split)
+        if stored is not None:
+            scores = Scores.from_stored(stored["scores"], stored["kind"])
+            found[split] = Prediction(stored["indices"], stored["y_true"], scores)
+    return found

@@ -43,12 +43,40 @@ def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any
         row["delta_low"], row["delta_high"] = (
             (comparison.test.low, comparison.test.high) if comparison else (None, None)
         )
-        row["p_corrected_t_holm"] = comparison.p_t_holm if comparison else None
-        row["p_wilcoxon_holm"] = comparison.p_wilcoxon_holm if comparison else None
+        row["p_corrected_t"] = comparison.test.p_value if comparison else None
+        row["p_corrected_t_holm"] = comparison.p_holm if comparison else None
+        row["p_worse"] = comparison.bayes.p_worse if comparison else None
+        row["p_equivalent"] = comparison.bayes.p_equivalent if comparison else None
+        row["p_better"] = comparison.bayes.p_better if comparison else None
+        row["rope"] = analysis.options.rope
+        row["detectable_delta"] = comparison.detectable if comparison else None
         t = a.test_split
+        vs = t.versus if t else None
         row["test_ensemble_accuracy"] = t.accuracy if t else None
+        row["test_ensemble_accuracy_low"], row["test_ensemble_accuracy_high"] = t.accuracy_ci if t else (None, None)
         row["test_ensemble_auc"] = t.auc if t else None
-        row["p_mcnemar_holm"] = t.mcnemar_holm if t else None
+        row["test_ensemble_auc_low"], row["test_ensemble_auc_high"] = t.auc_ci if t and t.auc_ci else (None, None)
+        row["test_delta_accuracy"] = vs.accuracy_delta if vs else None
+        row["test_delta_accuracy_low"], row["test_delta_accuracy_high"] = vs.accuracy_ci if vs else (None, None)
+        row["mcnemar_only_this"] = vs.mcnemar.only_first_correct if vs else None
+        row["mcnemar_only_reference"] = vs.mcnemar.only_second_correct if vs else None
+        row["p_mcnemar"] = vs.mcnemar.p_value if vs else None
+        row["p_mcnemar_holm"] = vs.mcnemar_holm if vs else None
+        row["test_delta_auc"] = vs.auc_delta if vs else None
+        row["test_delta_auc_low"], row["test_delta_auc_high"] = vs.auc_ci if vs and vs.auc_ci else (None, None)
+        row["test_auc_method"] = vs.auc_method if vs else None
+        row["p_auc"] = vs.auc_p if vs else None
+        row["p_auc_holm"] = vs.auc_holm if vs else None
+        k = a.clinical
+        if k is not None and analysis.positive is not None:
+            for label, x in zip(
+                ("sensitivity", "specificity", "ppv", "npv"),
+                (k.rates[0].sensitivity, k.rates[0].specificity, k.rates[0].ppv, k.rates[0].npv),
+                strict=True,
+            ):
+                row[label], row[f"{label}_low"], row[f"{label}_high"] = x.value, x.low, x.high
+        row["brier"] = k.brier if k else None
+        row["ece"] = k.reliability.ece if k else None
         row["train_images_per_s"] = a.timing["train_images_per_s"].mean
         row["infer_images_per_s"] = a.timing["infer_images_per_s"].mean
         rows.append(row)
@@ -84,26 +112,28 @@ def markdown(results: Results, analysis: Analysis) -> str:
     reference = analysis.reference.key if analysis.reference else None
     header = ["Variant", *[label for _, label in MARKDOWN_COLUMNS]]
     if has_test:
-        header += ["Test accuracy", "Test macro AUC"]
+        header += ["Test accuracy (ensemble)", "Test AUC (ensemble)"]
     if reference:
-        header += [f"Δ {analysis.metric.replace('_', ' ')} vs {reference} [95% CI]", "p (Holm)"]
+        header += [
+            f"Δ {analysis.metric.replace('_', ' ')} vs {reference} [corrected 95% CI]",
+            "p (Holm)",
+            "P(worse/≈/better)",
+        ]
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in leaderboard_rows(results, analysis):
         cells = [row["variant"] + (" (reference)" if row["reference"] else "")]
         cells += [_pm(row[f"heldout_{m}_mean"], row[f"heldout_{m}_std"]) for m, _ in MARKDOWN_COLUMNS]
         if has_test:
-            cells += [
-                _pm(row["test_accuracy_mean"], row["test_accuracy_std"]),
-                _pm(row["test_auc_macro_mean"], row["test_auc_macro_std"]),
-            ]
+            cells += [_value(row["test_ensemble_accuracy"]), _value(row["test_ensemble_auc"])]
         if reference:
             delta = row[f"delta_{analysis.metric}"]
             cells += (
-                ["–", "–"]
+                ["–", "–", "–"]
                 if delta is None
                 else [
                     f"{delta:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]",
                     f"{row['p_corrected_t_holm']:.3f}",
+                    " / ".join(f"{100 * row[k]:.0f}%" for k in ("p_worse", "p_equivalent", "p_better")),
                 ]
             )
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
@@ -114,12 +144,21 @@ def markdown(results: Results, analysis: Analysis) -> str:
         else ""
     )
     note = (
-        f"{dataset['name']}, mean ± std over folds × seeds; CV on held-out folds"
-        + (", test on the official test split" if has_test else "")
-        + (". p: corrected resampled t-test (Nadeau & Bengio) on paired folds, Holm-adjusted." if reference else ".")
+        f"{dataset['name']}, CV: mean ± SD over {analysis.folds} folds × {analysis.seeds} seeds on held-out folds"
+        + (", test: the fold models' ensemble on the official test split" if has_test else "")
+        + (
+            ". p: corrected resampled t-test (Nadeau & Bengio) on paired folds, Holm-adjusted; "
+            f"P(worse/≈/better): Bayesian correlated t-test, ROPE ±{analysis.options.rope:g}."
+            if reference
+            else "."
+        )
         + quick
     )
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def _value(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _cell(text: str) -> str:
@@ -147,6 +186,9 @@ def to_json(results: Results, analysis: Analysis) -> str:
         "dataset": results.dataset,
         "metric": analysis.metric,
         "reference": analysis.reference.key if analysis.reference else None,
+        "positive_class": analysis.class_names[analysis.positive] if analysis.positive is not None else None,
+        "test_train_ratio": analysis.test_train_ratio,
+        "prevalence": analysis.prevalence,
         "leaderboard": leaderboard_rows(results, analysis),
         "cells": cell_rows(results),
         "runs": [

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import auc as auc_of
+from sklearn.metrics import roc_curve
 
 GRID = np.linspace(0, 1, 101)
 
@@ -50,27 +51,48 @@ def confusion(matrix: np.ndarray, class_names: list[str], title: str) -> str:
     return to_data_uri(fig)
 
 
-def roc(curves: dict[int, list[tuple[list[float], list[float], float]]], class_names: list[str], title: str) -> str:
-    """Per class, the vertical average over cells of one-vs-rest ROC curves, plus the macro average."""
+def roc(y_true: np.ndarray, odds: np.ndarray, class_names: list[str], title: str, positive: int | None) -> str:
+    """ROC curves from one classifier's scores: the positive class's alone for a binary task (the other class's is
+    its mirror, with the same AUC), else one-vs-rest per class and their vertical (macro) average."""
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    macro = []
-    for cls, cell_curves in sorted(curves.items()):
-        if not cell_curves:
+    classes = [positive] if positive is not None else range(len(class_names))
+    drawn = []
+    for cls in classes:
+        target = y_true == cls
+        if target.all() or not target.any():
             continue
-        tprs = [np.interp(GRID, fpr, tpr) for fpr, tpr, _ in cell_curves]
-        mean = np.mean(tprs, axis=0)
-        mean[0] = 0.0
-        macro.append(mean)
-        auc = np.mean([a for _, _, a in cell_curves])
-        ax.plot(GRID, mean, lw=1.3, label=f"{class_names[cls][:22]} (AUC {auc:.3f})")
-    if macro:
-        macro_tpr = np.mean(macro, axis=0)
-        ax.plot(GRID, macro_tpr, "k--", lw=1.6, label=f"macro average (AUC {auc_of(GRID, macro_tpr):.3f})")
+        fpr, tpr, _ = roc_curve(target, odds[:, cls])
+        drawn.append(np.interp(GRID, fpr, tpr))
+        label = f"positive: {class_names[cls][:22]}" if positive is not None else class_names[cls][:22]
+        ax.plot(fpr, tpr, lw=1.3, label=f"{label} (AUC {auc_of(fpr, tpr):.3f})")
+    if positive is None and drawn:
+        macro_tpr = np.mean(drawn, axis=0)
+        macro_tpr[0] = 0.0
+        ax.plot(GRID, macro_tpr, "k--", lw=1.6, label="macro average of the curves")
     ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def reliability(curves: dict[str, tuple[list[float], list[float], list[int]]], what: str) -> str:
+    """Reliability diagram: mean predicted probability per bin against the observed frequency, one line per
+    variant; the diagonal is perfect calibration, marker area shows how many images a bin holds."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="perfectly calibrated")
+    for name, (confidence, observed, counts) in curves.items():
+        total = max(sum(counts), 1)
+        ax.plot(confidence, observed, lw=1.1, label=name[:30])
+        ax.scatter(confidence, observed, s=[8 + 200 * c / total for c in counts], alpha=0.6)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"predicted {what}")
+    ax.set_ylabel("observed frequency")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return to_data_uri(fig)
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sklearn.metrics import confusion_matrix
 
 from octbench.report import plots
-from octbench.report.analysis import Analysis
+from octbench.report.analysis import ALPHA, Analysis
 from octbench.report.collect import Results
+from octbench.report.testsplit import headline_predictions
 
 LEADERBOARD = (
     ("accuracy", "Accuracy"),
@@ -23,24 +24,20 @@ STAGES = ("load", "preprocess", "resample", "to_device", "train", "validate", "e
 
 def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """Suite-wide figures, and per-variant figures keyed by variant key."""
-    split = "test" if results.has_test else "heldout"
     names = results.class_names
     per_variant: dict[str, dict[str, str]] = {}
-    for v in results.variants:
+    for a in analysis.variants:
+        v = a.variant
         if not v.cells:
             continue
         figures = {}
-        matrices = [c.confusion[split] for c in v.cells if split in c.confusion]
-        if matrices:
-            figures["confusion"] = plots.confusion(
-                np.sum(matrices, axis=0), names, f"{split} split, {len(matrices)} cells summed"
-            )
-        per_class: dict[int, list] = defaultdict(list)
-        for c in v.cells:
-            for cls, fpr, tpr, auc in c.roc.get(split, []):
-                per_class[cls].append((fpr, tpr, auc))
-        if per_class:
-            figures["roc"] = plots.roc(per_class, names, f"ROC, {split} split")
+        found = headline_predictions(a)
+        if found is not None:
+            y, scores, label = found
+            matrix = confusion_matrix(y, scores.predicted, labels=list(range(len(names))))
+            figures["confusion"] = plots.confusion(matrix, names, label)
+            if len(np.unique(y)) > 1:
+                figures["roc"] = plots.roc(y, scores.log_odds, names, f"ROC, {label}", analysis.positive)
         histories = [c.curves for c in v.cells if c.curves]
         if histories:
             figures["curves"] = plots.training_curves(histories, v.key)
@@ -67,6 +64,19 @@ def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict
             [a.timing["infer_images_per_s"].mean or 0 for a in done],
             {s: [a.timing[s].mean or 0 for a in done] for s in STAGES},
         )
+        calibrated = [a for a in done if a.clinical is not None]
+        if calibrated:
+            suite_wide["reliability"] = plots.reliability(
+                {
+                    a.variant.key: (
+                        a.clinical.reliability.confidence,
+                        a.clinical.reliability.observed,
+                        a.clinical.reliability.counts,
+                    )
+                    for a in calibrated
+                },
+                calibrated[0].clinical.reliability.what,
+            )
     rows = [
         (a.variant.key, c.test.mean_difference, c.test.low, c.test.high, c.mark)
         for a in done
@@ -74,10 +84,6 @@ def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict
     ]
     if rows and analysis.reference is not None:
         suite_wide["effects"] = plots.effects(rows, analysis.metric, analysis.reference.key)
-    if analysis.friedman is not None:
-        suite_wide["cd"] = plots.critical_difference(
-            analysis.friedman_names, analysis.friedman.average_ranks, analysis.friedman.critical_difference
-        )
     return suite_wide, per_variant
 
 
@@ -109,10 +115,12 @@ def build_context(results: Results, analysis: Analysis) -> dict[str, Any]:
         "stages": STAGES,
         "totals": totals,
         "reference": analysis.reference,
+        "positive": analysis.positive,
+        "alpha": ALPHA,
     }
 
 
-def _environment() -> Environment:
+def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("octbench.report", "templates"),
         autoescape=select_autoescape(["html", "j2"], default=True),
@@ -123,9 +131,15 @@ def _environment() -> Environment:
     env.filters["ci"] = lambda s, d=3: "" if s.low is None else f"[{s.low:.{d}f}, {s.high:.{d}f}]"
     env.filters["num"] = lambda v, d=0: "–" if v is None else f"{v:,.{d}f}"
     env.filters["p"] = lambda p: "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-    env.filters["signed"] = lambda v, d=3: f"{v:+.{d}f}"
+    env.filters["signed"] = lambda v, d=3: "–" if v is None else f"{v:+.{d}f}"
+    env.filters["interval"] = lambda pair, d=3, sign="": (
+        ""
+        if pair is None or pair[0] is None or not np.isfinite(pair[0])
+        else f"[{pair[0]:{sign}.{d}f}, {pair[1]:{sign}.{d}f}]"
+    )
+    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.0f}%"
     return env
 
 
 def render_html(results: Results, analysis: Analysis) -> str:
-    return _environment().get_template("report.html.j2").render(**build_context(results, analysis))
+    return environment().get_template("report.html.j2").render(**build_context(results, analysis))
