@@ -46,7 +46,8 @@ def confusion(matrix: np.ndarray, class_names: list[str], title: str) -> str:
         ax.set_yticks(range(len(short)), short, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(f"{title}: {label}", fontsize=9)
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return to_data_uri(fig)
 
