@@ -50,7 +50,7 @@ class Cell:
         self.model, self.augment = seed_cnn(host, device, seed)
         self.train_xy = to_device(data.train_images, data.train_labels, device)
         self.val_xy = to_device(data.val_images, data.val_labels, device)
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.seed = seed
         self.batch, self.epochs, self.device = batch, epochs, device
 
     def run(self, compile_mode: str | bool = False, epochs: int | None = None) -> int:
@@ -64,7 +64,7 @@ class Cell:
             epochs=epochs,
             augmenters=[self.augment],
             regularizers=[],
-            generator=self.generator,
+            seed=self.seed,
             num_classes=4,
         )
         n = len(self.train_xy[1])

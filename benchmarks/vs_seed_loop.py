@@ -105,7 +105,7 @@ def octbench_train(host, x, y, device, batch, epochs):
         epochs=epochs,
         augmenters=[augment],
         regularizers=[],
-        generator=torch.Generator(device=device).manual_seed(0),
+        seed=0,
         num_classes=4,
     )
 

@@ -1,6 +1,7 @@
 """On-disk cache of deterministic preprocessing and resampling results, keyed by content.
 
-A key is a hash of everything the result depends on: the data's MD5, the subset of it, the chain of techniques
+A key is a hash of everything the result depends on: the dataset (plugin, parameters, files' MD5), the subset of
+it, the chain of techniques
 with their parameters and a hash of each technique's source file (so editing a plugin invalidates its entries),
 and for resampling the exact training indices and random state. Entries live under
 ``$OCTBENCH_CACHE_DIR/arrays`` (default ``~/.cache/octbench/arrays``); a process also keeps the last few in memory.
@@ -14,6 +15,8 @@ import functools
 import hashlib
 import inspect
 import os
+import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -56,10 +59,15 @@ def get(kind: str, entry: str) -> dict[str, np.ndarray] | None:
         _memory.move_to_end(entry)
         return _memory[entry]
     path = _path(kind, entry)
-    try:
-        with np.load(path) as stored:
+    if not path.exists():
+        return None
+    try:  # opened here, so a damaged file is closed too (np.load leaks the handle of a file it cannot read)
+        with open(path, "rb") as handle, np.load(handle) as stored:
             arrays = {k: stored[k] for k in stored.files}
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+        # a damaged entry (a full disk, a kill mid-write on another file system) is recomputed, not trusted
+        with contextlib.suppress(OSError):
+            path.unlink()
         return None
     _remember(entry, arrays)
     return arrays
@@ -79,6 +87,8 @@ def put(kind: str, entry: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _remember(entry: str, arrays: dict[str, np.ndarray]) -> None:
+    for array in arrays.values():  # shared by every later cell of the process: nobody may write into them
+        array.setflags(write=False)
     _memory[entry] = arrays
     _memory.move_to_end(entry)
     while len(_memory) > MEMORY_ENTRIES:

@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from octbench import cache, folds
+from octbench import cache, folds, validate
 from octbench.device import describe, deterministic_algorithms, resolve
-from octbench.errors import CellFailed, OctbenchError
+from octbench.errors import CellFailed, Interrupted, OctbenchError
 from octbench.metrics import evaluate
 from octbench.plugins import PluginHost
 from octbench.suite import QUICK_EPOCHS, QUICK_POOL, Suite, Variant
 from octbench.technique import Resampler, Splits
 from octbench.train import eval_batch_size, fast_path, timed_predict, to_device, train
+from octbench.validate import frozen
 
 
 @dataclass(frozen=True)
@@ -69,41 +70,56 @@ _DATA: dict[tuple[str, str, str | None], Splits] = {}
 
 
 def load_data(suite: Suite, host: PluginHost, data_dir: str | None, progress: bool = False) -> Splits:
-    """The suite's dataset, loaded once per process."""
+    """The suite's dataset, loaded once per process, checked, and read-only from then on."""
     ref = suite.dataset
     key = (ref.name or "", repr(sorted(ref.params.items())), data_dir)
     if key not in _DATA:
         dataset = host.create("dataset", ref.name, ref.params)
         try:
-            _DATA[key] = dataset.load(data_dir, progress=progress)
+            splits = dataset.load(data_dir, progress=progress)
         except OctbenchError:
             raise
         except Exception as exc:  # a dataset plugin's own failure is still the user's input problem
             raise OctbenchError(f"dataset '{ref.name}' failed to load: {type(exc).__name__}: {exc}") from None
+        if not isinstance(splits, Splits):
+            raise OctbenchError(f"dataset '{ref.name}': load() must return octbench.technique.Splits.")
+        validate.check_splits(splits, ref.name)
+        for name in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
+            setattr(splits, name, frozen(getattr(splits, name)))
+        for array in splits.pool:
+            frozen(array)
+        _DATA[key] = splits
     return _DATA[key]
 
 
 def execute(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None) -> CellResult:
-    """Run a cell; any failure inside it becomes a failed result with its reason, never an exception."""
+    """Run a cell; any failure inside it becomes a failed result with its reason, never an exception. Only an
+    interruption of the whole run (Ctrl-C, SIGTERM) passes through; a plugin's ``sys.exit`` fails its cell."""
     try:
         return run_cell(task, host, on_epoch=on_epoch)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, Interrupted):
         raise
+    except SystemExit as exc:
+        return failed_result(task, f"a plugin called sys.exit({exc.code!r}) inside the cell", traceback.format_exc())
     except CellFailed as exc:
-        return _failed(task, str(exc), traceback.format_exc())
+        return failed_result(task, str(exc), traceback.format_exc())
     except torch.cuda.OutOfMemoryError as exc:
-        return _failed(task, f"out of memory: {exc}".splitlines()[0], traceback.format_exc())
+        return failed_result(task, f"out of memory: {exc}".splitlines()[0], traceback.format_exc())
     except Exception as exc:
-        return _failed(task, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ValueError) and "read-only" in str(exc):
+            reason += " (octbench hands plugins read-only arrays: copy one before writing into it)"
+        return failed_result(task, reason, traceback.format_exc())
 
 
-def _failed(task: CellTask, reason: str, detail: str) -> CellResult:
+def failed_result(task: CellTask, reason: str, detail: str = "") -> CellResult:
     return CellResult(*task.key, task.config_hash, status="failed", error=reason, detail=detail)
 
 
 def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None) -> CellResult:
     host = host or PluginHost.load(task.plugin_paths)
     suite, variant, timings = task.suite, task.variant, {}
+    deadline = time.monotonic() + suite.train.timeout if suite.train.timeout else None
 
     start = time.perf_counter()
     data = load_data(suite, host, task.data_dir)
@@ -119,30 +135,31 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
     steps = [host.create("preprocessor", r.name, r.params) for r in variant.preprocessors]
     lead = next((i for i, step in enumerate(steps) if not _stateless(step)), len(steps))
     subset = ["quick", QUICK_POOL, task.seed] if task.quick else "full"
+    # what the data is: the dataset plugin, its parameters and its files' checksum, and the subset of it
+    identity = [suite.dataset.name, suite.dataset.params, data.md5, subset]
     start = time.perf_counter()
     pool_x, test_x, cached = transform_whole(
-        steps[:lead], variant.preprocessors[:lead], pool_x, data.test_images, [data.md5, subset]
+        steps[:lead], variant.preprocessors[:lead], pool_x, data.test_images, identity
     )
     timings["preprocess"] = time.perf_counter() - start
     timings["preprocess_cached"] = float(cached)
 
     parts = {
-        "train": (pool_x[inner_idx], pool_y[inner_idx]),
-        "inner_val": (pool_x[val_idx], pool_y[val_idx]),
-        "heldout": (pool_x[held_idx], pool_y[held_idx]),
+        "train": (frozen(pool_x[inner_idx]), frozen(pool_y[inner_idx])),
+        "inner_val": (frozen(pool_x[val_idx]), pool_y[val_idx]),
+        "heldout": (frozen(pool_x[held_idx]), pool_y[held_idx]),
     }
     if suite.cv.test_split:
         parts["test"] = (test_x, data.test_labels)
     counts = {name: len(y) for name, (_, y) in parts.items()}
 
     context = [
-        data.md5,
-        subset,
+        *identity,
         hashlib.sha1(inner_idx.tobytes()).hexdigest(),
         _refs(variant.preprocessors[:lead], steps[:lead]),
     ]
     parts, prep_timings = apply_preprocessors(
-        steps[lead:], variant.preprocessors[lead:], parts, task.cell_seed, context
+        steps[lead:], variant.preprocessors[lead:], parts, task.cell_seed, context, data.num_classes
     )
     timings["preprocess"] += prep_timings.pop("preprocess")
     timings.update(prep_timings)
@@ -161,8 +178,6 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
     start = time.perf_counter()
     on_device = {name: to_device(x, y, device) for name, (x, y) in parts.items()}
     timings["to_device"] = time.perf_counter() - start
-    generator = torch.Generator(device=device)
-    generator.manual_seed(task.cell_seed)
     epochs = min(suite.train.epochs, QUICK_EPOCHS) if task.quick else suite.train.epochs
     outcome = train(
         model,
@@ -172,9 +187,10 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
         epochs=epochs,
         augmenters=augmenters,
         regularizers=regularizers,
-        generator=generator,
+        seed=task.cell_seed,
         num_classes=data.num_classes,
         on_epoch=on_epoch,
+        deadline=deadline,
     )
     timings["train"] = outcome.train_seconds
     timings["validate"] = outcome.validate_seconds
@@ -190,6 +206,7 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
             continue
         x, _y = on_device[split]
         logits, speed = timed_predict(model, x, eval_batch_size(suite.train, device), channels_last)
+        validate.check_logits(logits, len(x), data.num_classes, variant.model.name)
         y_true = parts[split][1]
         result.evaluations[split] = evaluate(y_true, logits, data.num_classes)
         result.predictions[split] = {"indices": evaluated[split], "y_true": y_true, "logits": logits}
@@ -220,13 +237,19 @@ def transform_whole(
     if hit is not None:
         return hit["pool"], hit["test"], True
     for step, ref in zip(steps, refs, strict=True):
-        pool, test = _checked(step.transform(pool), pool, ref.name), _checked(step.transform(test), test, ref.name)
+        pool = frozen(validate.check_transformed(step.transform(pool), pool, ref.name))
+        test = frozen(validate.check_transformed(step.transform(test), test, ref.name))
     cache.put("preprocessed", entry, {"pool": pool, "test": test})
     return pool, test, False
 
 
 def apply_preprocessors(
-    steps: list[Any], refs: list[Any], parts: dict[str, tuple[np.ndarray, np.ndarray]], seed: int, context: list[Any]
+    steps: list[Any],
+    refs: list[Any],
+    parts: dict[str, tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    context: list[Any],
+    num_classes: int,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
     """Fit each step on the training part only; resamplers change the training part only.
 
@@ -241,22 +264,20 @@ def apply_preprocessors(
             entry = cache.key("resample", context, _refs(refs[: index + 1], steps[: index + 1]), seed)
             hit = cache.get("resampled", entry)
             if hit is None:
-                x, y = step.fit_resample(*parts["train"], random_state=seed)
+                out = step.fit_resample(*parts["train"], random_state=seed)
+                x, y = validate.check_resampled(out, parts["train"][0], num_classes, ref.name)
                 cache.put("resampled", entry, {"x": x, "y": y})
             else:
                 x, y = hit["x"], hit["y"]
                 timings["resample_cached"] = 1.0
-            parts = {**parts, "train": (x, y)}
+            parts = {**parts, "train": (frozen(x), frozen(y))}
             timings["resample"] += time.perf_counter() - start
             continue
         if not getattr(step, "stateless", False):
             step.fit(*parts["train"])
-        parts = {name: (_checked(step.transform(x), x, ref.name), y) for name, (x, y) in parts.items()}
+        parts = {
+            name: (frozen(validate.check_transformed(step.transform(x), x, ref.name)), y)
+            for name, (x, y) in parts.items()
+        }
         timings["preprocess"] += time.perf_counter() - start
     return parts, timings
-
-
-def _checked(out: np.ndarray, before: np.ndarray, name: str) -> np.ndarray:
-    if not isinstance(out, np.ndarray) or out.ndim != 4 or len(out) != len(before):
-        raise OctbenchError(f"preprocessor '{name}' must return (N, H, W, C) arrays with the same N it was given")
-    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from octbench.cache import source_hash
 from octbench.cell import CellTask
 from octbench.errors import OctbenchError, SuiteError
 from octbench.plugins import PluginHost
@@ -50,9 +51,49 @@ def check_references(suite: Suite, variants: list[Variant], host: PluginHost, te
         check("model", variant.model.name, variant.model.params, [variant.where or "variants"])
 
 
-def config_hash(suite: Suite, variant: Variant, seed: int, fold: int, data_md5: str, quick: bool) -> str:
-    """What a cell's result depends on; a stored cell with another hash is stale and is run again."""
+# bumped when octbench changes what a cell computes from the same inputs (2: float32 logits, separate random
+# streams), so results stored by an older octbench are rerun rather than mixed with new ones
+ENGINE = 2
+
+
+def technique_sources(host: PluginHost, suite: Suite, variant: Variant) -> dict[str, str]:
+    """A hash of the source file of every plugin class a cell of ``variant`` uses, keyed ``kind:name``."""
+    refs = [("dataset", suite.dataset.name), ("model", variant.model.name)]
+    refs += [(kind, ref.name) for key, kind in LIST_KINDS.items() for ref in getattr(variant, key)]
+    return {f"{kind}:{name}": source_hash(host.get(kind, name).cls) for kind, name in refs}
+
+
+def weight_choosers(variants: list[Variant], host: PluginHost) -> list[str]:
+    """A warning per variant with several regularizers that each replace the weights evaluated after training."""
+    warnings = []
+    for variant in variants:
+        choosers = [
+            ref.name
+            for ref in variant.regularizers
+            if host.create("regularizer", ref.name, ref.params).chooses_final_weights
+        ]
+        if len(choosers) > 1:
+            warnings.append(
+                f"variant '{variant.name}': {', '.join(choosers)} each choose the weights evaluated after training; "
+                f"they run in the listed order, so '{choosers[-1]}' decides (list the one you mean last)"
+            )
+    return warnings
+
+
+def config_hash(
+    suite: Suite,
+    variant: Variant,
+    seed: int,
+    fold: int,
+    data_md5: str,
+    quick: bool,
+    sources: dict[str, str] | None = None,
+) -> str:
+    """What a cell's result depends on, the code of the plugins it uses included; a stored cell with another hash
+    is stale and is run again."""
     payload = {
+        "engine": ENGINE,
+        "sources": sources or {},
         "dataset": suite.dataset.model_dump(mode="json"),
         "data_md5": data_md5,
         "cv": {"folds": suite.cv.folds, "val_fraction": suite.cv.val_fraction, "test_split": suite.cv.test_split},
@@ -68,6 +109,7 @@ def config_hash(suite: Suite, variant: Variant, seed: int, fold: int, data_md5: 
 def make_tasks(
     suite: Suite,
     variants: list[Variant],
+    host: PluginHost,
     *,
     data_md5: str,
     device: str,
@@ -76,13 +118,14 @@ def make_tasks(
     paths: tuple[str, ...],
 ) -> list[CellTask]:
     """Cells ordered seed, fold, variant: an interrupted run leaves complete, paired folds behind."""
+    sources = {variant.name: technique_sources(host, suite, variant) for variant in variants}
     return [
         CellTask(
             suite=suite,
             variant=variant,
             seed=seed,
             fold=fold,
-            config_hash=config_hash(suite, variant, seed, fold, data_md5, quick),
+            config_hash=config_hash(suite, variant, seed, fold, data_md5, quick, sources[variant.name]),
             device=device,
             data_dir=data_dir,
             quick=quick,

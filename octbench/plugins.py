@@ -7,8 +7,10 @@ named in a suite's ``plugins:`` list. ``OCTBENCH_DISABLE_PLUGINS`` names entry p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import os
@@ -23,6 +25,7 @@ from typing import Any
 import pluggy
 
 from octbench import hookspecs
+from octbench.cache import source_hash
 from octbench.errors import PluginError
 from octbench.params import closest_hint, validate_params
 from octbench.technique import KIND_BASES, Technique
@@ -144,10 +147,39 @@ class PluginHost:
         cls = self.get(kind, name).cls
         return cls(validate_params(cls.Params, name, dict(params or {})))
 
+    def provenance(self, kind: str, name: str) -> dict[str, str]:
+        """Where a technique's code came from: its plugin, file, installed distribution and version, and a hash of
+        its source file (what a cell's configuration hash includes)."""
+        found = self.get(kind, name)
+        distribution, version = distribution_of(found.cls)
+        return {
+            "plugin": found.plugin,
+            "source": found.source,
+            "distribution": distribution,
+            "version": version,
+            "source_hash": source_hash(found.cls),
+        }
+
     def check(self, kind: str, name: str, params: dict[str, Any] | None = None) -> None:
         """Validate a reference without building anything heavy (parameters only)."""
         cls = self.get(kind, name).cls
         validate_params(cls.Params, name, dict(params or {}))
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def distribution_of(cls: type) -> tuple[str, str]:
+    """(distribution, version) that installed the module defining ``cls``, or ('', '') for a loose file."""
+    names = _distributions().get(cls.__module__.split(".")[0], [])
+    if not names:
+        return "", ""
+    try:
+        return names[0], importlib.metadata.version(names[0])
+    except importlib.metadata.PackageNotFoundError:
+        return names[0], ""
 
 
 def _env_list(variable: str) -> list[str]:
@@ -175,7 +207,12 @@ def _import_target(target: str | Path) -> list[ModuleType]:
 
 def _import_file(path: Path) -> ModuleType:
     path = path.resolve()
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise PluginError(f"cannot read plugin file {path}: {exc.strerror}.") from None
+    # the name follows the file's content, so an edited plugin is imported afresh, not served from sys.modules
+    digest = hashlib.sha1(str(path).encode() + content).hexdigest()[:12]
     stem = re.sub(r"\W", "_", path.stem)
     module_name = f"octbench_user_plugin_{stem}_{digest}"
     if module_name in sys.modules:

@@ -105,9 +105,10 @@ class Regularizer(Technique):
     cell, so reset any per-run state there), ``configure_optimizer`` on the optimizer options (``name``, ``lr``,
     ``weight_decay``, ...), ``configure_loss`` on the cross-entropy options (``weight``, ``label_smoothing``),
     ``make_scheduler`` once (return None, or an object with ``step_batch()`` and/or ``step_epoch(logs)``),
-    ``on_batch`` on every training batch, ``on_epoch_end`` after each epoch with ``logs`` holding
-    ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc`` and ``lr`` (return True to stop), ``on_train_end``
-    once at the end.
+    ``on_batch`` on every training batch (with its own seeded generator), ``after_step`` after every optimizer
+    step, ``on_epoch_end`` after each epoch with ``logs`` holding ``train_loss``, ``train_acc``, ``val_loss``,
+    ``val_acc`` and ``lr`` (return True to stop), ``on_train_end`` once at the end, in suite order (so of two
+    regularizers that replace the final weights, e.g. ``early-stopping`` and ``ema``, the later one's are evaluated).
     """
 
     kind: ClassVar[str] = "regularizer"
@@ -135,6 +136,12 @@ class Regularizer(Technique):
 
     def on_train_end(self, model: Any) -> None:
         """Called once after the last epoch, e.g. to restore the best weights."""
+
+    @property
+    def chooses_final_weights(self) -> bool:
+        """True when ``on_train_end`` replaces the weights that are evaluated (the best epoch, an average). Hooks run
+        in suite order, so when a variant has two such regularizers the one listed last decides; octbench warns."""
+        return False
 
 
 @dataclass

@@ -273,7 +273,7 @@ def _tiny_training(cls) -> list[dict]:
         epochs=2,
         augmenters=[],
         regularizers=[reg],
-        generator=torch.Generator().manual_seed(0),
+        seed=0,
         num_classes=3,
     )
     return result.history

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,9 @@ class TrainResult:
 
 def to_device(images: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H, W, C) numpy -> (N, C, H, W) tensor on ``device``, keeping uint8 as uint8."""
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
-    return x, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+    # torch tensors share numpy's memory and may be written; the arrays octbench hands around are read-only
+    x = torch.from_numpy(np.require(images.transpose(0, 3, 1, 2), requirements=["C", "W"])).to(device)
+    return x, torch.from_numpy(np.require(labels, dtype=np.int64, requirements=["W"])).to(device)
 
 
 def as_float(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -97,12 +99,22 @@ def train(
     epochs: int,
     augmenters: list[Any],
     regularizers: list[Any],
-    generator: torch.Generator,
+    seed: int,
     num_classes: int,
     on_epoch: Any = None,
+    deadline: float | None = None,
 ) -> TrainResult:
+    """Train ``model`` on ``train_xy``; ``val_xy`` (the inner validation split) only steers stopping and schedules.
+
+    ``seed`` seeds independent random streams (``stream``): the batch order, each augmenter and each regularizer
+    draw from their own, so adding a technique that draws random numbers leaves every other stream, and so the
+    batch order of every epoch, as it was. Past ``deadline`` (a ``time.monotonic()`` reading) the cell fails.
+    """
     x_all, y_all = train_xy
     device = x_all.device
+    shuffle = stream(device, seed, "shuffle")
+    augment_streams = [stream(device, seed, "augmenter", i) for i in range(len(augmenters))]
+    regularizer_streams = [stream(device, seed, "regularizer", i) for i in range(len(regularizers))]
     use_amp, channels_last = fast_path(config, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -133,18 +145,25 @@ def train(
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        order = torch.randperm(n, generator=generator, device=device)
+        order = torch.randperm(n, generator=shuffle, device=device)
         start = clock(device)
         for step in range(steps):
+            if deadline is not None and time.monotonic() > deadline:
+                raise CellFailed(f"the cell ran past train.timeout in epoch {epoch + 1}; raise the limit or train less")
             index = order[step * batch : (step + 1) * batch]
             x, y = as_float(x_all[index], channels_last), y_all[index]
-            for augmenter in augmenters:
+            for augmenter, generator in zip(augmenters, augment_streams, strict=True):
                 x = augmenter(x, generator)
             targets = y
-            for reg in regularizers:
+            for reg, generator in zip(regularizers, regularizer_streams, strict=True):
                 x, targets = reg.on_batch(x, targets, generator)
             with autocast(device, use_amp):
                 logits = forward(x)
+                if epoch == 0 and step == 0 and tuple(logits.shape) != (len(index), num_classes):
+                    raise CellFailed(
+                        f"the model must map a batch of {len(index)} images to ({len(index)}, {num_classes}) logits, "
+                        f"one per class; it returned shape {tuple(logits.shape)}"
+                    )
                 loss = loss_fn(logits.float(), targets, **loss_options)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -193,6 +212,15 @@ def train(
     result.warm = len(epoch_times) > 1
     result.images_per_s = seen * len(timed) / max(sum(timed), 1e-9)
     return result
+
+
+STREAMS = ("shuffle", "augmenter", "regularizer")
+
+
+def stream(device: torch.device, seed: int, name: str, index: int = 0) -> torch.Generator:
+    """A generator on ``device`` for one named stream of a cell, independent of every other stream."""
+    state = np.random.SeedSequence([seed, STREAMS.index(name), index]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
 
 
 def compiled(model: torch.nn.Module, mode: bool | str = True) -> torch.nn.Module:

@@ -60,6 +60,10 @@ class EarlyStopping(Regularizer):
         if self.best_state_ is not None:
             model.load_state_dict(self.best_state_)
 
+    @property
+    def chooses_final_weights(self):
+        return self.params.restore_best
+
 
 class WeightDecay(Regularizer):
     """Decoupled weight decay (Adam becomes AdamW; SGD keeps its own coupled decay)."""
@@ -119,6 +123,10 @@ class EMA(Regularizer):
 
     def on_train_end(self, model):
         model.load_state_dict(self.average_.state_dict())
+
+    @property
+    def chooses_final_weights(self):
+        return True
 
 
 @hookimpl

@@ -110,7 +110,7 @@ def _fit(host, regularizers, epochs=6, lr=1e-3, val_out=None):
         epochs=epochs,
         augmenters=[],
         regularizers=regs,
-        generator=torch.Generator().manual_seed(0),
+        seed=0,
         num_classes=2,
     )
     if val_out is not None:
