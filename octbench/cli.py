@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import click
 
-from octbench.errors import OctbenchError
+from octbench.errors import Interrupted, OctbenchError
 from octbench.metrics import SCALARS
+from octbench.signals import stop_on_sigterm
 
 
 class UserError(click.ClickException):
@@ -21,9 +23,14 @@ class UserError(click.ClickException):
 class Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with stop_on_sigterm():
+                return super().invoke(ctx)
         except OctbenchError as exc:
             raise UserError(str(exc)) from None
+        except (KeyboardInterrupt, Interrupted) as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            click.echo(f"interrupted by {signal.Signals(signum).name}; nothing was lost", err=True)
+            ctx.exit(128 + int(signum))
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,18 +50,28 @@ def cli() -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(suite, out, data_dir, device, overrides, fresh, quick, no_progress) -> None:
     """Train and evaluate every variant of SUITE; resume where a previous run stopped."""
-    from octbench.runner import run_suite
+    from octbench.runner import RunInterrupted, run_suite
 
-    summary = run_suite(
-        suite,
-        out=out,
-        data_dir=data_dir,
-        device=device,
-        overrides=list(overrides),
-        fresh=fresh,
-        quick=quick,
-        progress=not no_progress,
-    )
+    try:
+        summary = run_suite(
+            suite,
+            out=out,
+            data_dir=data_dir,
+            device=device,
+            overrides=list(overrides),
+            fresh=fresh,
+            quick=quick,
+            progress=not no_progress,
+        )
+    except RunInterrupted as stop:
+        done = stop.summary.skipped + stop.summary.done + stop.summary.failed
+        click.echo(
+            f"interrupted by {signal.Signals(stop.signum).name}: {done} of {stop.summary.planned} cells are stored "
+            f"({stop.summary.done} finished in this run). Rerun the same command to resume.\n"
+            f"report of what finished: {stop.summary.report}",
+            err=True,
+        )
+        sys.exit(stop.exit_code)
     click.echo(
         f"{summary.done} cells done, {summary.failed} failed, {summary.skipped} already finished "
         f"({summary.planned} planned) in {summary.seconds:.1f} s\nreport: {summary.report}"

@@ -19,3 +19,16 @@ class DataError(OctbenchError):
 
 class CellFailed(Exception):
     """A cell could not finish (plugin error, NaN loss, out of memory); recorded, the suite goes on."""
+
+
+class Interrupted(BaseException):
+    """The whole run was asked to stop (Ctrl-C or SIGTERM). Like KeyboardInterrupt, no ``except Exception`` stops it:
+    finished cells are kept, the run is marked interrupted, and the command exits 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

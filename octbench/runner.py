@@ -1,31 +1,44 @@
 """``octbench run``: suite -> checked plan -> cells (skipping finished ones) -> store -> report.
 
 Everything that can be wrong with the input (suite, plugins, parameters, data) is found before anything is
-written; a failing cell is recorded with its reason and the rest of the suite goes on.
+written; a failing cell is recorded with its reason and the rest of the suite goes on. One run holds a results
+folder at a time (``octbench.lock``). Ctrl-C or SIGTERM stops the run: finished cells stay, the run is marked
+interrupted, the report of what finished is written, and ``RunInterrupted`` says how to resume.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import os
+import signal
+import sqlite3
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 from octbench import folds
 from octbench.cell import CellResult, execute, load_data
 from octbench.console import console, task_progress
 from octbench.device import describe, resolve
-from octbench.plan import check_references, make_tasks, plugin_paths
+from octbench.errors import Interrupted, OctbenchError
+from octbench.lock import folder_lock
+from octbench.plan import check_references, make_tasks, plugin_paths, weight_choosers
 from octbench.plugins import PluginHost
 from octbench.provenance import collect
 from octbench.report.publish import publish
+from octbench.signals import stop_on_sigterm
 from octbench.store import Store
-from octbench.suite import QUICK_POOL, load_suite, resolve_variants
+from octbench.suite import LIST_KINDS, QUICK_POOL, load_suite, resolve_variants
+from octbench.workers import WorkerPool
+
+# a cell training at less than this share of the run's median images/s so far is reported as slowed down
+COLLAPSE = 0.25
 
 
 @dataclass
@@ -41,6 +54,18 @@ class RunSummary:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a run; ``summary`` counts what finished before."""
+
+    def __init__(self, summary: RunSummary, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.summary, self.signum = summary, signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def run_suite(
@@ -66,78 +91,107 @@ def run_suite(
     if quick:
         pool_labels = pool_labels[folds.quick_subset(pool_labels, QUICK_POOL, suite.cv.seeds[0])]
     folds.check_foldable(pool_labels, suite.cv.folds, data.class_names)
+    for warning in weight_choosers(variants, host):
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
-    out_dir = Path(out) if out else Path("reports") / suite.name
-    if fresh and out_dir.exists():
-        for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "report.html"):
-            (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(out_dir / "results.sqlite")
-    tasks = make_tasks(
-        suite, variants, data_md5=data.md5, device=str(torch_device), data_dir=data_dir, quick=quick, paths=paths
-    )
-    suite_hash = suite.digest()
-    provenance = collect(
-        device=describe(torch_device),
-        suite_hash=suite_hash,
-        data_md5=data.md5,
-        data_source=data.source,
-        quick=quick,
-    )
-    run_id = store.start_run(
-        suite_name=suite.name,
-        suite_hash=suite_hash,
-        suite_text=text,
-        suite_json=suite.model_dump_json(),
-        quick=quick,
-        provenance=provenance,
-        dataset={
-            "name": suite.dataset.name,
-            "params": suite.dataset.params,
-            "class_names": data.class_names,
-            "channels": data.channels,
-            "image_size": data.image_size,
-            "md5": data.md5,
-            "source": data.source,
-            "sizes": {"train": len(data.train_labels), "val": len(data.val_labels), "test": len(data.test_labels)},
-            "class_counts": {
-                split: np.bincount(labels, minlength=data.num_classes).tolist()
-                for split, labels in (
-                    ("train", data.train_labels),
-                    ("val", data.val_labels),
-                    ("test", data.test_labels),
-                )
+    # quick runs never share a folder with full results: their cells would replace them
+    out_dir = Path(out) if out else Path("reports") / (f"{suite.name}-quick" if quick else suite.name)
+    with folder_lock(out_dir, " ".join(sys.argv)):
+        _remove_partial_files(out_dir)
+        if fresh:
+            for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "report.html"):
+                (out_dir / name).unlink(missing_ok=True)
+        store = Store(out_dir / "results.sqlite")
+        if quick and store.has_full_results():
+            store.close()
+            raise OctbenchError(
+                f"{out_dir} holds results of a full run, which a --quick run would replace: give the quick run its "
+                f"own --out (its default is reports/{suite.name}-quick)."
+            )
+        tasks = make_tasks(
+            suite,
+            variants,
+            host,
+            data_md5=data.md5,
+            device=str(torch_device),
+            data_dir=data_dir,
+            quick=quick,
+            paths=paths,
+        )
+        suite_hash = suite.digest()
+        used = sorted(
+            {(kind, ref.name) for v in variants for key, kind in LIST_KINDS.items() for ref in getattr(v, key)}
+            | {("model", v.model.name) for v in variants}
+            | {("dataset", suite.dataset.name)}
+        )
+        provenance = collect(
+            device=describe(torch_device),
+            suite_hash=suite_hash,
+            data_md5=data.md5,
+            data_source=data.source,
+            quick=quick,
+            plugins={f"{kind}:{name}": host.provenance(kind, name) for kind, name in used},
+        )
+        run_id = store.start_run(
+            suite_name=suite.name,
+            suite_hash=suite_hash,
+            suite_text=text,
+            suite_json=suite.model_dump_json(),
+            quick=quick,
+            provenance=provenance,
+            dataset={
+                "name": suite.dataset.name,
+                "params": suite.dataset.params,
+                "class_names": data.class_names,
+                "channels": data.channels,
+                "image_size": data.image_size,
+                "md5": data.md5,
+                "source": data.source,
+                "sizes": {"train": len(data.train_labels), "val": len(data.val_labels), "test": len(data.test_labels)},
+                "class_counts": {
+                    split: np.bincount(labels, minlength=data.num_classes).tolist()
+                    for split, labels in (
+                        ("train", data.train_labels),
+                        ("val", data.val_labels),
+                        ("test", data.test_labels),
+                    )
+                },
+                "positive_class": data.meta.get("positive_class"),
             },
-            "positive_class": data.meta.get("positive_class"),
-        },
-    )
-    store.record_plan(run_id, tasks)
-    finished = store.finished()
-    todo = [t for t in tasks if (*t.key, t.config_hash) not in finished]
-    if len(todo) < len(tasks):
-        console.print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} cells already finished in {out_dir}")
+        )
+        store.record_plan(run_id, tasks)
+        finished = store.finished()
+        todo = [t for t in tasks if (*t.key, t.config_hash) not in finished]
+        if len(todo) < len(tasks):
+            console.print(
+                escape(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} cells already finished in {out_dir}")
+            )
 
-    results: list[CellResult] = []
-    status = "interrupted"
-    try:
-        # CPU results depend on the thread count (reduction order), so every cell gets the same number of
-        # threads whichever way it runs: train.threads, else torch's default for this machine
-        threads = suite.train.threads or torch.get_num_threads()
-        if suite.executor.parallel > 1 and len(todo) > 1:
-            warning = oversubscription(suite.executor.parallel, threads, torch_device)
-            if warning:
-                console.print(f"[yellow]warning:[/yellow] {warning}")
-            results = _run_cells_in_processes(todo, suite.executor.parallel, threads, store, run_id, progress)
-        else:
-            torch.set_num_threads(threads)
-            results = _run_cells(todo, host, store, run_id, progress)
-        status = "failed" if any(r.status == "failed" for r in results) else "done"
-    finally:
-        store.finish_run(run_id, status)
-        store.close()
-    report = publish([out_dir])[0]
+        results: list[CellResult] = []
+        status, stopped, unwritable = "interrupted", None, None
+        try:
+            with stop_on_sigterm():
+                try:
+                    _run(todo, suite, host, store, run_id, torch_device, progress, results)
+                    status = "failed" if any(r.status == "failed" for r in results) else "done"
+                except KeyboardInterrupt:
+                    stopped = signal.SIGINT
+                except Interrupted as exc:
+                    stopped = exc.signum
+                except sqlite3.OperationalError as exc:  # a full disk, an I/O error: stop, keeping what is stored
+                    unwritable = exc
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                store.finish_run(run_id, status)
+            store.close()
+        if unwritable is not None:
+            raise OctbenchError(
+                f"could not store a result in {store.path} ({unwritable}); the {len(results)} cells of this run "
+                "stored before it are kept. Free space (or fix the disk) and rerun the same command to resume."
+            )
+        report = publish([out_dir])[0]
     failed = sum(r.status == "failed" for r in results)
-    return RunSummary(
+    summary = RunSummary(
         out=out_dir,
         planned=len(tasks),
         skipped=len(tasks) - len(todo),
@@ -146,6 +200,36 @@ def run_suite(
         seconds=time.perf_counter() - started,
         report=report,
     )
+    if stopped is not None:
+        raise RunInterrupted(summary, int(stopped))
+    return summary
+
+
+def _run(todo, suite, host, store: Store, run_id: int, device, progress: bool, results: list[CellResult]) -> None:
+    # CPU results depend on the thread count (reduction order), so every cell gets the same number of
+    # threads whichever way it runs: train.threads, else torch's default for this machine
+    threads = suite.train.threads or torch.get_num_threads()
+    speeds: list[float] = []
+
+    def record(result: CellResult) -> None:
+        store.commit(run_id, result)
+        results.append(result)
+        _report(result, speeds)
+
+    if suite.executor.parallel > 1 and len(todo) > 1:
+        warning = oversubscription(suite.executor.parallel, threads, device)
+        if warning:
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+        _run_cells_in_processes(todo, suite.executor.parallel, threads, record, progress)
+    else:
+        torch.set_num_threads(threads)
+        _run_cells(todo, host, record, progress)
+
+
+def _remove_partial_files(folder: Path) -> None:
+    """Half-written files (``.NAME.XXXX.part``) a killed run or report left; the lock says none is being written."""
+    for leftover in folder.glob(".*.part"):
+        leftover.unlink(missing_ok=True)
 
 
 def oversubscription(parallel: int, threads: int, device) -> str | None:
@@ -160,61 +244,48 @@ def oversubscription(parallel: int, threads: int, device) -> str | None:
     )
 
 
-def _report_failure(result: CellResult) -> None:
+def _report(result: CellResult, speeds: list[float]) -> None:
+    """One line per failed cell, and per cell whose training slowed to a fraction of the run's pace."""
+    label = escape(f"{result.variant} seed {result.seed} fold {result.fold}")
     if result.status == "failed":
-        console.print(f"[red]cell failed[/red] {result.variant} seed {result.seed} fold {result.fold}: {result.error}")
+        console.print(f"[red]cell failed[/red] {label}: {escape(result.error)}")
+        return
+    speed = result.timings.get("train_images_per_s")
+    if not speed or not result.timings.get("train_warm"):
+        return
+    if len(speeds) >= 2 and speed < COLLAPSE * median(speeds):
+        console.print(
+            f"[yellow]warning:[/yellow] {label} trained at {speed:,.0f} images/s, under a quarter of this run's "
+            f"median so far ({median(speeds):,.0f}): another process may be competing for the CPU or GPU, and the "
+            "report's throughput for it is not representative"
+        )
+    speeds.append(speed)
 
 
-def _run_cells_in_processes(
-    todo, workers: int, threads: int, store: Store, run_id: int, progress: bool
-) -> list[CellResult]:
+def _run_cells_in_processes(todo, workers: int, threads: int, record, progress: bool) -> None:
     """Several cells at once, each in a worker process; the parent commits each result as it arrives, so the
     store and resumption behave exactly as with one process, and results are identical to one at a time."""
-    context = multiprocessing.get_context("spawn")
-    results = []
-    with (
-        task_progress() as bars,
-        ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=worker_init, initargs=(threads,)
-        ) as pool,
-    ):
+    with task_progress() as bars:
         cells = bars.add_task("cells", total=len(todo), status=f"{workers} at a time", visible=progress)
-        futures = [pool.submit(execute, task) for task in todo]
-        try:
-            for future in as_completed(futures):
-                result = future.result()
-                store.commit(run_id, result)
-                results.append(result)
-                _report_failure(result)
-                bars.update(cells, advance=1, status=f"{result.variant} seed {result.seed} fold {result.fold}")
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return results
+
+        def on_result(result: CellResult) -> None:
+            record(result)
+            bars.update(cells, advance=1, status=escape(f"{result.variant} seed {result.seed} fold {result.fold}"))
+
+        WorkerPool(workers, threads).run(todo, on_result)
 
 
-def worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _run_cells(todo, host, store: Store, run_id: int, progress: bool) -> list[CellResult]:
-    results = []
+def _run_cells(todo, host, record, progress: bool) -> None:
     with task_progress() as bars:
         cells = bars.add_task("cells", total=len(todo), status="", visible=progress)
         epochs = bars.add_task("epochs", total=None, status="", visible=False)
         for task in todo:
-            label = f"{task.variant.name} seed {task.seed} fold {task.fold}"
-            bars.update(cells, status=label)
+            bars.update(cells, status=escape(f"{task.variant.name} seed {task.seed} fold {task.fold}"))
             bars.reset(epochs, total=task.suite.train.epochs, visible=progress, status="")
 
             def on_epoch(logs, bars=bars, epochs=epochs):
                 bars.update(epochs, advance=1, status=f"val_loss {logs['val_loss']:.3f} val_acc {logs['val_acc']:.3f}")
 
-            result = execute(task, host, on_epoch=on_epoch)
-            store.commit(run_id, result)
-            results.append(result)
-            _report_failure(result)
+            record(execute(task, host, on_epoch=on_epoch))
             bars.update(cells, advance=1)
         bars.update(epochs, visible=False)
-    return results

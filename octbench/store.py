@@ -84,43 +84,74 @@ def from_blob(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
+TABLES = ("meta", "runs", "plan", "cells", "metrics", "confusion", "roc", "curves", "predictions")
+
+
 class Store:
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
-        """``create``: open for a run (creating or migrating the schema); otherwise open an existing store to read
-        it, whatever its readable version, without changing it."""
+        """``create``: open for a run (creating or migrating the schema). Otherwise open an existing store read-only
+        (``mode=ro``; ``immutable`` on a read-only file system), whatever its readable version, and never change it.
+        Either way a damaged or foreign database is a one-line error, found by ``PRAGMA quick_check`` at open."""
         self.path = Path(path)
         if not create and not self.path.exists():
             raise OctbenchError(f"no results at {self.path}: run `octbench run SUITE --out {self.path.parent}` first.")
         try:
-            self.conn = sqlite3.connect(self.path, timeout=30)
-            self.conn.row_factory = sqlite3.Row
+            self.conn = self._connect(create)
+            problem = self.conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {problem}")
             if create:
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute("PRAGMA synchronous=NORMAL")
-                self.conn.execute("PRAGMA foreign_keys=ON")
-                with self.conn:
-                    tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                    fresh = "meta" not in tables
-                    if fresh and tables:
-                        raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables)[:5])})")
-                    self.conn.executescript(SCHEMA)
-                    if fresh:
-                        self.conn.execute(
-                            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                        )
+                self._create()
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            missing = [t for t in TABLES if t not in tables]
+            if missing:
+                raise sqlite3.DatabaseError(f"it lacks the tables {', '.join(missing)}")
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise OctbenchError(
-                f"{self.path} is not a usable octbench results database ({exc}); use another --out or --fresh."
-            ) from None
-        self.version = int(row[0]) if row else None
+            self._close_quietly()
+            fix = "use another --out, or --fresh to start over" if create else "point the report at a results folder"
+            raise OctbenchError(f"{self.path} is not a usable octbench results database ({exc}); {fix}.") from None
+        self.version = int(row[0]) if row and str(row[0]).isdigit() else None
         if self.version not in READABLE_VERSIONS:
+            self._close_quietly()
             raise OctbenchError(
-                f"{self.path} has schema version {self.version}, this octbench reads "
+                f"{self.path} has schema version {row[0] if row else 'none'}, this octbench reads "
                 f"{', '.join(map(str, READABLE_VERSIONS))}: use the octbench that wrote it, or another --out."
             )
         if create and self.version < SCHEMA_VERSION:
             self._migrate()
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if create:
+            conn = sqlite3.connect(self.path, timeout=30)
+        else:
+            uri = self.path.resolve().as_uri()
+            try:
+                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30)
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError:
+                # a WAL database on a read-only file system: nothing can be writing it, so read it as it is
+                conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _create(self) -> None:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        fresh = "meta" not in tables
+        if fresh and tables:  # someone else's database: leave it exactly as it is
+            raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables)[:5])})")
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        with self.conn:
+            self.conn.executescript(SCHEMA)
+            if fresh:
+                self.conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.close()
 
     def _migrate(self) -> None:
         """Version 1 to 2: probabilities kept, marked as such; new cells store logits."""
@@ -174,6 +205,13 @@ class Store:
     def finish_run(self, run_id: int, status: str) -> None:
         with self.conn:
             self.conn.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (now(), status, run_id))
+
+    def has_full_results(self) -> bool:
+        """Whether any finished cell came from a run made without --quick."""
+        row = self.conn.execute(
+            "SELECT 1 FROM cells c JOIN runs r ON r.id = c.run_id WHERE r.quick = 0 AND c.status = 'done' LIMIT 1"
+        ).fetchone()
+        return row is not None
 
     def finished(self) -> set[tuple[str, int, int, str]]:
         """(variant, seed, fold, config_hash) of every cell that finished successfully."""

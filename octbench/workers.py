@@ -1,0 +1,173 @@
+"""Cells in worker processes, one at a time per worker, so the parent always knows which cell each worker holds.
+
+That is what lets a worker killed by the kernel (out of memory) or a cell stuck past its time limit be recorded
+as a failed cell while the suite goes on with a fresh worker, which ``concurrent.futures`` cannot do (one dead
+worker breaks its whole pool, and it cannot say which cell died). Workers ignore Ctrl-C (the parent stops them
+and says so once) and die with the parent (Linux ``PR_SET_PDEATHSIG``), so a killed run leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from octbench.cell import CellResult, CellTask, execute, failed_result
+
+# a cell still running this long after its train.timeout is stuck outside training: its worker is killed
+HARD_TIMEOUT_GRACE = 60.0
+
+
+def _die_with_parent(parent: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _serve(connection: Connection, threads: int, parent: int) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        try:
+            task = connection.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        connection.send(execute(task))
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class _Worker:
+    process: Any
+    connection: Connection
+    task: CellTask | None = None
+    started: float = 0.0
+
+
+def death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (the kernel's out-of-memory killer sends it when memory runs out)" if name == "SIGKILL" else ""
+        return f"the worker process running this cell was killed by {name}{hint}"
+    return f"the worker process running this cell exited with code {exitcode} before returning a result"
+
+
+class WorkerPool:
+    """``workers`` processes (spawned, ``threads`` torch threads each) that run cells and hand back results."""
+
+    def __init__(self, workers: int, threads: int) -> None:
+        self.workers = workers
+        self.threads = threads
+        self.context = multiprocessing.get_context("spawn")
+        self.pool: list[_Worker] = []
+
+    def _start(self) -> _Worker:
+        parent_end, child_end = self.context.Pipe()
+        process = self.context.Process(
+            target=_serve, args=(child_end, self.threads, os.getpid()), name="octbench-worker", daemon=True
+        )
+        with _sigint_ignored():  # inherited by the new interpreter, so a Ctrl-C while it starts prints nothing
+            process.start()
+        child_end.close()
+        return _Worker(process, parent_end)
+
+    def run(self, tasks: Iterable[CellTask], on_result: Callable[[CellResult], None]) -> None:
+        """Run every task, calling ``on_result`` in the parent as each finishes (or fails, or its worker dies)."""
+        queue = deque(tasks)
+        try:
+            while queue or any(w.task is not None for w in self.pool):
+                self._dispatch(queue)
+                busy = [w for w in self.pool if w.task is not None]
+                ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
+                for worker in busy:
+                    if worker.connection in ready or worker.process.sentinel in ready:
+                        self._collect(worker, on_result)
+                self._enforce_time_limits(on_result)
+        finally:
+            self.close()
+
+    def _dispatch(self, queue: deque[CellTask]) -> None:
+        while queue:
+            idle = next((w for w in self.pool if w.task is None), None)
+            if idle is None:
+                if len(self.pool) >= self.workers:
+                    return
+                idle = self._start()
+                self.pool.append(idle)
+            idle.task, idle.started = queue.popleft(), time.monotonic()
+            idle.connection.send(idle.task)
+
+    def _collect(self, worker: _Worker, on_result: Callable[[CellResult], None]) -> None:
+        task = worker.task
+        result = None
+        if worker.connection.poll():
+            with contextlib.suppress(EOFError, OSError):
+                result = worker.connection.recv()
+        if result is None:  # the process died (or its pipe broke) without a result
+            worker.process.join(timeout=5)
+            result = failed_result(task, death_reason(worker.process.exitcode))
+            self._replace(worker)
+        else:
+            worker.task = None
+        on_result(result)
+
+    def _enforce_time_limits(self, on_result: Callable[[CellResult], None]) -> None:
+        for worker in [w for w in self.pool if w.task is not None]:
+            limit = worker.task.suite.train.timeout
+            if limit is not None and time.monotonic() - worker.started > limit + HARD_TIMEOUT_GRACE:
+                worker.process.kill()
+                worker.process.join(timeout=5)
+                reason = (
+                    f"the cell ran past train.timeout ({limit:g} s) by more than {HARD_TIMEOUT_GRACE:g} s outside "
+                    "the training loop (a plugin stuck in fit or build?); its worker process was killed"
+                )
+                on_result(failed_result(worker.task, reason))
+                self._replace(worker)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.connection.close()
+        self.pool.remove(worker)
+
+    def close(self) -> None:
+        """Stop every worker: politely if idle, by force if busy (an interrupted run does not wait for cells)."""
+        for worker in self.pool:
+            with contextlib.suppress(OSError, ValueError):
+                if worker.task is None:
+                    worker.connection.send(None)
+                else:
+                    worker.process.terminate()
+        deadline = time.monotonic() + 10
+        for worker in self.pool:
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.connection.close()
+        self.pool = []
