@@ -6,17 +6,34 @@ the rule and the value given.
 """
 
 import difflib
+import reprlib
+import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from octbench.errors import PluginError
 
 
-class Params(BaseModel):
-    """Base for a technique's parameters: unknown keys are errors, values are immutable once validated."""
+class StrictModel(BaseModel):
+    """Unknown keys are errors, values are immutable once validated, numbers are finite, and a YAML ``true`` is not
+    taken for the number 1."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            annotation = cls.model_fields[info.field_name].annotation
+            choices = typing.get_args(annotation) or (annotation,)
+            if bool not in choices and any(c in (int, float) for c in choices):
+                raise ValueError(f"should be a number, not {str(value).lower()}")
+        return value
+
+
+class Params(StrictModel):
+    """Base for a technique's parameters: unknown keys are errors, values are immutable once validated."""
 
 
 def validate_params(params_model: type[BaseModel], technique: str, raw: dict[str, Any]) -> BaseModel:
@@ -38,8 +55,19 @@ def describe_param_error(params_model: type[BaseModel], technique: str, exc: Val
     if err["type"] == "missing":
         return f"The '{param}' parameter of {technique} is required."
     if err["type"] == "value_error":
-        return f"The '{param}' parameter of {technique} is invalid: {rule}. Got {err['input']!r}."
-    return f"The '{param}' parameter of {technique} {rule}. Got {err['input']!r} instead."
+        return f"The '{param}' parameter of {technique} is invalid: {rule}. Got {shown(err['input'])}."
+    return f"The '{param}' parameter of {technique} {rule}. Got {shown(err['input'])} instead."
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlist = _SHOWN.maxdict = 6
+_SHOWN.maxlevel = 3
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: ``repr``, cut short (a YAML alias bomb must not become 300 MB of text)."""
+    return _SHOWN.repr(value)
 
 
 def describe_params(params_model: type[BaseModel]) -> list[dict[str, Any]]:

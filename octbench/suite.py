@@ -17,19 +17,22 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from octbench.errors import SuiteError
 from octbench.metrics import SCALARS
+from octbench.params import StrictModel, shown
 
 QUICK_EPOCHS = 2
 QUICK_POOL = 3000
+MAX_VARIANTS = 512  # an ablation of 9 techniques in full mode; more is a mistake or a job for several suites
+MAX_NODES = 200_000  # values in a suite once YAML aliases are expanded: a real suite has hundreds
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds
 TECHNIQUE_LISTS = ("preprocessors", "augmenters", "regularizers")
 LIST_KINDS = {"preprocessors": "preprocessor", "augmenters": "augmenter", "regularizers": "regularizer"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class PluginRef(_Strict):
@@ -88,12 +91,36 @@ class Ablation(_Strict):
     base: Techniques = Field(default_factory=Techniques)
     techniques: dict[str, Techniques] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _not_too_many(self) -> Ablation:
+        k = len(self.techniques)
+        count = 2**k if self.mode == "full" else k + 1
+        if count > MAX_VARIANTS:
+            raise ValueError(
+                f"mode '{self.mode}' with {k} techniques expands to {count:,} variants, more than {MAX_VARIANTS}: "
+                "use add-one or leave-one-out, or split the techniques over several suites"
+            )
+        return self
+
 
 class CV(_Strict):
     folds: int = Field(5, ge=2, le=50)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
     val_fraction: float = Field(0.1, gt=0, lt=0.5, description="inner split of each fold's training part")
     test_split: bool = True
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if any(isinstance(seed, bool) for seed in seeds):
+            raise ValueError("seeds are integers, not booleans")
+        out_of_range = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+        if out_of_range:
+            raise ValueError(f"seeds must be between 0 and {MAX_SEED}; got {shown(out_of_range)}")
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seeds must differ from each other; repeated: {shown(repeated)}")
+        return seeds
 
 
 class Optimizer(_Strict):
@@ -121,6 +148,12 @@ class Train(_Strict):
         "graphs); costs compile time per cell",
     )
     threads: int | None = Field(None, ge=1, description="CPU threads per cell (default: torch's, all cores)")
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="seconds a cell may run before it is recorded as failed (checked during training; with worker "
+        "processes a cell stuck elsewhere is killed a minute later)",
+    )
     deterministic: bool = Field(
         False,
         description="torch's deterministic algorithms, for bit-for-bit repeatable CUDA runs (slower; ops without "
@@ -285,9 +318,38 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[Suite, str]
     return parse_suite(text, source=str(path), overrides=overrides), text
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error, not a silent override."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"key {shown(key)} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count_values(value: Any, limit: int) -> int:
+    """Values in a parsed suite, counted as if YAML aliases were copied out; stops past ``limit``."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            stack.extend(item.keys())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
 def parse_suite(text: str, *, source: str = "<suite>", overrides: list[str] = ()) -> Suite:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -295,6 +357,11 @@ def parse_suite(text: str, *, source: str = "<suite>", overrides: list[str] = ()
         raise SuiteError(f"{where}: malformed YAML: {problem}. Fix the syntax at that line.") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"{source}: a suite is a YAML mapping with at least 'name' and 'variants' or 'ablation'.")
+    if _count_values(raw, MAX_NODES) > MAX_NODES:
+        raise SuiteError(
+            f"{source}: the suite holds more than {MAX_NODES:,} values once its YAML aliases are expanded; "
+            "a suite that large is a mistake (or an alias bomb)."
+        )
     for override in overrides:
         apply_override(raw, override)
     try:
