@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -20,6 +22,12 @@ from pathlib import Path
 from octbench.errors import DataError
 
 CHUNK = 1 << 20
+# a download that brings fewer than MIN_RATE bytes/s over STALL_SECONDS is abandoned (a server dripping a byte at a
+# time would otherwise hold `data fetch` for ever: each read returns well within the socket timeout)
+MIN_RATE = 1024
+STALL_SECONDS = 30.0
+# a partial download untouched this long was left by a killed process, not one still downloading
+STALE_PART_SECONDS = 600.0
 
 
 def cache_dir() -> Path:
@@ -119,6 +127,7 @@ def download(
     created = not destination.parent.exists()
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_parts(destination)
         fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
     except OSError as exc:
         raise DataError(f"cannot write to {destination.parent}: {exc.strerror}. {fix}".strip()) from None
@@ -127,13 +136,26 @@ def download(
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = response.headers.get("Content-Length")
             total = int(total) if total and total.isdigit() else None
-            done = 0
-            while chunk := response.read(CHUNK):
+            done, window_start, window_bytes = 0, time.monotonic(), 0
+            while chunk := response.read1(CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)
+                window_bytes += len(chunk)
                 if progress:
                     progress(done, total)
+                elapsed = time.monotonic() - window_start
+                if elapsed >= STALL_SECONDS:
+                    if window_bytes < MIN_RATE * elapsed:
+                        raise DataError(
+                            f"download of {url} stalled ({window_bytes} bytes in the last {elapsed:.0f} s). "
+                            f"Nothing was saved. {fix}".strip()
+                        )
+                    window_start, window_bytes = time.monotonic(), 0
+            if total is not None and done != total:
+                raise DataError(
+                    f"download of {url} ended after {done} of {total} bytes. Nothing was saved. {fix}".strip()
+                )
         got = digest.hexdigest()
         if got != md5:
             raise DataError(
@@ -145,17 +167,24 @@ def download(
     except DataError:
         _discard(tmp, destination.parent if created else None)
         raise
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
         _discard(tmp, destination.parent if created else None)
         if isinstance(exc, urllib.error.HTTPError):
             exc.close()
-        reason = getattr(exc, "reason", None) or exc
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         raise DataError(f"download of {url} failed: {reason}. Nothing was saved. {fix}".strip()) from None
     except BaseException:
         _discard(tmp, destination.parent if created else None)
         raise
     _remember(destination, md5)
     return destination
+
+
+def _remove_stale_parts(destination: Path) -> None:
+    for leftover in destination.parent.glob(f".{destination.name}.*.part"):
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime > STALE_PART_SECONDS:
+                leftover.unlink()
 
 
 def _discard(tmp: str, created_folder: Path | None = None) -> None:

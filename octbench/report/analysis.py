@@ -9,8 +9,9 @@ not used: they treat folds as independent datasets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -35,6 +36,7 @@ TIMINGS = (
 )
 ALPHA = 0.05
 POWER = 0.8
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,20 @@ class Analysis:
     prevalence: dict[str, list[float]]
     agreement: Agreement | None = None
     advice: str = ""
+    problems: list[str] = field(default_factory=list)
 
     @property
     def metric(self) -> str:
         return self.options.metric
+
+    def attempt(self, section: str, compute: Callable[..., T], *args: Any) -> T | None:
+        """``compute(*args)``, or None with the reason recorded in ``problems`` when the stored results do not allow
+        it (so one odd cell cannot keep a folder's report from rendering)."""
+        try:
+            return compute(*args)
+        except Exception as exc:
+            self.problems.append(f"{section}: {type(exc).__name__}: {exc}")
+            return None
 
 
 def _values(variant: VariantResults, split: str, metric: str) -> dict[tuple[int, int], float]:
@@ -165,12 +177,18 @@ def analyse(results: Results, options: Options | None = None) -> Analysis:
         positive=positive,
         prevalence=prevalence,
     )
+    # each section stands alone: one that cannot be computed from what is stored is named on the page, with why,
+    # and the rest of the report still renders
     if results.reference is not None:
-        _cv_verdicts(analysis, options)
-    compare_on_test_split(analysed, results.reference, len(results.class_names))
+        analysis.attempt("verdicts on CV", _cv_verdicts, analysis, options)
+    analysis.attempt(
+        "test-split verdicts", compare_on_test_split, analysed, results.reference, len(results.class_names)
+    )
     for a in analysed:
-        a.clinical = clinical(a, positive, len(results.class_names))
-    analysis.agreement = _agreement(analysed, prevalence)
+        a.clinical = analysis.attempt(
+            f"clinical metrics of {a.variant.key}", clinical, a, positive, len(results.class_names)
+        )
+    analysis.agreement = analysis.attempt("CV-test agreement", _agreement, analysed, prevalence)
     return analysis
 
 

@@ -142,7 +142,7 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
             label,
             directory,
             dict(run),
-            json.loads(run["dataset_json"]),
+            _dataset(json.loads(run["dataset_json"])),
             json.loads(run["provenance"]),
             suite["cv"]["folds"],
             suite["cv"]["seeds"],
@@ -200,6 +200,11 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
         return info, list(by_name.values())
     finally:
         store.close()
+
+
+def _dataset(dataset: dict[str, Any]) -> dict[str, Any]:
+    """Class names as text, whatever a dataset plugin of an earlier version stored."""
+    return {**dataset, "class_names": [str(name) for name in dataset["class_names"]]}
 
 
 def _predictions(store: Store, cell_id: int) -> dict[str, Prediction]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from pathlib import Path
 from typing import Any
 
 from octbench.data.files import write_atomically
+from octbench.errors import OctbenchError
 from octbench.metrics import SCALARS
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
@@ -119,7 +121,7 @@ def markdown(results: Results, analysis: Analysis) -> str:
             "p (Holm)",
             "P(worse/≈/better)",
         ]
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in leaderboard_rows(results, analysis):
         cells = [row["variant"] + (" (reference)" if row["reference"] else "")]
         cells += [_pm(row[f"heldout_{m}_mean"], row[f"heldout_{m}_std"]) for m, _ in MARKDOWN_COLUMNS]
@@ -136,7 +138,7 @@ def markdown(results: Results, analysis: Analysis) -> str:
                     " / ".join(f"{100 * row[k]:.0f}%" for k in ("p_worse", "p_equivalent", "p_better")),
                 ]
             )
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
     dataset = results.dataset
     quick = (
         " Made with `--quick`: a first look, not results to publish."
@@ -161,23 +163,43 @@ def _value(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def md_cell(text: str) -> str:
+    """A Markdown table cell: pipes escaped, HTML in names shown as text, one line."""
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
-def _csv(rows: list[dict[str, Any]]) -> bytes:
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (a variant named ``=HYPERLINK(...)``), prefixed with ``'`` (OWASP's
+    advice for CSV injection); numbers are left alone."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
-    return buffer.getvalue().encode()
+        writer.writerows({k: neutralised(v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def written(path: Path, data: bytes) -> None:
+    """``write_atomically``, with a failure to write (read-only folder, full disk) as a one-line error."""
+    try:
+        write_atomically(path, data)
+    except OSError as exc:
+        raise OctbenchError(f"cannot write {path}: {exc.strerror}. Write the report elsewhere with --output.") from None
 
 
 def write_csv(results: Results, analysis: Analysis, folder: Path) -> list[Path]:
     paths = [folder / "leaderboard.csv", folder / "cells.csv"]
-    write_atomically(paths[0], _csv(leaderboard_rows(results, analysis)))
-    write_atomically(paths[1], _csv(cell_rows(results)))
+    written(paths[0], csv_text(leaderboard_rows(results, analysis)).encode())
+    written(paths[1], csv_text(cell_rows(results)).encode())
     return paths
 
 

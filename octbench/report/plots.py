@@ -13,6 +13,9 @@ import numpy as np
 from sklearn.metrics import auc as auc_of
 from sklearn.metrics import roc_curve
 
+# names come from suites and plugins: "lr $\\notacommand$" is a variant name, not mathtext to parse
+matplotlib.rcParams["text.parse_math"] = False
+
 GRID = np.linspace(0, 1, 101)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from octbench.data.files import write_atomically
 from octbench.report import export, study
 from octbench.report.analysis import Options, analyse
 from octbench.report.collect import dataset_identity, latest_run, load
@@ -43,15 +42,12 @@ def publish(
 
 
 def _write(texts: dict[str, str], fmt: str, directories: list[str | Path], stem: str, output: str | None) -> list[Path]:
-    if fmt == "csv":
-        folder = Path(output) if output else Path(directories[0])
-        path = folder / f"{stem}.csv"
-        write_atomically(path, texts["csv"].encode("utf-8"))
-        return [path]
-    text = texts[fmt]
     if output == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(texts[fmt])
         return []
-    path = Path(output) if output else Path(directories[0]) / f"{stem}{EXTENSIONS[fmt]}"
-    write_atomically(path, text.encode("utf-8"))
+    if fmt == "csv":
+        path = (Path(output) if output else Path(directories[0])) / f"{stem}.csv"
+    else:
+        path = Path(output) if output else Path(directories[0]) / f"{stem}{EXTENSIONS[fmt]}"
+    export.written(path, texts[fmt].encode("utf-8"))
     return [path]

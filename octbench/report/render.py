@@ -23,7 +23,8 @@ STAGES = ("load", "preprocess", "resample", "to_device", "train", "validate", "e
 
 
 def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """Suite-wide figures, and per-variant figures keyed by variant key."""
+    """Suite-wide figures, and per-variant figures keyed by variant key; a figure that cannot be drawn from what is
+    stored is left out, and the page says which and why (``Analysis.problems``)."""
     names = results.class_names
     per_variant: dict[str, dict[str, str]] = {}
     for a in analysis.variants:
@@ -35,19 +36,25 @@ def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict
         if found is not None:
             y, scores, label = found
             matrix = confusion_matrix(y, scores.predicted, labels=list(range(len(names))))
-            figures["confusion"] = plots.confusion(matrix, names, label)
+            figures["confusion"] = analysis.attempt(
+                f"confusion matrix of {v.key}", plots.confusion, matrix, names, label
+            )
             if len(np.unique(y)) > 1:
-                figures["roc"] = plots.roc(y, scores.log_odds, names, f"ROC, {label}", analysis.positive)
+                figures["roc"] = analysis.attempt(
+                    f"ROC of {v.key}", plots.roc, y, scores.log_odds, names, f"ROC, {label}", analysis.positive
+                )
         histories = [c.curves for c in v.cells if c.curves]
         if histories:
-            figures["curves"] = plots.training_curves(histories, v.key)
-        per_variant[v.key] = figures
+            figures["curves"] = analysis.attempt(f"training curves of {v.key}", plots.training_curves, histories, v.key)
+        per_variant[v.key] = {k: f for k, f in figures.items() if f}
 
     done = [a for a in analysis.variants if a.variant.cells]
     suite_wide: dict[str, str] = {}
     if done:
         keys = [a.variant.key for a in done]
-        suite_wide["spread"] = plots.fold_spread(
+        suite_wide["spread"] = analysis.attempt(
+            "fold spread",
+            plots.fold_spread,
             {
                 a.variant.key: [
                     c.metrics["heldout"][analysis.metric]
@@ -58,7 +65,9 @@ def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict
             },
             analysis.metric,
         )
-        suite_wide["throughput"] = plots.throughput(
+        suite_wide["throughput"] = analysis.attempt(
+            "throughput figure",
+            plots.throughput,
             keys,
             [a.timing["train_images_per_s"].mean or 0 for a in done],
             [a.timing["infer_images_per_s"].mean or 0 for a in done],
@@ -66,7 +75,9 @@ def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict
         )
         calibrated = [a for a in done if a.clinical is not None]
         if calibrated:
-            suite_wide["reliability"] = plots.reliability(
+            suite_wide["reliability"] = analysis.attempt(
+                "reliability diagram",
+                plots.reliability,
                 {
                     a.variant.key: (
                         a.clinical.reliability.confidence,
@@ -83,8 +94,10 @@ def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict
         if (c := a.comparisons.get(analysis.metric))
     ]
     if rows and analysis.reference is not None:
-        suite_wide["effects"] = plots.effects(rows, analysis.metric, analysis.reference.key)
-    return suite_wide, per_variant
+        suite_wide["effects"] = analysis.attempt(
+            "effects figure", plots.effects, rows, analysis.metric, analysis.reference.key
+        )
+    return {k: f for k, f in suite_wide.items() if f}, per_variant
 
 
 def build_context(results: Results, analysis: Analysis) -> dict[str, Any]:

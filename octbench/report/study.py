@@ -9,8 +9,6 @@ the datasets instead.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,7 @@ import numpy as np
 
 from octbench import stats
 from octbench.errors import OctbenchError
-from octbench.report import plots
+from octbench.report import export, plots
 from octbench.report.analysis import Analysis, Options, analyse
 from octbench.report.collect import Results, dataset_identity, load
 
@@ -121,11 +119,7 @@ def render(directories: list[str | Path], options: Options, fmt: str) -> str:
         }
         return json.dumps(payload, indent=1, default=str)
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["variant"])
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue()
+        return export.csv_text(rows)
     return _markdown(found, rows)
 
 
@@ -167,7 +161,7 @@ def _markdown(found: Study, rows: list[dict]) -> str:
         if found.friedman is not None:
             p = row["p_rank_vs_reference_holm"]
             cells += [f"{row['average_rank']:.2f}", "–" if p is None else f"{p:.3f}"]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(export.md_cell(c) for c in cells) + " |")
     note = "\nEach dataset is one block; mean ± SD over its CV cells. ▲/▼: the dataset's own corrected t-test."
     if found.friedman is not None:
         f = found.friedman
