@@ -16,14 +16,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from octbench import cache, folds, validate
+from octbench import folds, validate
 from octbench.device import describe, deterministic_algorithms, resolve
 from octbench.errors import CellFailed, Interrupted, OctbenchError
 from octbench.metrics import evaluate
+from octbench.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform_whole
 from octbench.plugins import PluginHost
 from octbench.suite import QUICK_EPOCHS, QUICK_POOL, Suite, Variant
-from octbench.technique import Resampler, Splits
-from octbench.train import eval_batch_size, fast_path, timed_predict, to_device, train
+from octbench.technique import Splits
+from octbench.train import (
+    Learner,
+    alone_because,
+    eval_batch_size,
+    fast_path,
+    partition,
+    timed_predict,
+    to_device,
+    train_stack,
+)
 from octbench.validate import frozen
 
 
@@ -38,6 +48,7 @@ class CellTask:
     data_dir: str | None = None
     quick: bool = False
     plugin_paths: tuple[str, ...] = ()
+    precision: str = ""  # 'bf16' or 'fp32' as chosen for the run (octbench.tuning); '' lets the trainer decide
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -64,6 +75,7 @@ class CellResult:
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     device: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 _DATA: dict[tuple[str, str, str | None], Splits] = {}
@@ -93,31 +105,91 @@ def load_data(suite: Suite, host: PluginHost, data_dir: str | None, progress: bo
 
 
 def execute(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None) -> CellResult:
-    """Run a cell; any failure inside it becomes a failed result with its reason, never an exception. Only an
-    interruption of the whole run (Ctrl-C, SIGTERM) passes through; a plugin's ``sys.exit`` fails its cell."""
-    try:
-        return run_cell(task, host, on_epoch=on_epoch)
-    except (KeyboardInterrupt, Interrupted):
-        raise
-    except SystemExit as exc:
-        return failed_result(task, f"a plugin called sys.exit({exc.code!r}) inside the cell", traceback.format_exc())
-    except CellFailed as exc:
-        return failed_result(task, str(exc), traceback.format_exc())
-    except torch.cuda.OutOfMemoryError as exc:
-        return failed_result(task, f"out of memory: {exc}".splitlines()[0], traceback.format_exc())
-    except Exception as exc:
+    """Run one cell: a stack of one."""
+    return execute_stack([task], host, on_epoch)[0]
+
+
+def execute_stack(tasks: list[CellTask], host: PluginHost | None = None, on_epoch: Any = None) -> list[CellResult]:
+    """Run cells, training those whose models can be stacked as one computation (``octbench.train.train_stack``).
+
+    Any failure inside a cell becomes that cell's failed result with its reason, never an exception, and the
+    other cells go on. Only an interruption of the whole run (Ctrl-C, SIGTERM) passes through; a plugin's
+    ``sys.exit`` fails its cell.
+    """
+    host = host or PluginHost.load(tasks[0].plugin_paths)
+    results: dict[int, CellResult] = {}
+    prepared: dict[int, Prepared] = {}
+    for i, task in enumerate(tasks):
+        try:
+            prepared[i] = prepare(task, host)
+        except (KeyboardInterrupt, Interrupted):
+            raise
+        except (Exception, SystemExit) as exc:
+            results[i] = failure(task, exc, traceback.format_exc())
+    for group in partition([p.learner for p in prepared.values()]):
+        members = [i for i, p in prepared.items() if p.learner in group]
+        first = prepared[members[0]]
+        start = time.perf_counter()
+        reason = train_stack(group, config=first.task.suite.train, epochs=first.epochs, on_epoch=on_epoch)
+        if reason is None and len(group) == 1 and len(tasks) > 1:  # asked to stack, but this model trains alone
+            reason = alone_because(group[0])
+        stacked = len(group) if reason is None else 1
+        for i in members:
+            p = prepared[i]
+            p.timings["stack_size"] = float(stacked)
+            p.timings["stack_seconds"] = time.perf_counter() - start
+            p.unstacked = reason or ""
+    for i, p in prepared.items():
+        if p.learner.error is not None:
+            results[i] = failure(p.task, p.learner.error, p.learner.detail)
+            continue
+        try:
+            results[i] = evaluate_cell(p)
+        except (KeyboardInterrupt, Interrupted):
+            raise
+        except (Exception, SystemExit) as exc:
+            results[i] = failure(p.task, exc, traceback.format_exc())
+    return [results[i] for i in range(len(tasks))]
+
+
+def failure(task: CellTask, exc: BaseException, detail: str) -> CellResult:
+    """The failed result of ``task`` for ``exc``, with a reason a user can act on."""
+    if isinstance(exc, SystemExit):
+        reason = f"a plugin called sys.exit({exc.code!r}) inside the cell"
+    elif isinstance(exc, CellFailed):
+        reason = str(exc)
+    elif isinstance(exc, torch.cuda.OutOfMemoryError):
+        reason = f"out of memory: {exc}".splitlines()[0]
+    else:
         reason = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, ValueError) and "read-only" in str(exc):
             reason += " (octbench hands plugins read-only arrays: copy one before writing into it)"
-        return failed_result(task, reason, traceback.format_exc())
+    return failed_result(task, reason, detail)
 
 
 def failed_result(task: CellTask, reason: str, detail: str = "") -> CellResult:
     return CellResult(*task.key, task.config_hash, status="failed", error=reason, detail=detail)
 
 
-def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None) -> CellResult:
-    host = host or PluginHost.load(task.plugin_paths)
+@dataclass
+class Prepared:
+    """A cell up to training: its data on the device and a learner ready to train."""
+
+    task: CellTask
+    data: Splits
+    parts: dict[str, tuple[np.ndarray, np.ndarray]]
+    on_device: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    evaluated: dict[str, np.ndarray]
+    counts: dict[str, int]
+    timings: dict[str, float]
+    learner: Learner
+    device: torch.device
+    epochs: int
+    unstacked: str = ""
+
+
+def prepare(task: CellTask, host: PluginHost) -> Prepared:
+    """Load the data, preprocess it on the fold's training part only, build a fresh model and its learner."""
     suite, variant, timings = task.suite, task.variant, {}
     deadline = time.monotonic() + suite.train.timeout if suite.train.timeout else None
 
@@ -133,7 +205,7 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
     timings["load"] = time.perf_counter() - start
 
     steps = [host.create("preprocessor", r.name, r.params) for r in variant.preprocessors]
-    lead = next((i for i, step in enumerate(steps) if not _stateless(step)), len(steps))
+    lead = stateless_prefix(steps)
     subset = ["quick", QUICK_POOL, task.seed] if task.quick else "full"
     # what the data is: the dataset plugin, its parameters and its files' checksum, and the subset of it
     identity = [suite.dataset.name, suite.dataset.params, data.md5, subset]
@@ -152,11 +224,10 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
     if suite.cv.test_split:
         parts["test"] = (test_x, data.test_labels)
     counts = {name: len(y) for name, (_, y) in parts.items()}
-
     context = [
         *identity,
         hashlib.sha1(inner_idx.tobytes()).hexdigest(),
-        _refs(variant.preprocessors[:lead], steps[:lead]),
+        refs_of(variant.preprocessors[:lead], steps[:lead]),
     ]
     parts, prep_timings = apply_preprocessors(
         steps[lead:], variant.preprocessors[lead:], parts, task.cell_seed, context, data.num_classes
@@ -179,7 +250,8 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
     on_device = {name: to_device(x, y, device) for name, (x, y) in parts.items()}
     timings["to_device"] = time.perf_counter() - start
     epochs = min(suite.train.epochs, QUICK_EPOCHS) if task.quick else suite.train.epochs
-    outcome = train(
+    precision = (task.precision == "bf16", fast_path(suite.train, device)[1]) if task.precision else None
+    learner = Learner(
         model,
         on_device["train"],
         on_device["inner_val"],
@@ -189,95 +261,44 @@ def run_cell(task: CellTask, host: PluginHost | None = None, on_epoch: Any = Non
         regularizers=regularizers,
         seed=task.cell_seed,
         num_classes=data.num_classes,
-        on_epoch=on_epoch,
         deadline=deadline,
+        precision=precision,
     )
+    evaluated = {"heldout": pool_index[held_idx], "test": np.arange(counts.get("test", 0))}
+    return Prepared(task, data, parts, on_device, evaluated, counts, timings, learner, device, epochs)
+
+
+def evaluate_cell(p: Prepared) -> CellResult:
+    """The trained model on the held-out fold and the test split, in float32, and the cell's result record."""
+    task, learner, timings = p.task, p.learner, p.timings
+    outcome = learner.result
     timings["train"] = outcome.train_seconds
     timings["validate"] = outcome.validate_seconds
     timings["train_images_per_s"] = outcome.images_per_s
     timings["train_warm"] = float(outcome.warm)
-
-    result = CellResult(*task.key, task.config_hash, history=outcome.history, counts=counts, device=describe(device))
+    result = CellResult(
+        *task.key, task.config_hash, history=outcome.history, counts=p.counts, device=describe(p.device)
+    )
     start = time.perf_counter()
-    _, channels_last = fast_path(suite.train, device)
-    evaluated = {"heldout": pool_index[held_idx], "test": np.arange(counts.get("test", 0))}
     for split in ("heldout", "test"):
-        if split not in on_device:
+        if split not in p.on_device:
             continue
-        x, _y = on_device[split]
-        logits, speed = timed_predict(model, x, eval_batch_size(suite.train, device), channels_last)
-        validate.check_logits(logits, len(x), data.num_classes, variant.model.name)
-        y_true = parts[split][1]
-        result.evaluations[split] = evaluate(y_true, logits, data.num_classes)
-        result.predictions[split] = {"indices": evaluated[split], "y_true": y_true, "logits": logits}
+        x, _y = p.on_device[split]
+        logits, speed = timed_predict(
+            learner.model, x, eval_batch_size(task.suite.train, p.device), learner.channels_last
+        )
+        validate.check_logits(logits, len(x), p.data.num_classes, task.variant.model.name)
+        y_true = p.parts[split][1]
+        result.evaluations[split] = evaluate(y_true, logits, p.data.num_classes)
+        result.predictions[split] = {"indices": p.evaluated[split], "y_true": y_true, "logits": logits}
         if split == "heldout":
             timings["infer_images_per_s"] = speed
     timings["evaluate"] = time.perf_counter() - start
     result.timings = timings
+    result.settings = {
+        "precision": "bf16" if learner.use_amp else "fp32",
+        "channels_last": learner.channels_last,
+        "stack_size": int(timings.get("stack_size", 1)),
+        "not_stacked_because": p.unstacked,
+    }
     return result
-
-
-def _stateless(step: Any) -> bool:
-    return not isinstance(step, Resampler) and getattr(step, "stateless", False)
-
-
-def _refs(refs: list[Any], steps: list[Any]) -> list[Any]:
-    return [[r.name, r.params, cache.source_hash(type(s))] for r, s in zip(refs, steps, strict=True)]
-
-
-def transform_whole(
-    steps: list[Any], refs: list[Any], pool: np.ndarray, test: np.ndarray, context: list[Any]
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Apply stateless steps (each image on its own, nothing fitted) to the whole pool and test split once,
-    through the cache: every cell of every variant with the same leading steps reuses the result."""
-    if not steps:
-        return pool, test, False
-    entry = cache.key("stateless", context, _refs(refs, steps))
-    hit = cache.get("preprocessed", entry)
-    if hit is not None:
-        return hit["pool"], hit["test"], True
-    for step, ref in zip(steps, refs, strict=True):
-        pool = frozen(validate.check_transformed(step.transform(pool), pool, ref.name))
-        test = frozen(validate.check_transformed(step.transform(test), test, ref.name))
-    cache.put("preprocessed", entry, {"pool": pool, "test": test})
-    return pool, test, False
-
-
-def apply_preprocessors(
-    steps: list[Any],
-    refs: list[Any],
-    parts: dict[str, tuple[np.ndarray, np.ndarray]],
-    seed: int,
-    context: list[Any],
-    num_classes: int,
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
-    """Fit each step on the training part only; resamplers change the training part only.
-
-    ``parts['train']`` is the only data a step is fitted or resampled on; every other part is transformed with
-    the already-fitted step. This is where the no-leakage invariant lives. Resampling results are cached under
-    a key of ``context`` (data, subset, the exact training indices, earlier steps), the steps so far and the seed.
-    """
-    timings = {"preprocess": 0.0, "resample": 0.0, "resample_cached": 0.0}
-    for index, (step, ref) in enumerate(zip(steps, refs, strict=True)):
-        start = time.perf_counter()
-        if isinstance(step, Resampler):
-            entry = cache.key("resample", context, _refs(refs[: index + 1], steps[: index + 1]), seed)
-            hit = cache.get("resampled", entry)
-            if hit is None:
-                out = step.fit_resample(*parts["train"], random_state=seed)
-                x, y = validate.check_resampled(out, parts["train"][0], num_classes, ref.name)
-                cache.put("resampled", entry, {"x": x, "y": y})
-            else:
-                x, y = hit["x"], hit["y"]
-                timings["resample_cached"] = 1.0
-            parts = {**parts, "train": (frozen(x), frozen(y))}
-            timings["resample"] += time.perf_counter() - start
-            continue
-        if not getattr(step, "stateless", False):
-            step.fit(*parts["train"])
-        parts = {
-            name: (frozen(validate.check_transformed(step.transform(x), x, ref.name)), y)
-            for name, (x, y) in parts.items()
-        }
-        timings["preprocess"] += time.perf_counter() - start
-    return parts, timings

@@ -4,8 +4,9 @@ Tables: ``runs`` (one per invocation, with provenance), ``plan`` (the cells a ru
 configuration hashes), ``cells`` (one per finished or failed cell), ``metrics``, ``confusion``, ``roc``,
 ``curves`` (per epoch) and ``predictions``. The report reads this file alone.
 
-Schema versions: 2 stores each cell's scores as float32 logits (``score_kind`` 'logits'); 1 stored float32
-probabilities in a ``probs`` column. A run into a version-1 store migrates it (renaming the column, existing rows
+Schema versions: 2 stores each cell's scores as float32 logits (``score_kind`` 'logits') and the settings a cell
+ran with (precision, memory layout, how many cells it was stacked with); 1 stored float32 probabilities in a
+``probs`` column and no settings. A run into a version-1 store migrates it (renaming the column, existing rows
 keeping kind 'probs'); reading never migrates and reads either.
 """
 
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS cells (
     seed INTEGER NOT NULL, fold INTEGER NOT NULL, config_hash TEXT NOT NULL, status TEXT NOT NULL,
     error TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '', timings TEXT NOT NULL DEFAULT '{}',
     counts TEXT NOT NULL DEFAULT '{}', device TEXT NOT NULL DEFAULT '', finished TEXT NOT NULL,
-    UNIQUE (variant, seed, fold)
+    settings TEXT NOT NULL DEFAULT '{}', UNIQUE (variant, seed, fold)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, split TEXT NOT NULL, name TEXT NOT NULL,
@@ -158,6 +159,7 @@ class Store:
         with self.conn:
             self.conn.execute("ALTER TABLE predictions RENAME COLUMN probs TO scores")
             self.conn.execute("ALTER TABLE predictions ADD COLUMN score_kind TEXT NOT NULL DEFAULT 'probs'")
+            self.conn.execute("ALTER TABLE cells ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'")
             self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         self.version = SCHEMA_VERSION
 
@@ -226,7 +228,7 @@ class Store:
             )
             cell_id = self.conn.execute(
                 "INSERT INTO cells (run_id, variant, seed, fold, config_hash, status, error, detail, timings,"
-                " counts, device, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " counts, device, finished, settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     result.variant,
@@ -240,6 +242,7 @@ class Store:
                     json.dumps(result.counts),
                     result.device,
                     now(),
+                    json.dumps(result.settings),
                 ),
             ).lastrowid
             for split, evaluation in result.evaluations.items():
@@ -292,9 +295,10 @@ class Store:
 
     def planned_cells(self, run_id: int) -> list[sqlite3.Row]:
         """The run's plan joined with the matching stored cell (None columns where it has none yet)."""
+        settings = "c.settings" if self.version >= 2 else "'{}'"
         return self.conn.execute(
             "SELECT p.position, p.variant, p.seed, p.fold, p.role, p.variant_json, c.id AS cell_id, c.status,"
-            " c.error, c.timings, c.counts, c.device, c.run_id AS cell_run"
+            f" c.error, c.timings, c.counts, c.device, c.run_id AS cell_run, {settings} AS settings"
             " FROM plan p LEFT JOIN cells c ON c.variant=p.variant AND c.seed=p.seed AND c.fold=p.fold"
             " AND c.config_hash=p.config_hash WHERE p.run_id=? ORDER BY p.position",
             (run_id,),

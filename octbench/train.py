@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from octbench.data.files import cache_dir
 from octbench.device import clock
 from octbench.errors import CellFailed
+from octbench.stack import GroupedModel, probe, signature, unstackable
 from octbench.suite import Train
 from octbench.technique import Regularizer
 
@@ -61,7 +63,8 @@ def bf16_native(device: torch.device) -> bool:
 def fast_path(config: Train, device: torch.device) -> tuple[bool, bool]:
     """(bf16 autocast, channels-last). Measured for the seed CNN, batch 64, on 2 AVX512-BF16 CPU cores: fp32
     1.7k images/s, channels-last 2.5k, bf16 2.8k, both 4.4k; torch.compile 2.0k after 27 s of compiling."""
-    return config.amp and bf16_native(device), device.type in ("cpu", "cuda")
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_native(device))
+    return bf16, device.type in ("cpu", "cuda")
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -103,118 +106,295 @@ def train(
     num_classes: int,
     on_epoch: Any = None,
     deadline: float | None = None,
+    precision: tuple[bool, bool] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``train_xy``; ``val_xy`` (the inner validation split) only steers stopping and schedules.
+    """Train one model: a stack of one (``train_stack``). Raises ``CellFailed`` (or the plugin's own exception)
+    when the cell fails."""
+    learner = Learner(
+        model,
+        train_xy,
+        val_xy,
+        config=config,
+        epochs=epochs,
+        augmenters=augmenters,
+        regularizers=regularizers,
+        seed=seed,
+        num_classes=num_classes,
+        deadline=deadline,
+        precision=precision,
+    )
+    train_stack([learner], config=config, epochs=epochs, on_epoch=on_epoch)
+    if learner.error is not None:
+        raise learner.error
+    return learner.result
 
-    ``seed`` seeds independent random streams (``stream``): the batch order, each augmenter and each regularizer
-    draw from their own, so adding a technique that draws random numbers leaves every other stream, and so the
-    batch order of every epoch, as it was. Past ``deadline`` (a ``time.monotonic()`` reading) the cell fails.
+
+class Learner:
+    """One cell's training state: its own model, data, optimizer, loss, schedulers, regularizers and random streams.
+
+    ``seed`` seeds independent random streams (``stream``): the batch order, each augmenter, each regularizer and
+    dropout draw from their own, so adding a technique that draws random numbers leaves every other stream, and so
+    the batch order of every epoch, as it was, and a cell draws the same numbers alone or in a stack.
     """
-    x_all, y_all = train_xy
-    device = x_all.device
-    shuffle = stream(device, seed, "shuffle")
-    augment_streams = [stream(device, seed, "augmenter", i) for i in range(len(augmenters))]
-    regularizer_streams = [stream(device, seed, "regularizer", i) for i in range(len(regularizers))]
-    use_amp, channels_last = fast_path(config, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    forward = compiled(model, config.compile) if config.compile else model
 
-    options: dict[str, Any] = config.optimizer.model_dump()
-    for reg in regularizers:
-        options = reg.configure_optimizer(options)
-    optimizer = make_optimizer(model, options, device)
-    class_counts = np.bincount(y_all.cpu().numpy(), minlength=num_classes)  # CUDA's bincount is not deterministic
-    loss_options: dict[str, Any] = {"function": F.cross_entropy, "weight": None, "label_smoothing": 0.0}
-    for reg in regularizers:
-        loss_options = reg.configure_loss(loss_options, class_counts)
-    loss_fn = loss_options.pop("function")
-    if loss_options["weight"] is not None:
-        loss_options["weight"] = torch.as_tensor(loss_options["weight"], dtype=torch.float32, device=device)
-    step_hooks = [reg for reg in regularizers if type(reg).after_step is not Regularizer.after_step]
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_xy: tuple[torch.Tensor, torch.Tensor],
+        val_xy: tuple[torch.Tensor, torch.Tensor],
+        *,
+        config: Train,
+        epochs: int,
+        augmenters: list[Any],
+        regularizers: list[Any],
+        seed: int,
+        num_classes: int,
+        deadline: float | None = None,
+        precision: tuple[bool, bool] | None = None,
+    ) -> None:
+        self.x_all, self.y_all = train_xy
+        self.val_xy = val_xy
+        self.device = device = self.x_all.device
+        self.config, self.num_classes, self.deadline = config, num_classes, deadline
+        self.use_amp, self.channels_last = precision or fast_path(config, device)
+        self.augmenters, self.regularizers = augmenters, regularizers
+        self.shuffle = stream(device, seed, "shuffle")
+        self.augment_streams = [stream(device, seed, "augmenter", i) for i in range(len(augmenters))]
+        self.regularizer_streams = [stream(device, seed, "regularizer", i) for i in range(len(regularizers))]
+        self.dropout = stream(device, seed, "model")
+        self.global_seed = int(np.random.SeedSequence([seed, STREAMS.index("model")]).generate_state(1)[0])
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.forward = compiled(self.model, config.compile) if config.compile else self.model
 
-    n, batch = len(y_all), config.batch_size
-    # a trailing batch of one sample would break batch norm; it is skipped (the order is reshuffled each epoch)
-    steps = n // batch + (1 if n % batch > 1 else 0)
-    schedulers = [s for s in (reg.make_scheduler(optimizer, epochs, steps) for reg in regularizers) if s is not None]
-    batch_schedulers = [s for s in schedulers if hasattr(s, "step_batch")]
+        options: dict[str, Any] = config.optimizer.model_dump()
+        for reg in regularizers:
+            options = reg.configure_optimizer(options)
+        self.optimizer = make_optimizer(self.model, options, device)
+        class_counts = np.bincount(self.y_all.cpu().numpy(), minlength=num_classes)  # CUDA's is not deterministic
+        loss_options: dict[str, Any] = {"function": F.cross_entropy, "weight": None, "label_smoothing": 0.0}
+        for reg in regularizers:
+            loss_options = reg.configure_loss(loss_options, class_counts)
+        self.loss_fn = loss_options.pop("function")
+        if loss_options["weight"] is not None:
+            loss_options["weight"] = torch.as_tensor(loss_options["weight"], dtype=torch.float32, device=device)
+        self.loss_options = loss_options
+        self.step_hooks = [reg for reg in regularizers if type(reg).after_step is not Regularizer.after_step]
 
-    result = TrainResult()
-    epoch_times: list[float] = []
-    for epoch in range(epochs):
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        order = torch.randperm(n, generator=shuffle, device=device)
-        start = clock(device)
-        for step in range(steps):
-            if deadline is not None and time.monotonic() > deadline:
-                raise CellFailed(f"the cell ran past train.timeout in epoch {epoch + 1}; raise the limit or train less")
-            index = order[step * batch : (step + 1) * batch]
-            x, y = as_float(x_all[index], channels_last), y_all[index]
-            for augmenter, generator in zip(augmenters, augment_streams, strict=True):
-                x = augmenter(x, generator)
-            targets = y
-            for reg, generator in zip(regularizers, regularizer_streams, strict=True):
-                x, targets = reg.on_batch(x, targets, generator)
-            with autocast(device, use_amp):
-                logits = forward(x)
-                if epoch == 0 and step == 0 and tuple(logits.shape) != (len(index), num_classes):
-                    raise CellFailed(
-                        f"the model must map a batch of {len(index)} images to ({len(index)}, {num_classes}) logits, "
-                        f"one per class; it returned shape {tuple(logits.shape)}"
-                    )
-                loss = loss_fn(logits.float(), targets, **loss_options)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for scheduler in batch_schedulers:
-                scheduler.step_batch()
-            for reg in step_hooks:
-                reg.after_step(model)
-            loss_sum += loss.detach() * len(index)
-            correct += (logits.detach().argmax(1) == y).sum()
-        epoch_times.append(clock(device) - start)
+        self.n, self.batch = len(self.y_all), config.batch_size
+        # a trailing batch of one sample would break batch norm; it is skipped (the order is reshuffled each epoch)
+        self.steps = self.n // self.batch + (1 if self.n % self.batch > 1 else 0)
+        self.schedulers = [
+            s for s in (reg.make_scheduler(self.optimizer, epochs, self.steps) for reg in regularizers) if s is not None
+        ]
+        self.batch_schedulers = [s for s in self.schedulers if hasattr(s, "step_batch")]
+        self.result = TrainResult()
+        self.epoch_times: list[float] = []
+        self.error: BaseException | None = None
+        self.detail = ""
+        self.running = True
 
-        seen = min(n, steps * batch)
-        train_loss = float(loss_sum) / seen
+    @property
+    def seen(self) -> int:
+        return min(self.n, self.steps * self.batch)
+
+    def fail(self, error: BaseException) -> None:
+        """This cell fails; the others in its stack go on."""
+        self.error, self.detail, self.running = error, traceback.format_exc(), False
+
+    def begin_epoch(self) -> None:
+        self.model.train()
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.order = torch.randperm(self.n, generator=self.shuffle, device=self.device)
+
+    def next_batch(self, epoch: int, step: int) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """(images, targets, labels) of this step, augmented and passed through ``on_batch``."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise CellFailed(f"the cell ran past train.timeout in epoch {epoch + 1}; raise the limit or train less")
+        index = self.order[step * self.batch : (step + 1) * self.batch]
+        x, y = as_float(self.x_all[index], self.channels_last), self.y_all[index]
+        for augmenter, generator in zip(self.augmenters, self.augment_streams, strict=True):
+            x = augmenter(x, generator)
+        targets = y
+        for reg, generator in zip(self.regularizers, self.regularizer_streams, strict=True):
+            x, targets = reg.on_batch(x, targets, generator)
+        return x, targets, y
+
+    def loss(self, logits: torch.Tensor, targets: Any, first: bool) -> torch.Tensor:
+        if first and tuple(logits.shape) != (len(logits), self.num_classes):
+            raise CellFailed(
+                f"the model must map a batch of {len(logits)} images to ({len(logits)}, {self.num_classes}) logits, "
+                f"one per class; it returned shape {tuple(logits.shape)}"
+            )
+        return self.loss_fn(logits.float(), targets, **self.loss_options)
+
+    def after_backward(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.optimizer.step()
+        for scheduler in self.batch_schedulers:
+            scheduler.step_batch()
+        for reg in self.step_hooks:
+            reg.after_step(self.model)
+        self.loss_sum += loss.detach() * len(y)
+        self.correct += (logits.detach().argmax(1) == y).sum()
+
+    def end_epoch(self, epoch: int, seconds: float, on_epoch: Any) -> None:
+        self.epoch_times.append(seconds)
+        train_loss = float(self.loss_sum) / self.seen
         if not np.isfinite(train_loss):
             raise CellFailed(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate")
-        start = clock(device)
-        val_loss, val_acc = evaluate_loss(model, val_xy, eval_batch_size(config, device), use_amp, channels_last)
-        result.validate_seconds += clock(device) - start
+        start = clock(self.device)
+        val_loss, val_acc = evaluate_loss(
+            self.model, self.val_xy, eval_batch_size(self.config, self.device), self.use_amp, self.channels_last
+        )
+        self.result.validate_seconds += clock(self.device) - start
         logs = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
-            "train_acc": float(correct) / seen,
+            "train_acc": float(self.correct) / self.seen,
             "val_loss": val_loss,
             "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": epoch_times[-1],
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
         }
-        result.history.append(logs)
-        for scheduler in schedulers:
+        self.result.history.append(logs)
+        for scheduler in self.schedulers:
             if hasattr(scheduler, "step_epoch"):
                 scheduler.step_epoch(logs)
-        stop = [reg.on_epoch_end(epoch, logs, model) for reg in regularizers]
+        stop = [reg.on_epoch_end(epoch, logs, self.model) for reg in self.regularizers]
         if on_epoch:
             on_epoch(logs)
         if any(stop):
+            self.finish()
+
+    def finish(self) -> None:
+        """After the last epoch (or an early stop): ``on_train_end`` hooks, then the throughput figures."""
+        self.running = False
+        for reg in self.regularizers:
+            reg.on_train_end(self.model)
+        result, times = self.result, self.epoch_times
+        result.epochs_run = len(times)
+        result.train_seconds = sum(times)
+        # throughput from the epochs after the first (warm) when there are any
+        timed = times[1:] or times
+        result.warm = len(times) > 1
+        result.images_per_s = self.seen * len(timed) / max(sum(timed), 1e-9)
+
+
+def alone_because(learner: Learner) -> str | None:
+    """Why this learner cannot be stacked with any other, or None."""
+    if learner.config.compile:
+        return "train.compile compiles each model on its own"
+    why = unstackable(learner.model)
+    return f"the model cannot be stacked: {why}" if why else None
+
+
+def stack_signature(learner: Learner) -> tuple | None:
+    """What learners must share to train as one stack, or None when this one must train alone."""
+    if alone_because(learner) is not None:
+        return None
+    return (learner.device, learner.use_amp, learner.channels_last, learner.batch, signature(learner.model))
+
+
+def train_stack(learners: list[Learner], *, config: Train, epochs: int, on_epoch: Any = None) -> str | None:
+    """Train every learner for ``epochs`` (or until its early stop), as one grouped computation when their models
+    can be stacked (``octbench.stack``), else one after the other in the same loop. A learner whose plugin fails,
+    whose loss turns NaN or whose time runs out fails alone (``Learner.error``); the rest go on.
+
+    Returns why the learners could not be stacked (None when they were, or when there is one).
+    """
+    reason = _why_not_stacked(learners)
+    if reason is not None:  # one after the other, each exactly as it would train alone
+        for learner in learners:
+            train_stack([learner], config=config, epochs=epochs, on_epoch=on_epoch)
+        return reason
+    if stack_signature(learners[0]) is not None:
+        grouped = GroupedModel(learners[0].model)  # a stack of one draws dropout as it would in a stack
+    else:  # a model that cannot be stacked draws its dropout from torch's global generator: seed it per cell
+        grouped = None
+        torch.manual_seed(learners[0].global_seed)
+    device = learners[0].device
+    for epoch in range(epochs):
+        active = [learner for learner in learners if learner.running]
+        if not active:
             break
-    for reg in regularizers:
-        reg.on_train_end(model)
+        for learner in active:
+            _guard(learner, learner.begin_epoch)
+        start = clock(device)
+        for step in range(max(learner.steps for learner in active)):
+            batches = {}
+            for learner in active:
+                if learner.running and step < learner.steps:
+                    batch = _guard(learner, learner.next_batch, epoch, step)
+                    if batch is not None:
+                        batches[learner] = batch
+            groups: dict[Any, list[Learner]] = {}
+            for learner, (x, _, _) in batches.items():
+                key = tuple(x.shape) if grouped is not None else id(learner)
+                groups.setdefault(key, []).append(learner)
+            for members in groups.values():
+                _step(members, [batches[m] for m in members], grouped, first=epoch == 0 and step == 0)
+        seconds = clock(device) - start
+        for learner in active:
+            if learner.running:
+                _guard(learner, learner.end_epoch, epoch, seconds, on_epoch if learner is learners[0] else None)
+    for learner in learners:
+        if learner.running:
+            _guard(learner, learner.finish)
+    return None
 
-    seen = min(n, steps * batch)
-    result.epochs_run = len(epoch_times)
-    result.train_seconds = sum(epoch_times)
-    # throughput from the epochs after the first (warm) when there are any
-    timed = epoch_times[1:] or epoch_times
-    result.warm = len(epoch_times) > 1
-    result.images_per_s = seen * len(timed) / max(sum(timed), 1e-9)
-    return result
+
+def partition(learners: list[Learner]) -> list[list[Learner]]:
+    """Learners grouped by what stacking needs them to share, in their order; unstackable ones alone."""
+    groups: dict[Any, list[Learner]] = {}
+    for learner in learners:
+        key = stack_signature(learner)
+        groups.setdefault(key if key is not None else id(learner), []).append(learner)
+    return list(groups.values())
 
 
-STREAMS = ("shuffle", "augmenter", "regularizer")
+def _why_not_stacked(learners: list[Learner]) -> str | None:
+    if len(learners) < 2:
+        return None
+    first = learners[0]
+    why = alone_because(first)
+    if why is not None:
+        return why
+    if len({stack_signature(learner) for learner in learners}) > 1:
+        return "the models differ in architecture, precision or batch size"
+    shape = tuple(first.x_all.shape[1:])
+    return probe(GroupedModel(first.model), [learner.model for learner in learners], shape, first.device)
+
+
+def _guard(learner: Learner, action: Any, *args: Any) -> Any:
+    try:
+        return action(*args)
+    except (Exception, SystemExit) as exc:  # a plugin's failure (even sys.exit) fails its own cell
+        learner.fail(exc)
+        return None
+
+
+def _step(members: list[Learner], batches: list[tuple], grouped: GroupedModel | None, first: bool) -> None:
+    """One optimizer step for ``members`` (each with its own batch of the same shape), as one computation."""
+    device = members[0].device
+    try:
+        with autocast(device, members[0].use_amp):
+            if grouped is not None:
+                logits = grouped.run([m.model for m in members], [b[0] for b in batches], [m.dropout for m in members])
+            else:
+                logits = [members[0].forward(batches[0][0])]
+            losses = [m.loss(lg, b[1], first) for m, lg, b in zip(members, logits, batches, strict=True)]
+        for member in members:
+            member.optimizer.zero_grad(set_to_none=True)
+        torch.stack(losses).sum().backward()
+    except (Exception, SystemExit) as exc:
+        for member in members:
+            member.fail(exc)
+        return
+    for member, loss, lg, batch in zip(members, losses, logits, batches, strict=True):
+        _guard(member, member.after_backward, loss, lg, batch[2])
+
+
+STREAMS = ("shuffle", "augmenter", "regularizer", "model")
 
 
 def stream(device: torch.device, seed: int, name: str, index: int = 0) -> torch.Generator:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from octbench.cell import CellResult, CellTask, execute, failed_result
+from octbench.cell import CellResult, CellTask, execute_stack, failed_result
 
 # a cell still running this long after its train.timeout is stuck outside training: its worker is killed
 HARD_TIMEOUT_GRACE = 60.0
@@ -48,7 +48,7 @@ def _serve(connection: Connection, threads: int, parent: int) -> None:
             return
         if task is None:
             return
-        connection.send(execute(task))
+        connection.send(execute_stack(task))
 
 
 @contextlib.contextmanager
@@ -67,7 +67,7 @@ def _sigint_ignored():
 class _Worker:
     process: Any
     connection: Connection
-    task: CellTask | None = None
+    task: list[CellTask] | None = None  # the stack of cells it is training
     started: float = 0.0
 
 
@@ -80,7 +80,8 @@ def death_reason(exitcode: int | None) -> str:
 
 
 class WorkerPool:
-    """``workers`` processes (spawned, ``threads`` torch threads each) that run cells and hand back results."""
+    """``workers`` processes (spawned, ``threads`` torch threads each) that run stacks of cells (lists of tasks,
+    ``octbench.cell.execute_stack``) and hand back their results."""
 
     def __init__(self, workers: int, threads: int) -> None:
         self.workers = workers
@@ -98,9 +99,10 @@ class WorkerPool:
         child_end.close()
         return _Worker(process, parent_end)
 
-    def run(self, tasks: Iterable[CellTask], on_result: Callable[[CellResult], None]) -> None:
-        """Run every task, calling ``on_result`` in the parent as each finishes (or fails, or its worker dies)."""
-        queue = deque(tasks)
+    def run(self, tasks: Iterable[list[CellTask]], on_result: Callable[[CellResult], None]) -> None:
+        """Run every stack, calling ``on_result`` in the parent for each cell as its stack finishes (or fails, or its
+        worker dies: then every cell of the stack is recorded as failed with why)."""
+        self.queue = queue = deque(tasks)
         try:
             while queue or any(w.task is not None for w in self.pool):
                 self._dispatch(queue)
@@ -113,7 +115,7 @@ class WorkerPool:
         finally:
             self.close()
 
-    def _dispatch(self, queue: deque[CellTask]) -> None:
+    def _dispatch(self, queue: deque[list[CellTask]]) -> None:
         while queue:
             idle = next((w for w in self.pool if w.task is None), None)
             if idle is None:
@@ -125,22 +127,26 @@ class WorkerPool:
             idle.connection.send(idle.task)
 
     def _collect(self, worker: _Worker, on_result: Callable[[CellResult], None]) -> None:
-        task = worker.task
-        result = None
+        stack = worker.task
+        results = None
         if worker.connection.poll():
             with contextlib.suppress(EOFError, OSError):
-                result = worker.connection.recv()
-        if result is None:  # the process died (or its pipe broke) without a result
+                results = worker.connection.recv()
+        if results is None:  # the process died (or its pipe broke) without a result
             worker.process.join(timeout=5)
-            result = failed_result(task, death_reason(worker.process.exitcode))
             self._replace(worker)
+            if len(stack) > 1:  # which cell killed it is unknown: each runs again alone, so only that one fails
+                self.queue.extend([task] for task in stack)
+                return
+            results = [failed_result(task, death_reason(worker.process.exitcode)) for task in stack]
         else:
             worker.task = None
-        on_result(result)
+        for result in results:
+            on_result(result)
 
     def _enforce_time_limits(self, on_result: Callable[[CellResult], None]) -> None:
         for worker in [w for w in self.pool if w.task is not None]:
-            limit = worker.task.suite.train.timeout
+            limit = worker.task[0].suite.train.timeout
             if limit is not None and time.monotonic() - worker.started > limit + HARD_TIMEOUT_GRACE:
                 worker.process.kill()
                 worker.process.join(timeout=5)
@@ -148,7 +154,8 @@ class WorkerPool:
                     f"the cell ran past train.timeout ({limit:g} s) by more than {HARD_TIMEOUT_GRACE:g} s outside "
                     "the training loop (a plugin stuck in fit or build?); its worker process was killed"
                 )
-                on_result(failed_result(worker.task, reason))
+                for task in worker.task:
+                    on_result(failed_result(task, reason))
                 self._replace(worker)
 
     def _replace(self, worker: _Worker) -> None:

@@ -35,6 +35,7 @@ class Cell:
     timings: dict[str, float]
     counts: dict[str, int]
     predictions: dict[str, Prediction] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def test(self) -> Prediction | None:
@@ -195,6 +196,7 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
                         timings=json.loads(row["timings"]),
                         counts=json.loads(row["counts"]),
                         predictions=_predictions(store, i),
+                        settings=json.loads(row["settings"] or "{}"),
                     )
                 )
         return info, list(by_name.values())
