@@ -88,12 +88,14 @@ def config_hash(
     data_md5: str,
     quick: bool,
     sources: dict[str, str] | None = None,
+    precision: str = "",
 ) -> str:
     """What a cell's result depends on, the code of the plugins it uses included; a stored cell with another hash
     is stale and is run again."""
     payload = {
         "engine": ENGINE,
         "sources": sources or {},
+        "precision": precision,
         "dataset": suite.dataset.model_dump(mode="json"),
         "data_md5": data_md5,
         "cv": {"folds": suite.cv.folds, "val_fraction": suite.cv.val_fraction, "test_split": suite.cv.test_split},
@@ -116,6 +118,7 @@ def make_tasks(
     data_dir: str | None,
     quick: bool,
     paths: tuple[str, ...],
+    precisions: dict[str, str] | None = None,
 ) -> list[CellTask]:
     """Cells ordered seed, fold, variant: an interrupted run leaves complete, paired folds behind."""
     sources = {variant.name: technique_sources(host, suite, variant) for variant in variants}
@@ -125,11 +128,21 @@ def make_tasks(
             variant=variant,
             seed=seed,
             fold=fold,
-            config_hash=config_hash(suite, variant, seed, fold, data_md5, quick, sources[variant.name]),
+            config_hash=config_hash(
+                suite,
+                variant,
+                seed,
+                fold,
+                data_md5,
+                quick,
+                sources[variant.name],
+                (precisions or {}).get(variant.name, ""),
+            ),
             device=device,
             data_dir=data_dir,
             quick=quick,
             plugin_paths=paths,
+            precision=(precisions or {}).get(variant.name, ""),
         )
         for seed in suite.cv.seeds
         for fold in range(suite.cv.folds)

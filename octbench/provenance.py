@@ -52,12 +52,20 @@ def source_commit() -> str:
 
 
 def collect(
-    *, device: str, suite_hash: str, data_md5: str, data_source: str, quick: bool, plugins: dict[str, Any] | None = None
+    *,
+    device: str,
+    suite_hash: str,
+    data_md5: str,
+    data_source: str,
+    quick: bool,
+    plugins: dict[str, Any] | None = None,
+    executor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``plugins``: for each technique the suite uses (``kind:name``), its plugin, file, distribution, version and
     source hash (``PluginHost.provenance``)."""
     return {
         "plugins": plugins or {},
+        "executor": executor or {},
         "versions": package_versions(),
         "octbench_commit": source_commit(),
         "platform": platform.platform(),

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from rich.markup import escape
 
-from octbench import folds
-from octbench.cell import CellResult, execute, load_data
+from octbench import folds, tuning
+from octbench.cell import CellResult, execute_stack, load_data
 from octbench.console import console, task_progress
 from octbench.device import describe, resolve
 from octbench.errors import Interrupted, OctbenchError
@@ -108,6 +108,7 @@ def run_suite(
                 f"{out_dir} holds results of a full run, which a --quick run would replace: give the quick run its "
                 f"own --out (its default is reports/{suite.name}-quick)."
             )
+        precisions = choose_precisions(suite, variants, host, data, torch_device)
         tasks = make_tasks(
             suite,
             variants,
@@ -117,6 +118,7 @@ def run_suite(
             data_dir=data_dir,
             quick=quick,
             paths=paths,
+            precisions=precisions,
         )
         suite_hash = suite.digest()
         used = sorted(
@@ -124,7 +126,9 @@ def run_suite(
             | {("model", v.model.name) for v in variants}
             | {("dataset", suite.dataset.name)}
         )
+        plan = tuning.executor(suite, torch_device, len(tasks))
         provenance = collect(
+            executor=plan,
             device=describe(torch_device),
             suite_hash=suite_hash,
             data_md5=data.md5,
@@ -172,7 +176,7 @@ def run_suite(
         try:
             with stop_on_sigterm():
                 try:
-                    _run(todo, suite, host, store, run_id, torch_device, progress, results)
+                    _run(todo, plan, suite, host, store, run_id, torch_device, progress, results)
                     status = "failed" if any(r.status == "failed" for r in results) else "done"
                 except KeyboardInterrupt:
                     stopped = signal.SIGINT
@@ -205,25 +209,51 @@ def run_suite(
     return summary
 
 
-def _run(todo, suite, host, store: Store, run_id: int, device, progress: bool, results: list[CellResult]) -> None:
+def choose_precisions(suite, variants, host, data, device) -> dict[str, str]:
+    """bf16 or fp32 per variant, by the suite or by a measured trial per model (``octbench.tuning``)."""
+    chosen: dict[str, str] = {}
+    by_model: dict[str, str] = {}
+    for variant in variants:
+        key = repr((variant.model.name, variant.model.params))
+        if key not in by_model:
+            try:
+                model = host.create("model", variant.model.name, variant.model.params).build(
+                    data.channels, data.num_classes, data.image_size
+                )
+            except Exception:  # a model that cannot be built fails its cells, with the reason, when they run
+                by_model[key] = ""
+                continue
+            image = (data.channels, data.image_size, data.image_size)
+            by_model[key] = tuning.precision(suite.train, model, image, data.num_classes, device)
+        chosen[variant.name] = by_model[key]
+    return chosen
+
+
+def _run(todo, plan, suite, host, store: Store, run_id: int, device, progress: bool, results: list[CellResult]) -> None:
     # CPU results depend on the thread count (reduction order), so every cell gets the same number of
     # threads whichever way it runs: train.threads, else torch's default for this machine
     threads = suite.train.threads or torch.get_num_threads()
     speeds: list[float] = []
+    notes: set[str] = set()
 
     def record(result: CellResult) -> None:
         store.commit(run_id, result)
         results.append(result)
         _report(result, speeds)
+        reason = result.settings.get("not_stacked_because")
+        if reason and reason not in notes:
+            notes.add(reason)
+            console.print(escape(f"note: {result.variant} trained alone, not stacked: {reason}"))
 
-    if suite.executor.parallel > 1 and len(todo) > 1:
-        warning = oversubscription(suite.executor.parallel, threads, device)
+    stacks = [todo[i : i + plan["stack"]] for i in range(0, len(todo), plan["stack"])]
+    if plan["parallel"] > 1:  # asked for worker processes: even one stack runs in one (isolated from this one)
+        warning = oversubscription(plan["parallel"], threads, device)
         if warning:
             console.print(f"[yellow]warning:[/yellow] {warning}")
-        _run_cells_in_processes(todo, suite.executor.parallel, threads, record, progress)
+        _run_cells_in_processes(stacks, plan["parallel"], threads, record, progress, len(todo))
     else:
         torch.set_num_threads(threads)
-        _run_cells(todo, host, record, progress)
+        _run_cells(stacks, host, record, progress, len(todo))
 
 
 def _remove_partial_files(folder: Path) -> None:
@@ -262,30 +292,33 @@ def _report(result: CellResult, speeds: list[float]) -> None:
     speeds.append(speed)
 
 
-def _run_cells_in_processes(todo, workers: int, threads: int, record, progress: bool) -> None:
-    """Several cells at once, each in a worker process; the parent commits each result as it arrives, so the
+def _run_cells_in_processes(stacks, workers: int, threads: int, record, progress: bool, total: int) -> None:
+    """Several stacks at once, each in a worker process; the parent commits each result as it arrives, so the
     store and resumption behave exactly as with one process, and results are identical to one at a time."""
     with task_progress() as bars:
-        cells = bars.add_task("cells", total=len(todo), status=f"{workers} at a time", visible=progress)
+        cells = bars.add_task("cells", total=total, status=f"{workers} processes", visible=progress)
 
         def on_result(result: CellResult) -> None:
             record(result)
             bars.update(cells, advance=1, status=escape(f"{result.variant} seed {result.seed} fold {result.fold}"))
 
-        WorkerPool(workers, threads).run(todo, on_result)
+        WorkerPool(workers, threads).run(stacks, on_result)
 
 
-def _run_cells(todo, host, record, progress: bool) -> None:
+def _run_cells(stacks, host, record, progress: bool, total: int) -> None:
     with task_progress() as bars:
-        cells = bars.add_task("cells", total=len(todo), status="", visible=progress)
+        cells = bars.add_task("cells", total=total, status="", visible=progress)
         epochs = bars.add_task("epochs", total=None, status="", visible=False)
-        for task in todo:
-            bars.update(cells, status=escape(f"{task.variant.name} seed {task.seed} fold {task.fold}"))
-            bars.reset(epochs, total=task.suite.train.epochs, visible=progress, status="")
+        for stack in stacks:
+            first = stack[0]
+            label = f"{first.variant.name} seed {first.seed} fold {first.fold}"
+            bars.update(cells, status=escape(label + (f" and {len(stack) - 1} more" if len(stack) > 1 else "")))
+            bars.reset(epochs, total=first.suite.train.epochs, visible=progress, status="")
 
             def on_epoch(logs, bars=bars, epochs=epochs):
                 bars.update(epochs, advance=1, status=f"val_loss {logs['val_loss']:.3f} val_acc {logs['val_acc']:.3f}")
 
-            record(execute(task, host, on_epoch=on_epoch))
-            bars.update(cells, advance=1)
+            for result in execute_stack(stack, host, on_epoch=on_epoch):
+                record(result)
+                bars.update(cells, advance=1)
         bars.update(epochs, visible=False)

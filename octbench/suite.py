@@ -141,7 +141,11 @@ class Train(_Strict):
     eval_batch_size: int | None = Field(None, ge=1, description="default: 512 on CPU, 4096 on CUDA (measured)")
     optimizer: Optimizer = Field(default_factory=Optimizer)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    amp: bool = Field(True, description="bf16 autocast where bf16 is native (CUDA, AVX512-BF16/AMX CPUs)")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="training precision: bf16 autocast or float32; auto measures which is faster on a CPU with native "
+        "bf16 (octbench.tuning) and takes bf16 on a GPU that has it",
+    )
     compile: bool | CompileMode = Field(
         False,
         description="torch.compile the model for training (true: its default mode; reduce-overhead replays CUDA "
@@ -160,6 +164,17 @@ class Train(_Strict):
         "a deterministic kernel warn); CPU runs repeat exactly either way",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _amp_was_renamed(cls, raw: Any) -> Any:
+        """``amp`` (octbench 0.1) became ``precision``: ``amp: false`` is ``precision: fp32``."""
+        if isinstance(raw, dict) and isinstance(raw.get("amp"), bool):
+            amp = raw["amp"]
+            raw = {k: v for k, v in raw.items() if k != "amp"}
+            if not amp:
+                raw.setdefault("precision", "fp32")
+        return raw
+
     @field_validator("compile", mode="before")
     @classmethod
     def _compile_setting(cls, value: Any) -> Any:
@@ -170,9 +185,19 @@ class Train(_Strict):
 
 class Executor(_Strict):
     name: Literal["local"] = "local"
-    parallel: int = Field(
-        1, ge=1, le=64, description="cells trained at once, each in its own process with train.threads threads"
+    parallel: int | Literal["auto"] = Field(
+        "auto", description="worker processes, each training its stacks of cells with train.threads threads"
     )
+    stack: int | Literal["auto"] = Field(
+        "auto", description="cells trained as one batched computation when their models allow it"
+    )
+
+    @field_validator("parallel", "stack")
+    @classmethod
+    def _in_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError(f"should be 'auto' or a number from 1 to 256, not {value}")
+        return value
 
 
 class ReportSettings(_Strict):
