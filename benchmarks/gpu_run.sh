@@ -1,20 +1,17 @@
 #!/usr/bin/env bash
-# Issue 5's GPU figures from a lent GPU (see docs/benchmarks.md, "How to run the GPU measurements"). Prepare here
-# with `bash scripts/device_wheels.sh`, then run there with carry [".whl"]:
+# The GPU figures (issue 11) from a lent GPU, in one call of at most 9 minutes (see docs/benchmarks.md, "How to run
+# the GPU measurements"). Prepare here with `bash scripts/device_wheels.sh`, then run there with carry [".whl"]:
 #
-#   bash benchmarks/gpu_run.sh core     # one call, at most 9.5 minutes: the figures the targets need
-#       vs_seed_loop (trainer vs seed-style loop), concurrent_cells (processes and threads against sequential),
-#       suite_wall (full-size ablation, PARALLEL=8 cells at once)
-#   bash benchmarks/gpu_run.sh extra    # a second call if device time is left, at most 4.5 minutes
-#       tests/test_cuda.py (repeatable, parallel = sequential, device-smote = smote on CUDA), concurrent_cells
-#       with CUDA graphs (compile time apart), pytest benchmarks (SMOTE, CLAHE, augmenters, steps)
+#   bash benchmarks/gpu_run.sh core
+#       cuda_tests: tests/test_cuda.py (repeatable, parallel = sequential, stacked = alone, device-smote = smote)
+#       vs_seed_loop: the seed-style loop, octbench at batch 64/512/2048, and 1/5/15/45 cells stacked at batch 64
+#       suite_wall: the full-size ablation (45 cells, about 40 million training images) with the executor's own
+#           choice (executor: {stack: auto, parallel: auto}); the target is under 120 s
+#   bash benchmarks/gpu_run.sh extra    # if device time is left: processes and CUDA graphs, pytest benchmarks
 #
-# The suite step is the 5-minute target: 45 cells, about 40 million training images (SMOTE variants train on
-# balanced, larger sets). At batch 64 one process is launch-bound near 21k images/s (about half an hour), hence
-# cells in parallel; an interrupted suite_wall still prints how many cells it finished and what that projects.
-#
-# Every step has its own time limit, so one that overruns still leaves the others' results. Everything goes to
-# $OUT/run.log, plus $OUT/bench.json (pytest-benchmark) and $OUT/results.jsonl (each script's JSON line).
+# Every step has its own time limit, so one that overruns still leaves the others' results; an interrupted
+# suite_wall still prints how many cells it finished and what that projects. Everything goes to $OUT/run.log, plus
+# $OUT/bench.json (pytest-benchmark) and $OUT/results.jsonl (one JSON line per step).
 # SMALL=1 shrinks every size so the script itself can be checked on a CPU in a few minutes.
 set -uo pipefail
 part=${1:-quick}
@@ -35,13 +32,13 @@ then
 fi
 
 if [ "${SMALL:-0}" = 1 ]; then
-    device=cpu seed="--steps 40 --workers 2 --batch 64 512 --epoch-images 3000"
+    device=cpu seed="--steps 40 --workers 2 --batch 64 512 --stack 1 4 --epoch-images 3000"
     concurrent="--cells 2 --batch 64 --images 3000" graphs="--cells 1 --batch 64 --images 1000" scale=0.1
-    wall="--scale 0.02 --epochs 1 --folds 2 --parallel 2 --threads 1"
+    wall="--scale 0.02 --epochs 1 --folds 2 --threads 1"
 else
-    device=cuda seed="--steps 1000 --workers 8 --batch 64 512 2048 --epoch-images 97477"
+    device=cuda seed="--steps 600 --workers 8 --batch 64 512 2048 --stack 1 5 15 45 --epoch-images 97477"
     concurrent="--cells 4 --batch 64 256 --images 30000" graphs="--cells 4 --batch 64 --images 30000" scale=1
-    wall="--parallel ${PARALLEL:-8} --threads 2"
+    wall="--threads 2"
 fi
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log it, keep its last JSON line
@@ -61,14 +58,14 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log it, keep its las
 
 case $part in
 core)
-    step vs_seed_loop 100 $py benchmarks/vs_seed_loop.py --device $device $seed
-    step concurrent_cells 100 $py benchmarks/concurrent_cells.py --device $device $concurrent \
-        --ways sequential processes threads
-    step suite_wall 360 $py benchmarks/suite_wall.py --device $device $wall
+    # CUDA-only checks (repeatability, parallel = sequential, stacked = alone, device-smote = smote); skip on a CPU
+    step cuda_tests 90 $py -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider -W default
+    step vs_seed_loop 150 $py benchmarks/vs_seed_loop.py --device $device $seed
+    step suite_wall 240 $py benchmarks/suite_wall.py --device $device $wall
     ;;
 extra)
-    # CUDA-only checks (repeatability, parallel = sequential, device-smote = smote); they skip on a CPU
-    step cuda_tests 90 $py -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider -W default
+    step concurrent_cells 100 $py benchmarks/concurrent_cells.py --device $device $concurrent \
+        --ways sequential processes threads
     # graphs exist on CUDA only; on a CPU (SMALL=1) the step times the sequential way alone
     step concurrent_graphs 100 $py benchmarks/concurrent_cells.py --device $device $graphs --ways sequential graphs
     OCTBENCH_BENCH_SCALE=$scale step pytest_benchmarks 80 $py -m pytest benchmarks/ --benchmark-only -q \

@@ -1,7 +1,8 @@
 """Wall time of suites/ablation.yaml on OCTMNIST-shaped synthetic data, split into stages, with the harness's
-overhead (everything that is not training or evaluation compute) as a share of the wall time. With --parallel N
-cells run in N worker processes; the overhead is then the share of the workers' time (wall x N) not spent on
-training or evaluation compute, so idle workers count against it.
+overhead (everything that is not training or evaluation compute) as a share of the wall time. The executor's
+choice (cells stacked into one computation, worker processes) is printed; --stack and --parallel override it.
+Cells trained as one stack share their training time, which counts once. With --parallel N the overhead is the
+share of the workers' time (wall x N) not spent on training or evaluation compute, so idle workers count against it.
 
     python benchmarks/suite_wall.py                       # full size: 97,477 / 10,832 / 1,000 images (GPU)
     python benchmarks/suite_wall.py --parallel 8          # full size, 8 cells at once on one GPU
@@ -36,7 +37,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the suite's epochs")
     parser.add_argument("--folds", type=int, default=None, help="override the suite's folds")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--parallel", type=int, default=1, help="cells at once (executor.parallel)")
+    parser.add_argument("--parallel", type=int, default=None, help="worker processes (default: the executor's choice)")
+    parser.add_argument("--stack", type=int, default=None, help="cells per stack (default: the executor's choice)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per cell (train.threads)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--cache-dir", default=None, help="reuse this array cache (default: a fresh, empty one)")
@@ -45,8 +47,11 @@ def main() -> None:
     n_train, n_val = max(64, int(97_477 * args.scale)), max(16, int(10_832 * args.scale))
     overrides = [
         f"dataset={{name: synthetic-oct, n_train: {n_train}, n_val: {n_val}, n_test: 1000}}",
-        f"executor.parallel={args.parallel}",
     ]
+    if args.parallel:
+        overrides.append(f"executor.parallel={args.parallel}")
+    if args.stack:
+        overrides.append(f"executor.stack={args.stack}")
     if args.threads:
         overrides.append(f"train.threads={args.threads}")
     if args.epochs:
@@ -72,23 +77,27 @@ def main() -> None:
     results = load([out])
     timings = [cell.timings for variant in results.variants for cell in variant.cells]
     device = results.runs[0].provenance["device"]
-    stages = {s: sum(t.get(s, 0.0) for t in timings) for s in STAGES}
+    executor = results.runs[0].provenance.get("executor", {})
+    workers = executor.get("parallel", 1)
+    # a stack's members each record the stack's training time: it counts once, so each counts a share
+    stages = {s: sum(t.get(s, 0.0) / (t.get("stack_size", 1) if s == "train" else 1) for t in timings) for s in STAGES}
     compute = stages["train"] + stages["validate"] + stages["evaluate"]
     # the share of the workers' time (wall x workers) not spent training, validating or evaluating; with one
     # worker, wall minus compute over wall
-    overhead_share = 1 - compute / (wall * args.parallel)
+    overhead_share = 1 - compute / (wall * workers)
     peak_mb = (
         max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
         / 1024
     )
 
     print(f"device: {device}; {summary.done} cells ({summary.failed} failed), pool {n_train + n_val:,} images")
-    if args.parallel > 1:  # stages overlap across workers: they add up to cell-seconds, not to the wall time
-        print(f"stages in cell-seconds, summed over {args.parallel} workers running at once:")
+    print(f"executor: stack {executor.get('stack')}, parallel {workers} ({executor.get('why') or 'as asked'})")
+    if workers > 1:  # stages overlap across workers: they add up to cell-seconds, not to the wall time
+        print(f"stages in cell-seconds, summed over {workers} workers running at once:")
         for stage, seconds in stages.items():
             print(f"  {stage:<11} {seconds:9.1f} s")
         print(
-            f"wall {wall:.1f} s x {args.parallel} workers; compute {compute:.1f} cell-seconds; harness overhead "
+            f"wall {wall:.1f} s x {workers} workers; compute {compute:.1f} cell-seconds; harness overhead "
             f"(worker time not spent computing) {100 * overhead_share:.1f}%; peak host memory {peak_mb:,.0f} MB"
         )
     else:
@@ -106,7 +115,9 @@ def main() -> None:
                 "scale": args.scale,
                 "epochs": args.epochs,
                 "folds": args.folds,
-                "parallel": args.parallel,
+                "parallel": workers,
+                "stack": executor.get("stack"),
+                "executor_why": executor.get("why"),
                 "threads": args.threads,
                 "cache": "given" if args.cache_dir else "cold",
                 "cells": summary.done,

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
+from octbench import tuning
 from octbench.device import clock, describe, resolve
 from octbench.plugins import PluginHost
 from octbench.suite import Train
-from octbench.train import to_device, train
+from octbench.train import Learner, to_device, train, train_stack
 
 POLICY = {"hflip": 0.5, "rotate": 15, "brightness": 0.2}
 
@@ -94,6 +95,13 @@ def octbench_loop(host, images, labels, device, steps, batch) -> float:
     return octbench_train(host, images[index], labels[index], device, batch, epochs=2).images_per_s
 
 
+def chosen_precision(host, device, batch) -> tuple[bool, bool]:
+    """What `octbench run` would train the seed CNN in on this device at this batch size (``octbench.tuning``)."""
+    model, _ = seed_cnn(host, device)
+    bf16 = tuning.precision(Train(batch_size=batch), model, (1, 28, 28), 4, device) == "bf16"
+    return bf16, device.type in ("cpu", "cuda")
+
+
 def octbench_train(host, x, y, device, batch, epochs):
     model, augment = seed_cnn(host, device)
     config = Train(epochs=epochs, batch_size=batch, device=str(device))
@@ -107,7 +115,40 @@ def octbench_train(host, x, y, device, batch, epochs):
         regularizers=[],
         seed=0,
         num_classes=4,
+        precision=chosen_precision(host, device, batch),
     )
+
+
+def octbench_stacked(host, images, labels, device, steps, members, batch=64) -> float:
+    """Warm images/s summed over ``members`` seed CNNs trained as one stack, each on its own shuffle of the data
+    (two epochs of steps*batch images each; the first warms)."""
+    index = np.arange(steps * batch) % len(labels)
+    xy = to_device(images[index], labels[index], device)
+    val = to_device(images[:512], labels[:512], device)
+    config = Train(epochs=2, batch_size=batch, device=str(device))
+    precision = chosen_precision(host, device, batch)
+    learners = []
+    for member in range(members):
+        model, augment = seed_cnn(host, device, seed=member)
+        learners.append(
+            Learner(
+                model,
+                xy,
+                val,
+                config=config,
+                epochs=2,
+                augmenters=[augment],
+                regularizers=[],
+                seed=member,
+                num_classes=4,
+                precision=precision,
+            )
+        )
+    train_stack(learners, config=config, epochs=2)
+    failed = [learner.error for learner in learners if learner.error is not None]
+    if failed:
+        raise RuntimeError(f"a stacked member failed: {failed[0]!r}")
+    return sum(learner.result.images_per_s for learner in learners)
 
 
 def main() -> None:
@@ -116,6 +157,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="timed training steps per loop")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="seed loop DataLoader workers")
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 512], help="octbench batch sizes to time")
+    parser.add_argument(
+        "--stack", type=int, nargs="*", default=[4], help="cells stacked into one computation at batch 64 each"
+    )
     parser.add_argument(
         "--epoch-images",
         type=int,
@@ -139,6 +183,7 @@ def main() -> None:
 
     seed_speed = seed_loop(model, images, labels, device, args.steps, args.workers)
     speeds = {batch: octbench_loop(host, images, labels, device, args.steps, batch) for batch in args.batch}
+    stacked = {n: octbench_stacked(host, images, labels, device, args.steps, n) for n in args.stack}
     print(f"device: {describe(device)}")
     print(
         f"seed-style loop (DataLoader, {args.workers} workers, PIL per sample, batch 64, fp32): "
@@ -146,6 +191,11 @@ def main() -> None:
     )
     for batch, speed in speeds.items():
         print(f"octbench trainer (defaults, batch {batch}): {speed:,.0f} images/s  = {speed / seed_speed:.1f}x")
+    for members, speed in stacked.items():
+        print(
+            f"octbench, {members} cells stacked (batch 64 each): {speed:,.0f} images/s summed = "
+            f"{speed / seed_speed:.1f}x"
+        )
 
     start = time.perf_counter()
     seed_loop(model, images[:epoch_images], labels[:epoch_images], device, epoch_images // 64 - 10, args.workers)
@@ -165,6 +215,8 @@ def main() -> None:
                 "workers": args.workers,
                 "seed_loop_images_per_s": round(seed_speed),
                 "octbench_images_per_s": {b: round(s) for b, s in speeds.items()},
+                "stacked_images_per_s": {n: round(s) for n, s in stacked.items()},
+                "precision": "bf16" if chosen_precision(host, device, 64)[0] else "fp32",
                 "ratio_batch64": round(speeds.get(64, float("nan")) / seed_speed, 2),
                 "epoch_images": epoch_images,
                 "seed_epoch_s": round(seed_epoch, 2),

@@ -32,6 +32,7 @@ def test_vs_seed_loop_reports_both_loops(tmp_path):
         "--epoch-images", "704", tmp_path=tmp_path,
     )  # fmt: skip
     assert result["seed_loop_images_per_s"] > 0 and result["octbench_images_per_s"]["64"] > 0
+    assert result["stacked_images_per_s"]["4"] > 0 and result["precision"] in ("bf16", "fp32")
     assert result["ratio_batch64"] == pytest.approx(
         result["octbench_images_per_s"]["64"] / result["seed_loop_images_per_s"], rel=0.01
     )

@@ -33,7 +33,9 @@ HOSTILE = Path(__file__).resolve().parent / "plugins" / "hostile.py"
 TINY = "{name: synthetic-oct, n_train: 160, n_val: 40, n_test: 40}"
 
 
-def suite_file(tmp_path, variants, *, dataset=TINY, folds=2, epochs=1, extra="", name="faults"):
+def suite_file(tmp_path, variants, *, dataset=TINY, folds=2, epochs=1, extra="", name="faults", executor="{stack: 1}"):
+    """A tiny suite with the hostile and spy plugins; cells one at a time unless ``executor`` says otherwise, so
+    results are committed cell by cell (a stack commits its cells together when it ends)."""
     text = "\n".join(
         [
             f"name: {name}",
@@ -42,6 +44,7 @@ def suite_file(tmp_path, variants, *, dataset=TINY, folds=2, epochs=1, extra="",
             f"cv: {{folds: {folds}, seeds: [0], val_fraction: 0.2}}",
             f"train: {{epochs: {epochs}, batch_size: 32, device: cpu, threads: 1}}",
             "defaults: {model: {name: cnn, widths: [8], hidden: 8}}",
+            f"executor: {executor}",
             extra,
             "variants:",
             *[f"  - {v}" for v in variants],
@@ -93,11 +96,16 @@ def start(suite: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
 
 
 def wait_for(condition, process: subprocess.Popen | None = None, timeout: float = 180) -> None:
+    """Poll ``condition``; if ``process`` ends first, or time runs out, fail (and never leave the process behind)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if process is not None and process.poll() is not None:
             raise AssertionError(f"the process ended first: {process.communicate()}")
-        assert time.monotonic() < deadline, "timed out waiting"
+        if time.monotonic() > deadline:
+            if process is not None:
+                process.kill()
+                process.communicate()
+            raise AssertionError("timed out waiting")
         time.sleep(0.05)
 
 
@@ -150,7 +158,7 @@ def test_sigterm_stops_the_run_renders_what_finished_and_resumes(tmp_path):
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
 def test_stopping_a_parallel_run_leaves_no_workers_behind(tmp_path, how):
-    suite = suite_file(tmp_path, [SLOW], folds=4, epochs=2, extra="executor: {parallel: 2}")
+    suite = suite_file(tmp_path, [SLOW], folds=4, epochs=2, executor="{parallel: 2, stack: 1}")
     out = tmp_path / "out"
     process = start(suite, out, start_new_session=True)
     wait_for(lambda: len(cells(out)) >= 1, process)
@@ -176,12 +184,25 @@ def test_a_killed_worker_fails_its_cell_and_the_suite_goes_on(tmp_path):
     suite = suite_file(
         tmp_path,
         ["{name: baseline}", f"{{name: victim, regularizers: [{{name: suicide, flag: {flag}}}]}}"],
-        extra="executor: {parallel: 2}",
+        executor="{parallel: 2, stack: 1}",
     )
     summary = run_suite(suite, out=tmp_path / "out", progress=False)
     assert (summary.done, summary.failed, summary.exit_code) == (3, 1, 1)
     failed = [c for c in cells(tmp_path / "out") if c[3] == "failed"]
     assert len(failed) == 1 and failed[0][0] == "victim" and "killed by SIGKILL" in failed[0][4]
+    consistent(tmp_path / "out")
+
+
+def test_a_stack_whose_worker_dies_is_retried_cell_by_cell(tmp_path):
+    flag = tmp_path / "killed-once"
+    suite = suite_file(
+        tmp_path,
+        ["{name: baseline}", f"{{name: victim, regularizers: [{{name: suicide, flag: {flag}}}]}}"],
+        executor="{parallel: 2, stack: 4}",  # all four cells in one stack: the only worker that can die
+    )
+    summary = run_suite(suite, out=tmp_path / "out", progress=False)
+    assert flag.exists(), "the stack's worker was killed once"
+    assert (summary.done, summary.failed) == (4, 0), "which cell killed it is unknown, so each ran again alone"
     consistent(tmp_path / "out")
 
 
@@ -227,7 +248,7 @@ def test_cells_past_their_time_limit_are_recorded_as_failed(tmp_path, monkeypatc
     suite = suite_file(
         tmp_path,
         ["{name: baseline}", "{name: stuck, preprocessors: [stuck]}"],
-        extra="executor: {parallel: 2}",
+        executor="{parallel: 2, stack: 1}",
         name="stuck",
     )
     summary = run_suite(suite, out=tmp_path / "stuck", progress=False, overrides=["train.timeout=5"])
@@ -653,17 +674,17 @@ def test_interrupting_run_suite_raises_with_the_summary(tmp_path, monkeypatch):
     from octbench import runner
 
     suite = suite_file(tmp_path, ["{name: a}", "{name: b}"])
-    real = runner.execute
+    real = runner.execute_stack
     calls = []
 
-    def interrupted_on_second(task, host=None, on_epoch=None):
-        calls.append(task)
+    def interrupted_on_second(tasks, host=None, on_epoch=None):
+        calls.append(tasks)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(task, host, on_epoch=on_epoch)
+        return real(tasks, host, on_epoch=on_epoch)
 
-    monkeypatch.setattr(runner, "execute", interrupted_on_second)
+    monkeypatch.setattr(runner, "execute_stack", interrupted_on_second)
     with pytest.raises(RunInterrupted) as stop:
-        run_suite(suite, out=tmp_path / "out", progress=False)
+        run_suite(suite, out=tmp_path / "out", progress=False, overrides=["executor.stack=1"])
     assert stop.value.exit_code == 130 and stop.value.summary.done == 1
     assert run_statuses(tmp_path / "out") == ["interrupted"] and (tmp_path / "out" / "report.html").exists()

@@ -116,7 +116,7 @@ def test_kill_minus_nine_then_resume_loses_only_cells_in_flight(tiny_suite, tmp_
           regularizers: [{name: slow-down, seconds: 0.4}]
         """,
         folds=3,
-        extra=f"plugins: [{spy_plugin_path()}]",
+        extra=f"plugins: [{spy_plugin_path()}]\nexecutor: {{stack: 1}}",  # one commit per cell, so a kill splits them
         epochs=2,
     )
     out = tmp_path / "out"

@@ -157,6 +157,7 @@ def _as_version_one(store_path):
     rows = conn.execute("SELECT cell_id, split, scores FROM predictions").fetchall()
     conn.execute("ALTER TABLE predictions DROP COLUMN score_kind")
     conn.execute("ALTER TABLE predictions RENAME COLUMN scores TO probs")
+    conn.execute("ALTER TABLE cells DROP COLUMN settings")
     for cell_id, split, blob in rows:
         logits = from_blob(blob).astype(np.float64)
         probs = np.exp(logits - logits.max(1, keepdims=True))

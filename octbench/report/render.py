@@ -130,7 +130,23 @@ def build_context(results: Results, analysis: Analysis) -> dict[str, Any]:
         "reference": analysis.reference,
         "positive": analysis.positive,
         "alpha": ALPHA,
+        "settings": _settings(results),
     }
+
+
+def _settings(results: Results) -> list[str]:
+    """How the cells ran, counted: precision, memory layout and stack size (stores of schema 2 on)."""
+    counts: dict[str, int] = {}
+    for v in results.variants:
+        for c in v.cells:
+            if c.settings:
+                s = c.settings
+                label = (
+                    f"{s.get('precision', '?')}{', channels-last' if s.get('channels_last') else ''}, "
+                    f"stacked {s.get('stack_size', 1)}"
+                )
+                counts[label] = counts.get(label, 0) + 1
+    return [f"{n} cell{'s' if n > 1 else ''}: {label}" for label, n in sorted(counts.items())]
 
 
 def environment() -> Environment:

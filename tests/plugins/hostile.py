@@ -134,6 +134,48 @@ class RandomDraws(Augmenter):
         return batch
 
 
+class NanLoss(Regularizer):
+    """Makes this cell's loss NaN (and only this cell's)."""
+
+    name = "nan-loss"
+
+    def configure_loss(self, options, class_counts):
+        function = options["function"]
+        return {**options, "function": lambda logits, targets, **kw: function(logits, targets, **kw) * float("nan")}
+
+
+class LayerNormNet(Model):
+    """A model with a layer octbench cannot stack (LayerNorm)."""
+
+    name = "layernorm-net"
+
+    def build(self, in_channels, num_classes, image_size):
+        return torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.LayerNorm(in_channels * image_size**2),
+            torch.nn.Linear(in_channels * image_size**2, num_classes),
+        )
+
+
+class ChannelMixer(Model):
+    """Only stackable layers, but a forward that reshapes across channels (so a stack would mix its members)."""
+
+    name = "channel-mixer"
+
+    def build(self, in_channels, num_classes, image_size):
+        class Mixer(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = torch.nn.Conv2d(in_channels, 4, 3, padding=1)
+                self.head = torch.nn.Linear(4, num_classes)
+
+            def forward(self, x):
+                x = self.conv(x)
+                return self.head(x.mean(dim=(1, 2, 3))[:, None].expand(-1, 4))
+
+        return Mixer()
+
+
 Mode = Literal[
     "labels-beyond-classes",
     "one-class",
@@ -200,11 +242,11 @@ def register_augmenters(register):
 
 @hookimpl
 def register_models(register):
-    register(ExtraLogits)
-    register(FailingModel)
+    for cls in (ExtraLogits, FailingModel, LayerNormNet, ChannelMixer):
+        register(cls)
 
 
 @hookimpl
 def register_regularizers(register):
-    for cls in (Exits, Suicide, SlowBatches, OrderSpy):
+    for cls in (Exits, Suicide, SlowBatches, OrderSpy, NanLoss):
         register(cls)

@@ -1,0 +1,172 @@
+"""Stacked cells: several cells' models trained as one computation give each cell what it gets alone.
+
+Exactness: a grouped convolution and a plain one add in different orders, so a stacked step agrees with the same
+step alone to float32 rounding (about 1e-7 here), not bit for bit; over epochs those roundings grow as they do
+between two machines. The tolerances below are stated where they are checked: one step within 1e-5; every
+epoch's training and validation loss within 0.2% (measured: under 0.13% over 4 epochs); final accuracy and AUC
+within 0.05 (two test images of 40 on this tiny data; measured 0.025).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+
+from octbench.plugins import PluginHost
+from octbench.runner import run_suite
+from octbench.stack import GroupedModel, probe, unstackable
+from octbench.suite import Train
+from octbench.train import Learner, train_stack
+from tests.conftest import spy_plugin_path
+
+HOSTILE = Path(__file__).resolve().parent / "plugins" / "hostile.py"
+
+
+def _model(seed: int, dropout: float = 0.3):
+    torch.manual_seed(seed)
+    spec = {"widths": [8, 16], "hidden": 16, "batchnorm": True, "dropout": dropout}
+    return PluginHost.load().create("model", "cnn", spec).build(1, 4, 28)
+
+
+def _step(models, images, labels, seeds):
+    """One forward and backward of ``models`` as one stack, dropout drawn from generators seeded ``seeds``."""
+    for model in models:
+        model.train()
+        model.zero_grad()
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    logits = GroupedModel(models[0]).run(models, images, generators)
+    sum(torch.nn.functional.cross_entropy(o, y) for o, y in zip(logits, labels, strict=True)).backward()
+    return logits
+
+
+def test_one_stacked_step_is_each_members_step_alone():
+    members = [_model(seed) for seed in range(3)]
+    alone = [copy.deepcopy(m) for m in members]
+    images = [torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    labels = [torch.randint(0, 4, (16,), generator=torch.Generator().manual_seed(10 + i)) for i in range(3)]
+    stacked = _step(members, images, labels, [100, 101, 102])
+    for i, model in enumerate(alone):
+        (own,) = _step([model], [images[i]], [labels[i]], [100 + i])
+        torch.testing.assert_close(stacked[i], own, rtol=1e-5, atol=1e-5)
+        for (name, a), (_, b) in zip(members[i].named_parameters(), model.named_parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5, msg=name)
+        for (name, a), (_, b) in zip(members[i].named_buffers(), model.named_buffers(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)  # batch-norm statistics per member
+
+
+def test_models_that_cannot_be_stacked_are_found():
+    host = PluginHost.load([HOSTILE])
+    layernorm = host.create("model", "layernorm-net").build(1, 4, 28)
+    assert "LayerNorm" in unstackable(layernorm)
+    mixers = [host.create("model", "channel-mixer").build(1, 4, 28) for _ in range(2)]
+    assert unstackable(mixers[0]) is None, "every layer has a grouped form"
+    assert probe(GroupedModel(mixers[0]), mixers, (1, 28, 28), torch.device("cpu")) is not None
+    plain = [_model(s) for s in range(2)]
+    assert probe(GroupedModel(plain[0]), plain, (1, 28, 28), torch.device("cpu")) is None
+
+
+STACK_SUITE = f"""
+name: stacked
+plugins: [{HOSTILE}, {spy_plugin_path()}]
+dataset: {{name: synthetic-oct, n_train: 240, n_val: 60, n_test: 40}}
+cv: {{folds: 2, seeds: [0, 1], val_fraction: 0.2}}
+train: {{epochs: 4, batch_size: 32, device: cpu, threads: 1, precision: fp32}}
+defaults: {{model: {{name: cnn, widths: [8, 16], hidden: 16, batchnorm: true, dropout: 0.3}}}}
+variants:
+  - name: baseline
+  - name: stop-plateau
+    regularizers: [{{name: early-stopping, patience: 1, min_delta: 0.5}}, {{name: reduce-on-plateau, patience: 0}}]
+  - name: smote
+    preprocessors: [smote]
+  - name: augment
+    augmenters: [{{name: batch-augment, hflip: 0.5, rotate: 10, noise: 0.05}}]
+"""
+
+
+def _cells(out: Path) -> dict:
+    conn = sqlite3.connect(out / "results.sqlite")
+    cells = {}
+    for cell_id, variant, seed, fold, status, settings in conn.execute(
+        "SELECT id, variant, seed, fold, status, settings FROM cells"
+    ):
+        metrics = dict(conn.execute("SELECT split || '/' || name, value FROM metrics WHERE cell_id=?", (cell_id,)))
+        curves = conn.execute("SELECT train_loss, val_loss FROM curves WHERE cell_id=? ORDER BY epoch", (cell_id,))
+        cells[(variant, seed, fold)] = (status, json.loads(settings), metrics, curves.fetchall())
+    conn.close()
+    return cells
+
+
+@pytest.mark.slow
+def test_a_stacked_run_gives_every_cell_what_it_gets_alone(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(STACK_SUITE)
+    alone = run_suite(suite, out=tmp_path / "alone", progress=False, overrides=["executor.stack=1"])
+    stacked = run_suite(suite, out=tmp_path / "stacked", progress=False, overrides=["executor.stack=16"])
+    assert alone.done == stacked.done == 16
+    one, many = _cells(tmp_path / "alone"), _cells(tmp_path / "stacked")
+    assert {s["stack_size"] for _, s, _, _ in one.values()} == {1}
+    assert {s["stack_size"] for _, s, _, _ in many.values()} == {16}, "SMOTE's larger training parts stack too"
+    lengths = {len(curves) for _, _, _, curves in many.values()}
+    assert len(lengths) > 1, "early stopping ended some members before the others"
+    for key, (_, _, metrics, curves) in one.items():
+        _, _, stacked_metrics, stacked_curves = many[key]
+        assert len(stacked_curves) == len(curves), f"{key} stopped at another epoch"
+        for epoch, (losses, stacked_losses) in enumerate(zip(curves, stacked_curves, strict=True)):
+            assert stacked_losses == pytest.approx(losses, rel=2e-3), (key, epoch + 1)
+        # accuracy and AUC; precision is left out: for a class the model almost never predicts, one image moves it
+        # between 0 and 1
+        for name in ("heldout/accuracy", "heldout/auc_macro", "test/accuracy", "test/auc_macro"):
+            assert stacked_metrics[name] == pytest.approx(metrics[name], abs=0.05), (key, name)
+
+
+def test_a_nan_loss_fails_its_member_alone_and_unstackable_models_train_alone(tmp_path, capsys):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        STACK_SUITE.split("variants:")[0]
+        + "variants:\n  - name: baseline\n  - {name: diverges, regularizers: [nan-loss]}\n"
+        + "  - {name: layernorm, model: layernorm-net}\n"
+    )
+    summary = run_suite(suite, out=tmp_path / "out", progress=False, overrides=["executor.stack=12", "train.epochs=1"])
+    assert (summary.done, summary.failed) == (8, 4)
+    cells = _cells(tmp_path / "out")
+    assert {k[0] for k, (status, *_) in cells.items() if status == "failed"} == {"diverges"}
+    layernorm = [s for (variant, *_), (_, s, _, _) in cells.items() if variant == "layernorm"]
+    assert all(s["stack_size"] == 1 and "LayerNorm" in s["not_stacked_because"] for s in layernorm)
+    assert "layernorm trained alone, not stacked" in capsys.readouterr().err
+
+
+def test_members_with_different_training_sizes_train_their_own_epochs():
+    models = [_model(0, dropout=0.0), _model(1, dropout=0.0)]
+    generator = torch.Generator().manual_seed(0)
+    data = [
+        (torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator), torch.arange(n) % 4)
+        for n in (70, 130)
+    ]
+    config = Train(epochs=2, batch_size=32, device="cpu", precision="fp32")
+    learners = [
+        Learner(m, d, d, config=config, epochs=2, augmenters=[], regularizers=[], seed=i, num_classes=4)
+        for i, (m, d) in enumerate(zip(models, data, strict=True))
+    ]
+    assert train_stack(learners, config=config, epochs=2) is None
+    assert [learner.steps for learner in learners] == [3, 5]  # 70 = 2 x 32 + 6; 130 = 4 x 32 + 2
+    assert all(learner.error is None and learner.result.epochs_run == 2 for learner in learners)
+
+
+def test_precision_is_measured_once_per_machine_and_a_suite_can_fix_it(monkeypatch):
+    from octbench import tuning
+
+    if not tuning.bf16_native(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16: there is nothing to choose")
+    trials = []
+    monkeypatch.setattr(tuning, "_images_per_s", lambda *a: trials.append(a[-1]) or (2.0 if a[-1] else 1.0))
+    model = _model(0)
+    first = tuning.precision(Train(), model, (1, 28, 28), 4, torch.device("cpu"))
+    again = tuning.precision(Train(), model, (1, 28, 28), 4, torch.device("cpu"))
+    assert first == again == "bf16" and trials == [True, False], "the second choice came from the cache"
+    assert tuning.precision(Train(precision="fp32"), model, (1, 28, 28), 4, torch.device("cpu")) == "fp32"
+    assert len(trials) == 2
