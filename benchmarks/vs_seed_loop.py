@@ -98,7 +98,7 @@ def octbench_loop(host, images, labels, device, steps, batch) -> float:
 def chosen_precision(host, device, batch) -> tuple[bool, bool]:
     """What `octbench run` would train the seed CNN in on this device at this batch size (``octbench.tuning``)."""
     model, _ = seed_cnn(host, device)
-    bf16 = tuning.precision(Train(batch_size=batch), model, (1, 28, 28), 4, device) == "bf16"
+    bf16 = tuning.precision(Train(batch_size=batch), "seed-cnn", model, (1, 28, 28), 4, device) == "bf16"
     return bf16, device.type in ("cpu", "cuda")
 
 

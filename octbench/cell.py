@@ -285,7 +285,7 @@ def evaluate_cell(p: Prepared) -> CellResult:
             continue
         x, _y = p.on_device[split]
         logits, speed = timed_predict(
-            learner.model, x, eval_batch_size(task.suite.train, p.device), learner.channels_last
+            learner.model, x, eval_batch_size(task.suite.train, p.device), learner.use_amp, learner.channels_last
         )
         validate.check_logits(logits, len(x), p.data.num_classes, task.variant.model.name)
         y_true = p.parts[split][1]

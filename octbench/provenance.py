@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
 
+from octbench import WAIT_POLICY
+
 
 def _declared_packages() -> list[str]:
     """octbench, its declared (non-extra) dependencies, and medmnist (installed without its dependencies)."""
@@ -65,6 +67,7 @@ def collect(
     source hash (``PluginHost.provenance``)."""
     return {
         "plugins": plugins or {},
+        "cpu_wait": WAIT_POLICY,
         "executor": executor or {},
         "versions": package_versions(),
         "octbench_commit": source_commit(),

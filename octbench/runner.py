@@ -210,11 +210,11 @@ def run_suite(
 
 
 def choose_precisions(suite, variants, host, data, device) -> dict[str, str]:
-    """bf16 or fp32 per variant, by the suite or by a measured trial per model (``octbench.tuning``)."""
+    """bf16 or fp32 per variant, by the suite or by a measured trial per model plugin (``octbench.tuning``)."""
     chosen: dict[str, str] = {}
     by_model: dict[str, str] = {}
     for variant in variants:
-        key = repr((variant.model.name, variant.model.params))
+        key = variant.model.name
         if key not in by_model:
             try:
                 model = host.create("model", variant.model.name, variant.model.params).build(
@@ -224,7 +224,7 @@ def choose_precisions(suite, variants, host, data, device) -> dict[str, str]:
                 by_model[key] = ""
                 continue
             image = (data.channels, data.image_size, data.image_size)
-            by_model[key] = tuning.precision(suite.train, model, image, data.num_classes, device)
+            by_model[key] = tuning.precision(suite.train, key, model, image, data.num_classes, device)
         chosen[variant.name] = by_model[key]
     return chosen
 
@@ -287,7 +287,8 @@ def _report(result: CellResult, speeds: list[float]) -> None:
         console.print(
             f"[yellow]warning:[/yellow] {label} trained at {speed:,.0f} images/s, under a quarter of this run's "
             f"median so far ({median(speeds):,.0f}): another process may be competing for the CPU or GPU, and the "
-            "report's throughput for it is not representative"
+            "report's throughput for it is not representative (on a shared CPU, OMP_WAIT_POLICY=PASSIVE keeps torch's "
+            "threads from spinning)"
         )
     speeds.append(speed)
 

@@ -6,8 +6,9 @@
   batch 64, while an AMX Xeon ran bf16 1.4-2x faster. On CUDA, bf16 where the GPU supports it (Ampere on).
 - **How many cells to stack and run at once** (``executor: {stack: auto, parallel: auto}``).
 
-A measured choice is stored in ``$OCTBENCH_CACHE_DIR/tuning.json`` under the model, batch size, device, threads and
-torch version, so every later run on this machine makes the same choice (and so repeats exactly).
+A measured choice is stored in ``$OCTBENCH_CACHE_DIR/tuning.json`` (or ``$OCTBENCH_TUNING_FILE``) under the model,
+batch size, device, threads and torch version, so every later run on this machine makes the same choice (and so
+repeats exactly); share the file to make several machines choose alike.
 """
 
 from __future__ import annotations
@@ -15,23 +16,31 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from octbench.data.files import cache_dir, write_atomically
-from octbench.device import describe
+from octbench.device import cpu_model, describe
 from octbench.suite import Suite, Train, canonical_json
 from octbench.train import as_float, autocast, bf16_native, make_optimizer
 
-TRIAL_SECONDS = 0.4
+TRIAL_SECONDS = 0.25
+PRECISIONS = ("bf16", "fp32")
+# bf16 is chosen only when clearly faster: a model too small to gain (a tiny test CNN trained within 10% either way)
+# then gets float32 every time instead of whichever a noisy trial favours, and the seed CNN (1.8-3.7x) bf16
+BF16_MARGIN = 1.2
 # a stack shares one batched computation; past this many members a GPU gains little (the prototype's peak was 45)
 MOST_STACKED = 48
 
 
-def _path():
-    return cache_dir() / "tuning.json"
+def _path() -> Path:
+    """``$OCTBENCH_TUNING_FILE``, else ``tuning.json`` in octbench's cache folder."""
+    explicit = os.environ.get("OCTBENCH_TUNING_FILE")
+    return Path(explicit) if explicit else cache_dir() / "tuning.json"
 
 
 def _remembered() -> dict[str, Any]:
@@ -48,8 +57,18 @@ def _remember(key: str, value: Any) -> None:
         write_atomically(_path(), json.dumps(table, indent=1).encode())
 
 
-def precision(config: Train, model: torch.nn.Module, image: tuple[int, int, int], num_classes: int, device) -> str:
-    """'bf16' or 'fp32' for this model, batch size and device: the suite's choice, else the faster one measured."""
+def machine(device) -> str:
+    """The device, without the process's current thread count (``describe`` has it): the same key in every process."""
+    if device.type == "cuda":
+        return describe(device)
+    return f"cpu: {cpu_model()} x {os.cpu_count()}"
+
+
+def precision(
+    config: Train, name: str, model: torch.nn.Module, image: tuple[int, int, int], num_classes: int, device
+) -> str:
+    """'bf16' or 'fp32' for the model plugin ``name`` (``model`` one of its instances), the batch size and the
+    device: the suite's choice, else the faster one measured."""
     chosen = config.precision
     if chosen != "auto":
         return chosen
@@ -57,15 +76,21 @@ def precision(config: Train, model: torch.nn.Module, image: tuple[int, int, int]
         return "fp32"
     if device.type != "cpu":
         return "bf16"
+    # keyed by the model plugin, not its exact widths: which precision wins depends on the CPU's bf16 units far
+    # more than on a layer's size, and one trial per kind keeps a suite's start-up short
     key = canonical_json(
-        ["precision", repr(model), image, num_classes, config.batch_size, describe(device), torch.__version__]
+        ["precision", name, image, num_classes, config.batch_size, machine(device), config.threads, torch.__version__]
     )
     found = _remembered().get(key)
     if found is None:
-        speeds = {
-            name: _images_per_s(model, image, num_classes, config, device, name == "bf16") for name in ("bf16", "fp32")
-        }
-        found = {"choice": max(speeds, key=speeds.get), "images_per_s": speeds}
+        # the best of two interleaved rounds each, so one noisy moment does not decide
+        rounds = [
+            {name: _images_per_s(model, image, num_classes, config, device, name == "bf16") for name in PRECISIONS}
+            for _ in range(2)
+        ]
+        speeds = {name: max(r[name] for r in rounds) for name in PRECISIONS}
+        choice = "bf16" if speeds["bf16"] >= BF16_MARGIN * speeds["fp32"] else "fp32"
+        found = {"choice": choice, "images_per_s": speeds}
         _remember(key, found)
     return found["choice"]
 
@@ -84,7 +109,7 @@ def _images_per_s(model: torch.nn.Module, image, num_classes: int, config, devic
         loss.backward()
         optimizer.step()
 
-    for _ in range(3):
+    for _ in range(2):
         step()
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < TRIAL_SECONDS:
@@ -96,17 +121,21 @@ def _images_per_s(model: torch.nn.Module, image, num_classes: int, config, devic
 def executor(suite: Suite, device, cells: int) -> dict[str, Any]:
     """How many cells to stack into one computation and how many worker processes to run, with why.
 
-    A GPU is launch-bound by one small model at batch 64, so cells stack (up to ``MOST_STACKED``) in one process.
-    On a CPU the cores are the limit: stacking still saves per-step overhead (measured on 2 cores, seed CNN, bf16:
-    4 stacked cells 3,686 images/s against 2,359 for one), and more processes than cores only compete.
+    A GPU is launch-bound by one small model at batch 64, so cells stack there (up to ``MOST_STACKED``), in one
+    process. A CPU is bound by arithmetic, and stacking only adds work: on 2 cores (Xeon with AMX, bf16) the
+    scaled-down ablation took 69.5 s with 8 cells per stack against 57.4 s one at a time, so a CPU stacks 1.
+    More processes than cores only compete.
     """
     stack, parallel = suite.executor.stack, suite.executor.parallel
     why = []
     if stack == "auto":
-        stack = max(1, min(cells, MOST_STACKED if device.type == "cuda" else 8))
-        reason = "a GPU fills only with many cells at once" if device.type == "cuda" else "fewer steps per image"
-        why.append(f"stack {stack}: {reason}")
+        if device.type == "cuda":
+            stack = max(1, min(cells, MOST_STACKED))
+            why.append(f"stack {stack}: one small model cannot fill a GPU")
+        else:
+            stack = 1
+            why.append("stack 1: on a CPU stacking adds work (measured 1.2x slower on 2 cores)")
     if parallel == "auto":
         parallel = 1
-        why.append("parallel 1: one process feeds the device; stacking does the sharing")
+        why.append("parallel 1: one process feeds the device")
     return {"stack": int(stack), "parallel": int(parallel), "why": "; ".join(why)}

@@ -11,12 +11,20 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnis
 SPY_PLUGINS = Path(__file__).resolve().parent / "plugins" / "spies.py"
 
 
+@pytest.fixture(scope="session")
+def tuning_file(tmp_path_factory) -> Path:
+    """One record of measured choices (bf16 or float32) for the whole test session, as one machine keeps: a timed
+    trial repeated in every test's fresh cache could choose differently between two runs a test compares."""
+    return tmp_path_factory.mktemp("tuning") / "tuning.json"
+
+
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path_factory, monkeypatch):
+def isolated_environment(tmp_path_factory, monkeypatch, tuning_file):
     """No test reads or writes the user's caches, data folder or plugin settings."""
     from octbench import cache
 
     monkeypatch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("OCTBENCH_TUNING_FILE", str(tuning_file))
     cache.clear_memory()
     for variable in ("OCTBENCH_DATA_DIR", "OCTBENCH_PLUGINS", "OCTBENCH_DISABLE_PLUGINS"):
         monkeypatch.delenv(variable, raising=False)
@@ -90,13 +98,17 @@ variants:
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory):
-    """A finished run of a four-variant suite (shared by the report and browser tests)."""
+def run_dir(tmp_path_factory, tuning_file):
+    """A finished run of a four-variant suite (shared by the report and browser tests). A session fixture is set up
+    before the per-test environment, so it isolates itself the same way."""
     from octbench.runner import run_suite
 
     folder = tmp_path_factory.mktemp("report")
     (folder / "suite.yaml").write_text(FOUR_VARIANTS)
-    summary = run_suite(folder / "suite.yaml", out=folder / "out", progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("OCTBENCH_TUNING_FILE", str(tuning_file))
+        summary = run_suite(folder / "suite.yaml", out=folder / "out", progress=False)
     assert summary.failed == 0
     return folder / "out"
 

@@ -688,3 +688,22 @@ def test_interrupting_run_suite_raises_with_the_summary(tmp_path, monkeypatch):
         run_suite(suite, out=tmp_path / "out", progress=False, overrides=["executor.stack=1"])
     assert stop.value.exit_code == 130 and stop.value.summary.done == 1
     assert run_statuses(tmp_path / "out") == ["interrupted"] and (tmp_path / "out" / "report.html").exists()
+
+
+def test_a_busy_cpu_at_start_makes_torch_threads_wait_passively(tmp_path):
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OCTBENCH_WAIT_POLICY")}
+        done = subprocess.run(
+            [sys.executable, "-c", "import os, octbench; print(octbench.WAIT_POLICY, os.environ['OMP_WAIT_POLICY'])"],
+            capture_output=True, text=True, env=env, timeout=60, check=True,
+        )  # fmt: skip
+    finally:
+        busy.kill()
+        busy.wait()
+    assert done.stdout.startswith("PASSIVE (other processes were using") and done.stdout.strip().endswith("PASSIVE")
+    kept = subprocess.run(
+        [sys.executable, "-c", "import octbench; print(octbench.WAIT_POLICY)"],
+        capture_output=True, text=True, env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, timeout=60, check=True,
+    )  # fmt: skip
+    assert kept.stdout.strip() == "ACTIVE (set in the environment)"

@@ -157,16 +157,21 @@ def test_members_with_different_training_sizes_train_their_own_epochs():
     assert all(learner.error is None and learner.result.epochs_run == 2 for learner in learners)
 
 
-def test_precision_is_measured_once_per_machine_and_a_suite_can_fix_it(monkeypatch):
+def test_precision_is_measured_once_per_machine_and_a_suite_can_fix_it(monkeypatch, tmp_path):
     from octbench import tuning
 
+    monkeypatch.setenv("OCTBENCH_TUNING_FILE", str(tmp_path / "tuning.json"))  # not the session's record
     if not tuning.bf16_native(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16: there is nothing to choose")
     trials = []
     monkeypatch.setattr(tuning, "_images_per_s", lambda *a: trials.append(a[-1]) or (2.0 if a[-1] else 1.0))
     model = _model(0)
-    first = tuning.precision(Train(), model, (1, 28, 28), 4, torch.device("cpu"))
-    again = tuning.precision(Train(), model, (1, 28, 28), 4, torch.device("cpu"))
-    assert first == again == "bf16" and trials == [True, False], "the second choice came from the cache"
-    assert tuning.precision(Train(precision="fp32"), model, (1, 28, 28), 4, torch.device("cpu")) == "fp32"
-    assert len(trials) == 2
+    first = tuning.precision(Train(), "cnn", model, (1, 28, 28), 4, torch.device("cpu"))
+    again = tuning.precision(Train(), "cnn", model, (1, 28, 28), 4, torch.device("cpu"))
+    assert first == again == "bf16" and trials == [True, False, True, False], "the second came from the cache"
+    assert tuning.precision(Train(precision="fp32"), "cnn", model, (1, 28, 28), 4, torch.device("cpu")) == "fp32"
+    assert len(trials) == 4
+    monkeypatch.setattr(tuning, "_images_per_s", lambda *a: 1.1 if a[-1] else 1.0)
+    assert tuning.precision(Train(batch_size=7), "cnn", model, (1, 28, 28), 4, torch.device("cpu")) == "fp32", (
+        "bf16 only when clearly faster"
+    )

@@ -238,3 +238,26 @@ def test_ensemble_is_soft_voting_in_log_space():
     np.testing.assert_allclose(found.probs, np.mean(probs, axis=0), rtol=1e-10)
     mean = np.mean(probs, axis=0)
     np.testing.assert_allclose(found.log_odds, np.log(mean) - np.log1p(-mean), rtol=1e-8)
+
+
+def test_scoring_logits_are_float32_at_the_head_under_bf16():
+    import torch
+
+    from octbench.plugins import PluginHost
+    from octbench.train import predict_logits, scoring_logits
+
+    torch.manual_seed(0)
+    model = PluginHost.load().create("model", "seed-cnn").build(1, 4, 28).eval()
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    bf16 = predict_logits(model, images, 128, True, True)
+    scored = scoring_logits(model, images, 128, True, True)
+    exact = predict_logits(model, images, 128, False, True)
+    assert len(torch.unique(scored[:, 1])) == 300 > len(torch.unique(bf16[:, 1])), "bf16 logits tie images"
+    torch.testing.assert_close(scored, exact, rtol=0.05, atol=0.05)  # the body still ran in bf16
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert "forward" not in head.__dict__, "the head is restored after scoring"
+    # a model whose output is not its last linear layer's is scored wholly in float32
+    conv_out = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 28), torch.nn.Flatten())
+    torch.testing.assert_close(
+        scoring_logits(conv_out, images, 128, True, True), predict_logits(conv_out, images, 128, False, True)
+    )
