@@ -81,10 +81,21 @@ class CellResult:
 _DATA: dict[tuple[str, str, str | None], Splits] = {}
 
 
+def _data_key(suite: Suite, data_dir: str | None) -> tuple[str, str, str | None]:
+    ref = suite.dataset
+    return (ref.name or "", repr(sorted(ref.params.items())), data_dir)
+
+
+def provide_data(suite: Suite, data_dir: str | None, splits: Splits) -> None:
+    """Hand this process the suite's dataset as the driver loaded and checked it (an executor on another machine
+    ships it instead of loading it there)."""
+    _DATA[_data_key(suite, data_dir)] = splits
+
+
 def load_data(suite: Suite, host: PluginHost, data_dir: str | None, progress: bool = False) -> Splits:
     """The suite's dataset, loaded once per process, checked, and read-only from then on."""
     ref = suite.dataset
-    key = (ref.name or "", repr(sorted(ref.params.items())), data_dir)
+    key = _data_key(suite, data_dir)
     if key not in _DATA:
         dataset = host.create("dataset", ref.name, ref.params)
         try:

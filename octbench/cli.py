@@ -45,20 +45,27 @@ def cli() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with MedMNIST .npz files.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides the suite's train.device.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a suite key, e.g. cv.folds=3.")
+@click.option("--executor", "executor_name", metavar="NAME", help="Run cells with this executor (local, ray, ...).")
+@click.option("--address", metavar="ADDR", help="The executor's cluster address (Ray: auto, ray://host:port).")
 @click.option("--fresh", is_flag=True, help="Discard stored results in the output folder and start over.")
 @click.option("--quick", is_flag=True, help="Cap epochs and subsample training for a fast first look.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(suite, out, data_dir, device, overrides, fresh, quick, no_progress) -> None:
+def run(suite, out, data_dir, device, overrides, executor_name, address, fresh, quick, no_progress) -> None:
     """Train and evaluate every variant of SUITE; resume where a previous run stopped."""
     from octbench.runner import RunInterrupted, run_suite
 
+    overrides = list(overrides)
+    if executor_name:
+        overrides.append(f"executor.name={executor_name}")
+    if address:
+        overrides.append(f"executor.address={address}")
     try:
         summary = run_suite(
             suite,
             out=out,
             data_dir=data_dir,
             device=device,
-            overrides=list(overrides),
+            overrides=overrides,
             fresh=fresh,
             quick=quick,
             progress=not no_progress,
@@ -137,7 +144,7 @@ def plugins(as_json, paths) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    for kind in ("dataset", "preprocessor", "augmenter", "model", "regularizer"):
+    for kind in ("dataset", "preprocessor", "augmenter", "model", "regularizer", "executor"):
         members = [r for r in rows if r["kind"] == kind]
         if kind == "dataset" and len(members) > 6:
             click.echo(f"{kind}s: {', '.join(r['name'] for r in members)}")

@@ -48,3 +48,8 @@ def register_models(register):
 @hookspec
 def register_regularizers(register):
     """Register ``Regularizer`` subclasses: anything that changes training (losses, schedules, stopping)."""
+
+
+@hookspec
+def register_executors(register):
+    """Register ``Executor`` subclasses: ways to run a suite's cells (local processes, a Ray cluster, SLURM...)."""

@@ -40,6 +40,7 @@ def check_references(suite: Suite, variants: list[Variant], host: PluginHost, te
                 check(kind, ref.name, ref.params, [*loc, key, i])
 
     check("dataset", suite.dataset.name, suite.dataset.params, ["dataset"])
+    check("executor", suite.executor.name, suite.executor.params, ["executor"])
     check_techniques(suite.defaults, ["defaults"])
     if suite.ablation is not None:
         check_techniques(suite.ablation.base, ["ablation", "base"])

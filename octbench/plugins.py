@@ -37,6 +37,7 @@ HOOK_KINDS = {
     "register_augmenters": "augmenter",
     "register_models": "model",
     "register_regularizers": "regularizer",
+    "register_executors": "executor",
 }
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 

@@ -9,7 +9,6 @@ interrupted, the report of what finished is written, and ``RunInterrupted`` says
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sqlite3
 import sys
@@ -19,12 +18,11 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-import torch
 from rich.markup import escape
 
 from octbench import folds, tuning
-from octbench.cell import CellResult, execute_stack, load_data
-from octbench.console import console, task_progress
+from octbench.cell import CellResult, load_data
+from octbench.console import console
 from octbench.device import describe, resolve
 from octbench.errors import Interrupted, OctbenchError
 from octbench.lock import folder_lock
@@ -35,7 +33,7 @@ from octbench.report.publish import publish
 from octbench.signals import stop_on_sigterm
 from octbench.store import Store
 from octbench.suite import LIST_KINDS, QUICK_POOL, load_suite, resolve_variants
-from octbench.workers import WorkerPool
+from octbench.technique import RunContext
 
 # a cell training at less than this share of the run's median images/s so far is reported as slowed down
 COLLAPSE = 0.25
@@ -85,6 +83,8 @@ def run_suite(
     host = PluginHost.load(paths)
     variants = resolve_variants(suite)
     check_references(suite, variants, host, text, str(suite_file))
+    executor = host.create("executor", suite.executor.name, suite.executor.params)
+    executor.check()
     torch_device = resolve(device or suite.train.device)
     data = load_data(suite, host, data_dir, progress=progress)
     pool_labels = data.pool[1]
@@ -126,7 +126,7 @@ def run_suite(
             | {("model", v.model.name) for v in variants}
             | {("dataset", suite.dataset.name)}
         )
-        plan = tuning.executor(suite, torch_device, len(tasks))
+        plan = tuning.executor(suite, executor, torch_device, len(tasks))
         provenance = collect(
             executor=plan,
             device=describe(torch_device),
@@ -176,7 +176,7 @@ def run_suite(
         try:
             with stop_on_sigterm():
                 try:
-                    _run(todo, plan, suite, host, store, run_id, torch_device, progress, results)
+                    _run(todo, plan, executor, suite, host, data, paths, store, run_id, torch_device, progress, results)
                     status = "failed" if any(r.status == "failed" for r in results) else "done"
                 except KeyboardInterrupt:
                     stopped = signal.SIGINT
@@ -229,10 +229,8 @@ def choose_precisions(suite, variants, host, data, device) -> dict[str, str]:
     return chosen
 
 
-def _run(todo, plan, suite, host, store: Store, run_id: int, device, progress: bool, results: list[CellResult]) -> None:
-    # CPU results depend on the thread count (reduction order), so every cell gets the same number of
-    # threads whichever way it runs: train.threads, else torch's default for this machine
-    threads = suite.train.threads or torch.get_num_threads()
+def _run(todo, plan, executor, suite, host, data, paths, store: Store, run_id: int, device, progress: bool,
+         results: list[CellResult]) -> None:  # fmt: skip
     speeds: list[float] = []
     notes: set[str] = set()
 
@@ -246,32 +244,33 @@ def _run(todo, plan, suite, host, store: Store, run_id: int, device, progress: b
             console.print(escape(f"note: {result.variant} trained alone, not stacked: {reason}"))
 
     stacks = [todo[i : i + plan["stack"]] for i in range(0, len(todo), plan["stack"])]
-    if plan["parallel"] > 1:  # asked for worker processes: even one stack runs in one (isolated from this one)
-        warning = oversubscription(plan["parallel"], threads, device)
-        if warning:
-            console.print(f"[yellow]warning:[/yellow] {warning}")
-        _run_cells_in_processes(stacks, plan["parallel"], threads, record, progress, len(todo))
-    else:
-        torch.set_num_threads(threads)
-        _run_cells(stacks, host, record, progress, len(todo))
+    context = RunContext(
+        data=data,
+        plugin_files=plugin_files(paths),
+        threads=plan["threads"],
+        device=str(device),
+        progress=progress,
+        host=host,
+    )
+    executor.run(stacks, record, context)
+
+
+def plugin_files(paths: tuple[str, ...]) -> dict[str, bytes]:
+    """The suite's plugin files (folders' .py files included), path to content: what an executor on another
+    machine writes out before it loads plugins."""
+    found = {}
+    for target in paths:
+        path = Path(target)
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            if file.is_file():
+                found[str(file)] = file.read_bytes()
+    return found
 
 
 def _remove_partial_files(folder: Path) -> None:
     """Half-written files (``.NAME.XXXX.part``) a killed run or report left; the lock says none is being written."""
     for leftover in folder.glob(".*.part"):
         leftover.unlink(missing_ok=True)
-
-
-def oversubscription(parallel: int, threads: int, device) -> str | None:
-    """Why ``parallel`` cells of ``threads`` CPU threads each would compete for this machine's cores, if they do."""
-    cores = os.cpu_count() or 1
-    if device.type != "cpu" or parallel * threads <= cores:
-        return None
-    return (
-        f"{parallel} cells at once with {threads} threads each on {cores} CPU cores: they will compete for the cores "
-        f"(2 cells x 2 threads on 2 cores ran the smoke suite 3.6x slower than one at a time); "
-        f"set train.threads to {max(1, cores // parallel)}"
-    )
 
 
 def _report(result: CellResult, speeds: list[float]) -> None:
@@ -291,35 +290,3 @@ def _report(result: CellResult, speeds: list[float]) -> None:
             "threads from spinning)"
         )
     speeds.append(speed)
-
-
-def _run_cells_in_processes(stacks, workers: int, threads: int, record, progress: bool, total: int) -> None:
-    """Several stacks at once, each in a worker process; the parent commits each result as it arrives, so the
-    store and resumption behave exactly as with one process, and results are identical to one at a time."""
-    with task_progress() as bars:
-        cells = bars.add_task("cells", total=total, status=f"{workers} processes", visible=progress)
-
-        def on_result(result: CellResult) -> None:
-            record(result)
-            bars.update(cells, advance=1, status=escape(f"{result.variant} seed {result.seed} fold {result.fold}"))
-
-        WorkerPool(workers, threads).run(stacks, on_result)
-
-
-def _run_cells(stacks, host, record, progress: bool, total: int) -> None:
-    with task_progress() as bars:
-        cells = bars.add_task("cells", total=total, status="", visible=progress)
-        epochs = bars.add_task("epochs", total=None, status="", visible=False)
-        for stack in stacks:
-            first = stack[0]
-            label = f"{first.variant.name} seed {first.seed} fold {first.fold}"
-            bars.update(cells, status=escape(label + (f" and {len(stack) - 1} more" if len(stack) > 1 else "")))
-            bars.reset(epochs, total=first.suite.train.epochs, visible=progress, status="")
-
-            def on_epoch(logs, bars=bars, epochs=epochs):
-                bars.update(epochs, advance=1, status=f"val_loss {logs['val_loss']:.3f} val_acc {logs['val_acc']:.3f}")
-
-            for result in execute_stack(stack, host, on_epoch=on_epoch):
-                record(result)
-                bars.update(cells, advance=1)
-        bars.update(epochs, visible=False)

@@ -184,15 +184,27 @@ class Train(_Strict):
 
 
 class Executor(_Strict):
-    name: Literal["local"] = "local"
-    parallel: int | Literal["auto"] = Field(
-        "auto", description="worker processes, each training its stacks of cells with train.threads threads"
-    )
+    """How the cells run: ``name`` picks an executor plugin (``local``, ``ray``, or a third party's), ``stack`` how
+    many cells train as one computation; every other key is a parameter of the executor (``parallel`` for local,
+    ``address`` for Ray...), validated by it."""
+
+    name: str = "local"
     stack: int | Literal["auto"] = Field(
         "auto", description="cells trained as one batched computation when their models allow it"
     )
+    params: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("parallel", "stack")
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_params(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "params" not in value:
+            return {
+                **{k: value[k] for k in ("name", "stack") if k in value},
+                "params": {k: v for k, v in value.items() if k not in ("name", "stack")},
+            }
+        return value
+
+    @field_validator("stack")
     @classmethod
     def _in_range(cls, value: int | str) -> int | str:
         if isinstance(value, int) and not 1 <= value <= 256:

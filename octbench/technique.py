@@ -191,10 +191,55 @@ class Dataset(Technique):
         raise NotImplementedError
 
 
+@dataclass
+class RunContext:
+    """What an executor gets besides the cells: the loaded dataset (the driver loaded and checked it; ship it rather
+    than load it again), the plugin files the suite names (path to content, for machines that lack them), the CPU
+    threads every cell must use (results depend on it), the cells' device, and whether to show progress."""
+
+    data: Splits
+    plugin_files: dict[str, bytes]
+    threads: int
+    device: str
+    progress: bool
+    host: Any = None
+
+
+class Executor(Technique):
+    """Runs stacks of cells and hands every cell's result back to the driver, which alone writes the store.
+
+    ``run`` gets the stacks (lists of ``octbench.cell.CellTask``; run each with ``octbench.cell.execute_stack``,
+    which never raises for a failing cell) and calls ``on_result`` once per cell, in the driver's process and
+    thread, as results arrive. A stack that cannot run (its worker or machine lost, a plugin that cannot be
+    imported there) is reported as failed results (``octbench.cell.failed_result``) with the reason, not raised.
+    Ctrl-C or SIGTERM in the driver raises there (``KeyboardInterrupt``, ``octbench.errors.Interrupted``): stop
+    outstanding work and let it propagate.
+    """
+
+    kind: ClassVar[str] = "executor"
+
+    def check(self) -> None:
+        """Raise ``octbench.errors.OctbenchError`` if this executor cannot run here (a missing package, say), before
+        anything is written."""
+
+    def parallelism(self, device: str, stacks: int) -> tuple[int, str]:
+        """(stacks run at once, why): what the run's provenance records."""
+        return 1, "one stack at a time"
+
+    def threads_per_cell(self) -> int | None:
+        """CPU threads a cell should use when the suite does not set ``train.threads`` (None: torch's default on the
+        driver). Results depend on it, so set ``train.threads`` to compare executors cell for cell."""
+        return None
+
+    def run(self, stacks: list[list[Any]], on_result: Any, context: RunContext) -> None:
+        raise NotImplementedError
+
+
 KIND_BASES: dict[str, tuple[type[Technique], ...]] = {
     "dataset": (Dataset,),
     "preprocessor": (Preprocessor, Resampler),
     "augmenter": (Augmenter,),
     "model": (Model,),
     "regularizer": (Regularizer,),
+    "executor": (Executor,),
 }

@@ -27,6 +27,7 @@ from octbench.suite import Train
 from octbench.technique import (
     Augmenter,
     Dataset,
+    Executor,
     Model,
     Preprocessor,
     Regularizer,
@@ -312,6 +313,47 @@ def check_dataset_layout(cls):
             _fail(cls, "check_dataset_layout", f"{split} labels fall outside 0..{data.num_classes - 1}")
 
 
+TINY_SUITE = """
+name: conformance
+dataset: {name: synthetic-oct, n_train: 60, n_val: 20, n_test: 20}
+cv: {folds: 2, seeds: [0], val_fraction: 0.2}
+train: {epochs: 1, batch_size: 16, device: cpu, threads: 1, precision: fp32}
+defaults: {model: {name: cnn, widths: [4], hidden: 4}}
+variants: [{name: a}, {name: b}]
+"""
+
+
+def check_executor_runs_every_cell_once(cls):
+    """Two stacks of tiny cells (one of two cells): every cell's result comes back once, done, through on_result."""
+    from octbench.cell import load_data
+    from octbench.plan import make_tasks
+    from octbench.plugins import PluginHost
+    from octbench.suite import parse_suite, resolve_variants
+    from octbench.technique import RunContext
+
+    executor = _make(cls)
+    try:
+        executor.check()
+    except Exception as exc:
+        _fail(cls, "check_executor_runs_every_cell_once", f"check() refused to run here: {exc}")
+    host = PluginHost.load()
+    suite = parse_suite(TINY_SUITE)
+    data = load_data(suite, host, None)
+    tasks = make_tasks(
+        suite, resolve_variants(suite), host, data_md5=data.md5, device="cpu", data_dir=None, quick=False, paths=()
+    )
+    results = []
+    context = RunContext(data=data, plugin_files={}, threads=1, device="cpu", progress=False, host=host)
+    executor.run([tasks[:1], tasks[1:3]], results.append, context)
+    got = sorted((r.variant, r.seed, r.fold) for r in results)
+    wanted = sorted(t.key for t in tasks[:3])
+    if got != wanted:
+        _fail(cls, "check_executor_runs_every_cell_once", f"results for {got}, expected each of {wanted} once")
+    failed = [r.error for r in results if r.status != "done"]
+    if failed:
+        _fail(cls, "check_executor_runs_every_cell_once", f"a tiny cell failed: {failed[0]}")
+
+
 COMMON: list[Check] = [check_declaration, check_parameters_validated, check_fresh_instances]
 BY_BASE: list[tuple[type, list[Check]]] = [
     (Resampler, [check_resampler_output, check_resampler_deterministic, check_resampler_sees_training_data_only]),
@@ -320,6 +362,7 @@ BY_BASE: list[tuple[type, list[Check]]] = [
     (Model, [check_model_shapes]),
     (Regularizer, [check_regularizer_trains]),
     (Dataset, [check_dataset_layout]),
+    (Executor, [check_executor_runs_every_cell_once]),
 ]
 
 

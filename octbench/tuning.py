@@ -118,15 +118,15 @@ def _images_per_s(model: torch.nn.Module, image, num_classes: int, config, devic
     return steps * config.batch_size / (time.perf_counter() - start)
 
 
-def executor(suite: Suite, device, cells: int) -> dict[str, Any]:
-    """How many cells to stack into one computation and how many worker processes to run, with why.
+def executor(suite: Suite, runner: Any, device, cells: int) -> dict[str, Any]:
+    """How many cells to stack into one computation, how many stacks the executor runs at once, the CPU threads
+    each cell gets, and why.
 
-    A GPU is launch-bound by one small model at batch 64, so cells stack there (up to ``MOST_STACKED``), in one
-    process. A CPU is bound by arithmetic, and stacking only adds work: on 2 cores (Xeon with AMX, bf16) the
-    scaled-down ablation took 69.5 s with 8 cells per stack against 57.4 s one at a time, so a CPU stacks 1.
-    More processes than cores only compete.
+    A GPU is launch-bound by one small model at batch 64, so cells stack there (up to ``MOST_STACKED``). A CPU is
+    bound by arithmetic, and stacking only adds work: on 2 cores (Xeon with AMX, bf16) the scaled-down ablation took
+    69.5 s with 8 cells per stack against 57.4 s one at a time, so a CPU stacks 1.
     """
-    stack, parallel = suite.executor.stack, suite.executor.parallel
+    stack = suite.executor.stack
     why = []
     if stack == "auto":
         if device.type == "cuda":
@@ -135,7 +135,16 @@ def executor(suite: Suite, device, cells: int) -> dict[str, Any]:
         else:
             stack = 1
             why.append("stack 1: on a CPU stacking adds work (measured 1.2x slower on 2 cores)")
-    if parallel == "auto":
-        parallel = 1
-        why.append("parallel 1: one process feeds the device")
-    return {"stack": int(stack), "parallel": int(parallel), "why": "; ".join(why)}
+    stacks = -(-cells // int(stack)) if cells else 0
+    parallel, reason = runner.parallelism(str(device), stacks)
+    why.append(f"{runner.name} runs {parallel} at once: {reason}")
+    # CPU results depend on the thread count (reduction order), so every cell gets the same number of threads
+    # wherever it runs: train.threads, else torch's default on the driver
+    threads = suite.train.threads or runner.threads_per_cell() or torch.get_num_threads()
+    return {
+        "name": runner.name,
+        "stack": int(stack),
+        "parallel": int(parallel),
+        "threads": threads,
+        "why": "; ".join(why),
+    }

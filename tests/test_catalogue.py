@@ -224,6 +224,7 @@ def test_every_builtin_technique_appears_in_a_shipped_suite(host):
     for suite_file in SUITES:
         suite, _ = load_suite(suite_file)
         used.add(("dataset", suite.dataset.name))
+        used.add(("executor", suite.executor.name))
         for variant in resolve_variants(suite):
             used.add(("model", variant.model.name))
             for key, kind in LIST_KINDS.items():

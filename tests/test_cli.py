@@ -133,7 +133,7 @@ def test_plugins_lists_kinds_parameters_and_sources():
     clahe = rows[("preprocessor", "clahe")]
     assert {p["name"] for p in clahe["parameters"]} == {"clip_limit", "tile_grid"}
     assert clahe["source"].endswith("preprocess.py")
-    assert {k for k, _ in rows} == {"dataset", "preprocessor", "augmenter", "model", "regularizer"}
+    assert {k for k, _ in rows} == {"dataset", "preprocessor", "augmenter", "model", "regularizer", "executor"}
     assert "seed-cnn" in invoke("plugins").output
 
 

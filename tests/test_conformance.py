@@ -25,7 +25,7 @@ def test_builtin_conforms(technique, check):
 
 def test_every_kind_has_specific_checks():
     kinds = {cls.kind: len(checks_for(cls)) for cls in BUILTINS}
-    assert set(kinds) == {"dataset", "preprocessor", "augmenter", "model", "regularizer"}
+    assert set(kinds) == {"dataset", "preprocessor", "augmenter", "model", "regularizer", "executor"}
     assert all(count > 3 for count in kinds.values())
 
 

@@ -671,10 +671,10 @@ def test_stored_arrays_handed_to_plugins_are_read_only(tmp_path):
 
 
 def test_interrupting_run_suite_raises_with_the_summary(tmp_path, monkeypatch):
-    from octbench import runner
+    from octbench_plugins import executors
 
     suite = suite_file(tmp_path, ["{name: a}", "{name: b}"])
-    real = runner.execute_stack
+    real = executors.execute_stack
     calls = []
 
     def interrupted_on_second(tasks, host=None, on_epoch=None):
@@ -683,7 +683,7 @@ def test_interrupting_run_suite_raises_with_the_summary(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(tasks, host, on_epoch=on_epoch)
 
-    monkeypatch.setattr(runner, "execute_stack", interrupted_on_second)
+    monkeypatch.setattr(executors, "execute_stack", interrupted_on_second)
     with pytest.raises(RunInterrupted) as stop:
         run_suite(suite, out=tmp_path / "out", progress=False, overrides=["executor.stack=1"])
     assert stop.value.exit_code == 130 and stop.value.summary.done == 1

@@ -225,13 +225,12 @@ def test_deterministic_algorithms_leave_cpu_results_unchanged(tiny_suite, tmp_pa
 
 
 def test_oversubscribed_parallel_cells_are_warned_about(monkeypatch):
-    from octbench import runner
+    from octbench_plugins import executors
 
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert "set train.threads to 2" in runner.oversubscription(2, 4, cpu)
-    assert runner.oversubscription(2, 2, cpu) is None and runner.oversubscription(4, 1, cpu) is None
-    assert runner.oversubscription(8, 4, cuda) is None  # GPU cells use the CPU little
+    monkeypatch.setattr(executors.os, "cpu_count", lambda: 4)
+    assert "set train.threads to 2" in executors.oversubscription(2, 4, "cpu")
+    assert executors.oversubscription(2, 2, "cpu") is None and executors.oversubscription(4, 1, "cpu") is None
+    assert executors.oversubscription(8, 4, "cuda") is None  # GPU cells use the CPU little
 
 
 def test_parallel_cells_give_the_same_results_as_one_at_a_time(tiny_suite, tmp_path):

@@ -1,0 +1,165 @@
+"""The Ray executor on a real multi-node Ray cluster started on 127.0.0.1 (three raylets, one CPU each).
+
+Ray is an optional extra (`octbench[ray]`, installed with the dev tools); without it these tests skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from octbench.cli import cli
+from octbench.runner import run_suite
+from tests.conftest import stored_metrics
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'octbench[ray]'")
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_SPY = Path(__file__).resolve().parent / "plugins" / "node_spy.py"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and two worker nodes on this machine; the driver (this process or a child) connects by address."""
+    from ray.cluster_utils import Cluster
+
+    started = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    for _ in range(2):
+        started.add_node(num_cpus=1)
+    started.wait_for_nodes()
+    yield started
+    if ray.is_initialized():
+        ray.shutdown()
+    started.shutdown()
+
+
+def spy_suite(tmp_path: Path, log: Path, seconds: float, variants: int = 2, folds: int = 2) -> Path:
+    path = tmp_path / "spied.yaml"
+    names = "\n".join(
+        f"  - {{name: v{i}, regularizers: [{{name: node-spy, log: {log}, seconds: {seconds}}}]}}"
+        for i in range(variants)
+    )
+    path.write_text(
+        f"name: spied\nplugins: [{NODE_SPY}]\n"
+        "dataset: {name: synthetic-oct, n_train: 160, n_val: 40, n_test: 40}\n"
+        f"cv: {{folds: {folds}}}\ntrain: {{epochs: 1, batch_size: 32, device: cpu, threads: 1}}\n"
+        "defaults: {model: {name: cnn, widths: [8], hidden: 8}}\n"
+        f"variants:\n{names}\n"
+    )
+    return path
+
+
+def cells(out: Path) -> list[tuple]:
+    if not (out / "results.sqlite").exists():
+        return []
+    conn = sqlite3.connect(out / "results.sqlite")
+    try:
+        return conn.execute("SELECT variant, seed, fold, status, error FROM cells").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def entries(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def driver(suite: Path, out: Path, address: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "octbench", "run", str(suite), "--out", str(out), "--no-progress",
+               "--executor", "ray", "--address", address]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process=None, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the driver ended first: {process.communicate()}")
+        if time.monotonic() > deadline:
+            if process is not None:
+                process.kill()
+                process.communicate()
+            raise AssertionError("timed out waiting")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_the_smoke_suite_on_a_cluster_gives_the_local_metrics(cluster, tmp_path):
+    one_thread = ["train.threads=1"]
+    local = run_suite(REPO / "suites" / "smoke.yaml", out=tmp_path / "local", progress=False, overrides=one_thread)
+    remote = run_suite(
+        REPO / "suites" / "smoke.yaml",
+        out=tmp_path / "ray",
+        progress=False,
+        overrides=[*one_thread, "executor.name=ray", f"executor.address={cluster.address}"],
+    )
+    assert local.done == remote.done == 12 and remote.failed == 0
+    assert stored_metrics(tmp_path / "ray") == stored_metrics(tmp_path / "local"), "not identical to a local run"
+    conn = sqlite3.connect(tmp_path / "ray" / "results.sqlite")
+    executor = json.loads(conn.execute("SELECT provenance FROM runs").fetchone()[0])["executor"]
+    conn.close()
+    assert executor["name"] == "ray"
+
+
+@pytest.mark.slow
+def test_the_suites_plugin_file_reaches_the_workers_and_a_lost_node_loses_no_cell(cluster, tmp_path):
+    log = tmp_path / "nodes.jsonl"
+    suite, out = spy_suite(tmp_path, log, seconds=4.0, variants=3), tmp_path / "out"
+    head = cluster.head_node.node_id
+    process = driver(suite, out, cluster.address)
+    try:
+        wait_for(lambda: any(e["node"] != head for e in entries(log)), process)
+        victim = next(e["node"] for e in entries(log) if e["node"] != head)
+        node = next(n for n in cluster.worker_nodes if n.node_id == victim)
+        cluster.remove_node(node)  # the node and the cell it is training are gone
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    assert process.returncode == 0, stderr
+    stored = cells(out)
+    assert len(stored) == 6 and len({c[:3] for c in stored}) == 6 and all(c[3] == "done" for c in stored)
+    nodes = {e["node"] for e in entries(log)}
+    assert "not on ray" not in nodes and len(nodes) >= 2, "the workers loaded the suite's plugin file"
+    assert len(entries(log)) > 6, "the lost node's cell ran again elsewhere"
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_run_resumes_without_retraining(cluster, tmp_path):
+    log = tmp_path / "nodes.jsonl"
+    suite, out = spy_suite(tmp_path, log, seconds=2.0, variants=3, folds=3), tmp_path / "out"
+    process = driver(suite, out, cluster.address)
+    try:
+        wait_for(lambda: len(cells(out)) >= 2, process)
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    before = {c[:3] for c in cells(out)}
+    assert 2 <= len(before) < 9
+    summary = run_suite(
+        suite, out=out, progress=False, overrides=["executor.name=ray", f"executor.address={cluster.address}"]
+    )
+    assert summary.skipped == len(before) and summary.done == 9 - len(before)
+    assert len(cells(out)) == 9
+
+
+def test_asking_for_ray_without_ray_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    suite = spy_suite(tmp_path, tmp_path / "log", seconds=0)
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "out"), "--executor", "ray"])
+    assert result.exit_code == 2 and "pip install 'octbench[ray]'" in result.output
+    assert not (tmp_path / "out").exists()
