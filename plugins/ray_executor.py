@@ -92,7 +92,9 @@ class RayExecutor(Executor):
 
     class Params(Params):
         address: str | None = Field(
-            None, description="'auto' (a running cluster), 'ray://host:port', a GCS address; none: start Ray here"
+            None,
+            description="'auto' (the cluster RAY_ADDRESS or `ray start` names), 'ray://host:port', a GCS "
+            "address; none: start a private Ray instance on 127.0.0.1 for this run",
         )
         cpus_per_cell: float = Field(1.0, gt=0, description="CPUs Ray reserves for each stack's task")
         gpus_per_cell: float = Field(0.0, ge=0, description="GPUs per task; fractions let small models share one")
@@ -112,8 +114,11 @@ class RayExecutor(Executor):
         ray = _ray()
         started_here = not ray.is_initialized()
         if started_here:
+            # Without an address, start a private instance on loopback: never join whatever RAY_ADDRESS or a
+            # stale /tmp/ray/ray_current_cluster left by another session points to ('auto' asks for that).
+            local = {"address": "local", "_node_ip_address": "127.0.0.1"}
             ray.init(
-                address=self.params.address,
+                **({"address": self.params.address} if self.params.address else local),
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,

@@ -163,3 +163,15 @@ def test_asking_for_ray_without_ray_is_one_line_naming_the_extra(tmp_path, monke
     result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "out"), "--executor", "ray"])
     assert result.exit_code == 2 and "pip install 'octbench[ray]'" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_without_an_address_it_starts_its_own_instance_whatever_the_environment_names(monkeypatch):
+    """CI once joined a dead cluster that RAY_ADDRESS / a stale /tmp/ray/ray_current_cluster named, and hung."""
+    from octbench.testing import check_executor_runs_every_cell_once
+    from plugins.ray_executor import RayExecutor
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # the discard port: nothing answers there
+    check_executor_runs_every_cell_once(RayExecutor)
+    assert not ray.is_initialized(), "the executor shut down the instance it started"
