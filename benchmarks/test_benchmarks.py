@@ -67,7 +67,7 @@ def test_training_step_seed_cnn(benchmark, host, octmnist_like, batch_size):
     use_amp, channels_last = fast_path(Train(), device)
     model = host.create("model", "seed-cnn").build(1, 4, 28).to(device)
     model = model.to(memory_format=torch.channels_last) if channels_last else model
-    optimizer = make_optimizer(model, Train().optimizer.model_dump(), device)
+    optimizer = make_optimizer(model, Train().optimizer.options(), device)
 
     def step():  # as octbench.train.train does it
         with autocast(device, use_amp):

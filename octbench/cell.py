@@ -76,6 +76,7 @@ class CellResult:
     counts: dict[str, int] = field(default_factory=dict)
     device: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)  # what the cell's techniques reported (cell_values)
 
 
 _DATA: dict[tuple[str, str, str | None], Splits] = {}
@@ -165,6 +166,11 @@ def execute_stack(tasks: list[CellTask], host: PluginHost | None = None, on_epoc
 
 def failure(task: CellTask, exc: BaseException, detail: str) -> CellResult:
     """The failed result of ``task`` for ``exc``, with a reason a user can act on."""
+    return failed_result(task, failure_reason(exc), detail)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a cell failed, for a user: a plugin's sys.exit, octbench's own message, or the exception and a hint."""
     if isinstance(exc, SystemExit):
         reason = f"a plugin called sys.exit({exc.code!r}) inside the cell"
     elif isinstance(exc, CellFailed):
@@ -175,7 +181,7 @@ def failure(task: CellTask, exc: BaseException, detail: str) -> CellResult:
         reason = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, ValueError) and "read-only" in str(exc):
             reason += " (octbench hands plugins read-only arrays: copy one before writing into it)"
-    return failed_result(task, reason, detail)
+    return reason
 
 
 def failed_result(task: CellTask, reason: str, detail: str = "") -> CellResult:
@@ -196,6 +202,8 @@ class Prepared:
     learner: Learner
     device: torch.device
     epochs: int
+    host: PluginHost
+    techniques: list[Any]
     unstacked: str = ""
 
 
@@ -251,7 +259,9 @@ def prepare(task: CellTask, host: PluginHost) -> Prepared:
     deterministic_algorithms(suite.train.deterministic)
     torch.manual_seed(task.cell_seed)
     model_spec = host.create("model", variant.model.name, variant.model.params)
-    model = model_spec.build(data.channels, data.num_classes, int(parts["train"][0].shape[1])).to(device)
+    # the shape the pipeline produced: a preprocessor may turn grayscale into RGB, or resize
+    shape = parts["train"][0].shape
+    model = model_spec.build(int(shape[-1]), data.num_classes, int(shape[1])).to(device)
     augmenters = [host.create("augmenter", r.name, r.params) for r in variant.augmenters]
     regularizers = [host.create("regularizer", r.name, r.params) for r in variant.regularizers]
     for reg in regularizers:
@@ -274,9 +284,11 @@ def prepare(task: CellTask, host: PluginHost) -> Prepared:
         num_classes=data.num_classes,
         deadline=deadline,
         precision=precision,
+        host=host,
     )
     evaluated = {"heldout": pool_index[held_idx], "test": np.arange(counts.get("test", 0))}
-    return Prepared(task, data, parts, on_device, evaluated, counts, timings, learner, device, epochs)
+    techniques = [*steps, model_spec, *augmenters, *regularizers]
+    return Prepared(task, data, parts, on_device, evaluated, counts, timings, learner, device, epochs, host, techniques)
 
 
 def evaluate_cell(p: Prepared) -> CellResult:
@@ -300,12 +312,17 @@ def evaluate_cell(p: Prepared) -> CellResult:
         )
         validate.check_logits(logits, len(x), p.data.num_classes, task.variant.model.name)
         y_true = p.parts[split][1]
-        result.evaluations[split] = evaluate(y_true, logits, p.data.num_classes)
+        result.evaluations[split] = evaluate(y_true, logits, p.data.num_classes, p.host.instances("metric"))
         result.predictions[split] = {"indices": p.evaluated[split], "y_true": y_true, "logits": logits}
         if split == "heldout":
             timings["infer_images_per_s"] = speed
     timings["evaluate"] = time.perf_counter() - start
     result.timings = timings
+    result.values = {
+        f"{technique.name}: {key}": float(value)
+        for technique in p.techniques
+        for key, value in technique.cell_values().items()
+    }
     result.settings = {
         "precision": "bf16" if learner.use_amp else "fp32",
         "channels_last": learner.channels_last,

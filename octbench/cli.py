@@ -40,7 +40,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("suite", type=click.Path(dir_okay=False))
+@click.argument("suite")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: reports/<suite name>].")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with MedMNIST .npz files.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides the suite's train.device.")
@@ -49,11 +49,15 @@ def cli() -> None:
 @click.option("--address", metavar="ADDR", help="The executor's cluster address (Ray: auto, ray://host:port).")
 @click.option("--fresh", is_flag=True, help="Discard stored results in the output folder and start over.")
 @click.option("--quick", is_flag=True, help="Cap epochs and subsample training for a fast first look.")
+@click.option("--no-check", is_flag=True, help="Skip the trial of every variant on a sample before the run.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(suite, out, data_dir, device, overrides, executor_name, address, fresh, quick, no_progress) -> None:
-    """Train and evaluate every variant of SUITE; resume where a previous run stopped."""
+def run(suite, out, data_dir, device, overrides, executor_name, address, fresh, quick, no_check, no_progress) -> None:
+    """Train and evaluate every variant of SUITE (a file, or the name of a shipped suite such as smoke); resume where
+    a previous run stopped."""
     from octbench.runner import RunInterrupted, run_suite
+    from octbench.suite import find_suite
 
+    suite = find_suite(suite)
     overrides = list(overrides)
     if executor_name:
         overrides.append(f"executor.name={executor_name}")
@@ -69,6 +73,7 @@ def run(suite, out, data_dir, device, overrides, executor_name, address, fresh, 
             fresh=fresh,
             quick=quick,
             progress=not no_progress,
+            check=not no_check,
         )
     except RunInterrupted as stop:
         done = stop.summary.skipped + stop.summary.done + stop.summary.failed
@@ -87,12 +92,73 @@ def run(suite, out, data_dir, device, overrides, executor_name, address, fresh, 
 
 
 @cli.command()
+@click.argument("suite")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with MedMNIST .npz files.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides the suite's train.device.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a suite key, e.g. cv.folds=3.")
+def check(suite, data_dir, device, overrides) -> None:
+    """Try every variant of SUITE on a sample of its data (fit, two training steps, evaluation), in seconds, and
+    report each problem with the variant and plugin named. Writes nothing; exits 2 when something fails."""
+    import time
+
+    from octbench.cell import load_data
+    from octbench.device import resolve
+    from octbench.plan import check_references, plugin_paths
+    from octbench.plugins import PluginHost
+    from octbench.preflight import check_suite
+    from octbench.suite import find_suite, load_suite, resolve_variants
+
+    started = time.perf_counter()
+    path = find_suite(suite)
+    loaded, text = load_suite(path, list(overrides))
+    host = PluginHost.load(plugin_paths(loaded, path))
+    variants = resolve_variants(loaded)
+    check_references(loaded, variants, host, text, str(path))
+    host.create("executor", loaded.executor.name, loaded.executor.params).check()
+    data = load_data(loaded, host, data_dir, progress=True)
+    problems = check_suite(loaded, variants, host, data, str(resolve(device or loaded.train.device)))
+    seconds = time.perf_counter() - started
+    if problems:
+        raise UserError(
+            f"{len(problems)} of {len(variants)} variants failed their trial:\n  " + "\n  ".join(map(str, problems))
+        )
+    click.echo(
+        f"all {len(variants)} variants passed their trial on a sample of {loaded.dataset.name} ({seconds:.1f} s)"
+    )
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init(directory) -> None:
+    """Copy the suites octbench ships into DIRECTORY/suites, to edit and run (existing files are kept)."""
+    from pathlib import Path
+
+    from octbench.suite import shipped_suites
+
+    target = Path(directory) / "suites"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        written, kept = [], []
+        for name, source in shipped_suites().items():
+            destination = target / source.name
+            if destination.exists():
+                kept.append(name)
+                continue
+            destination.write_bytes(source.read_bytes())
+            written.append(name)
+    except OSError as exc:
+        raise UserError(f"cannot write to {target}: {exc.strerror}. Choose a writable folder.") from None
+    click.echo(f"{len(written)} suites written to {target}" + (f"; kept your {', '.join(kept)}" if kept else ""))
+    click.echo(f"next: octbench run {target / 'smoke.yaml'}   (or by name: octbench run smoke)")
+
+
+@cli.command()
 @click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["html", "md", "csv", "json"]), default="html", show_default=True)
 @click.option(
     "--metric",
-    type=click.Choice(list(SCALARS)),
-    help="The metric compared with the reference [default: the suite's report.metric, else accuracy].",
+    help="The metric compared with the reference: one of octbench's (" + ", ".join(SCALARS) + ") or a metric "
+    "plugin's [default: the suite's report.metric, else accuracy].",
 )
 @click.option(
     "--rope",
@@ -125,36 +191,83 @@ def report(directories, fmt, metric, rope, positive_class, output) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plugin", "paths", multiple=True, type=click.Path(), help="Also load this plugin file or folder.")
 def plugins(as_json, paths) -> None:
-    """List every technique: name, kind, parameters and source."""
+    """List every technique and executor: name, kind, parameters, and the plugin, package and version it came from."""
     from octbench.params import describe_params
-    from octbench.plugins import PluginHost
+    from octbench.plugins import KINDS, PluginHost, distribution_of
 
     host = PluginHost.load(paths)
-    rows = [
-        {
-            "name": reg.name,
-            "kind": reg.kind,
-            "summary": reg.cls.summary(),
-            "parameters": describe_params(reg.cls.Params),
-            "plugin": reg.plugin,
-            "source": reg.source,
-        }
-        for reg in host.all()
-    ]
+    rows = []
+    for reg in host.all():
+        distribution, version = distribution_of(reg.cls)
+        rows.append(
+            {
+                "name": reg.name,
+                "kind": reg.kind,
+                "summary": reg.cls.summary(),
+                "parameters": describe_params(reg.cls.Params),
+                "plugin": reg.plugin,
+                "source": reg.source,
+                "distribution": distribution,
+                "version": version,
+            }
+        )
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps({"plugins": rows, "broken": [vars(b) for b in host.broken]}, indent=2, default=str))
         return
-    for kind in ("dataset", "preprocessor", "augmenter", "model", "regularizer", "executor"):
+    for kind in KINDS:
         members = [r for r in rows if r["kind"] == kind]
-        if kind == "dataset" and len(members) > 6:
-            click.echo(f"{kind}s: {', '.join(r['name'] for r in members)}")
-            click.echo("  parameters (MedMNIST): size=28 (28|64|128|224), download=True; see --json for each")
+        if not members:
             continue
         click.echo(f"{kind}s:")
+        # techniques that share one parameter list and origin (MedMNIST's eleven datasets) are listed together
+        groups: dict[str, list[dict]] = {}
         for r in members:
-            params = ", ".join(f"{p['name']}={p['default']!r}" for p in r["parameters"]) or "no parameters"
-            click.echo(f"  {r['name']:<20} {r['summary']}")
-            click.echo(f"  {'':<20} {params}  [{r['plugin']}]")
+            groups.setdefault(json.dumps([r["parameters"], r["plugin"]], default=str), []).append(r)
+        for group in groups.values():
+            first = group[0]
+            params = ", ".join(_parameter(p) for p in first["parameters"]) or "no parameters"
+            origin = first["plugin"] + (
+                f", {first['distribution']} {first['version']}" if first["distribution"] else ""
+            )
+            if len(group) > 3:
+                click.echo(f"  {', '.join(r['name'] for r in group)}")
+                click.echo(f"  {'':<20} each {first['summary'].split()[0]} {kind}: {params}  [{origin}]")
+                continue
+            for r in group:
+                click.echo(f"  {r['name']:<20} {r['summary']}")
+                click.echo(f"  {'':<20} {params}  [{origin}]")
+    for broken in host.broken:
+        click.echo(f"broken: {broken}")
+
+
+def _parameter(described: dict) -> str:
+    return (
+        f"{described['name']} (required)" if described["required"] else f"{described['name']}={described['default']!r}"
+    )
+
+
+@cli.group()
+def new() -> None:
+    """Start something new: a plugin package."""
+
+
+@new.command("plugin")
+@click.argument("name")
+@click.option(
+    "--kind",
+    type=click.Choice(["preprocessor", "augmenter", "model", "regularizer", "optimizer", "metric"]),
+    default="preprocessor",
+    show_default=True,
+)
+@click.option("--dir", "folder", type=click.Path(file_okay=False), default=".", help="Where to write the package.")
+def new_plugin(name, kind, folder) -> None:
+    """Write octbench-NAME/: a plugin package with one KIND technique, its tests and a suite, ready to install."""
+    from pathlib import Path
+
+    from octbench.starter import new_plugin as write
+
+    root = write(name, kind, Path(folder))
+    click.echo(f"wrote {root}\nnext: pip install -e {root} && pytest {root}")
 
 
 @cli.group()

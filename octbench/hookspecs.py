@@ -51,5 +51,20 @@ def register_regularizers(register):
 
 
 @hookspec
+def register_optimizers(register):
+    """Register ``Optimizer`` subclasses: builders of a torch optimizer, named by a suite's ``train.optimizer``."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register ``Metric`` subclasses: numbers computed for every cell on each split, shown and compared."""
+
+
+@hookspec
+def register_report_sections(register):
+    """Register ``ReportSection`` subclasses: sections appended to the HTML report."""
+
+
+@hookspec
 def register_executors(register):
     """Register ``Executor`` subclasses: ways to run a suite's cells (local processes, a Ray cluster, SLURM...)."""

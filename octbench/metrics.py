@@ -25,9 +25,10 @@ SCALARS = (
 )
 
 
-def evaluate(y_true: np.ndarray, logits: np.ndarray, num_classes: int) -> dict[str, Any]:
+def evaluate(y_true: np.ndarray, logits: np.ndarray, num_classes: int, extra: list[Any] = ()) -> dict[str, Any]:
     """Scalar metrics, the confusion matrix and one-vs-rest ROC points per class. ``auc_macro`` is the mean
-    one-vs-rest AUC over classes, or the positive class's AUC for a binary task (both classes have the same)."""
+    one-vs-rest AUC over classes, or the positive class's AUC for a binary task (both classes have the same).
+    ``extra``: metric plugins (``octbench.technique.Metric``), each computed from the labels and probabilities."""
     scores = Scores.from_logits(logits)
     y_pred = scores.predicted
     labels = list(range(num_classes))
@@ -47,6 +48,8 @@ def evaluate(y_true: np.ndarray, logits: np.ndarray, num_classes: int) -> dict[s
     roc = roc_points(y_true, scores.log_odds, num_classes)
     aucs = [roc[c]["auc"] for c in auc_classes(num_classes)]
     scalars["auc_macro"] = float(np.mean(aucs)) if None not in aucs else float("nan")
+    for metric in extra:
+        scalars[metric.name] = metric.compute(y_true, scores.probs)
     return {
         "scalars": {k: float(v) for k, v in scalars.items()},
         "confusion": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),

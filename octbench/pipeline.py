@@ -3,6 +3,7 @@ fold's training part only, resamplers changing the training part only (cached pe
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -20,6 +21,17 @@ def stateless_prefix(steps: list[Any]) -> int:
 
 def _stateless(step: Any) -> bool:
     return not isinstance(step, Resampler) and getattr(step, "stateless", False)
+
+
+def fit(step: Any, images: np.ndarray, labels: np.ndarray, seed: int) -> None:
+    """``step.fit`` on the training part, with the cell's seed as ``random_state`` when ``fit`` takes one (a
+    preprocessor that samples, such as a PCA whitening on a random subset, is then reproducible per cell)."""
+    parameters = inspect.signature(step.fit).parameters
+    takes_seed = "random_state" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    if takes_seed:
+        step.fit(images, labels, random_state=seed)
+    else:
+        step.fit(images, labels)
 
 
 def refs_of(refs: list[Any], steps: list[Any]) -> list[Any]:
@@ -51,6 +63,8 @@ def apply_preprocessors(
     seed: int,
     context: list[Any],
     num_classes: int,
+    *,
+    use_cache: bool = True,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
     """Fit each step on the training part only; resamplers change the training part only.
 
@@ -63,11 +77,12 @@ def apply_preprocessors(
         start = time.perf_counter()
         if isinstance(step, Resampler):
             entry = cache.key("resample", context, refs_of(refs[: index + 1], steps[: index + 1]), seed)
-            hit = cache.get("resampled", entry)
+            hit = cache.get("resampled", entry) if use_cache else None
             if hit is None:
                 out = step.fit_resample(*parts["train"], random_state=seed)
                 x, y = validate.check_resampled(out, parts["train"][0], num_classes, ref.name)
-                cache.put("resampled", entry, {"x": x, "y": y})
+                if use_cache:
+                    cache.put("resampled", entry, {"x": x, "y": y})
             else:
                 x, y = hit["x"], hit["y"]
                 timings["resample_cached"] = 1.0
@@ -75,7 +90,7 @@ def apply_preprocessors(
             timings["resample"] += time.perf_counter() - start
             continue
         if not getattr(step, "stateless", False):
-            step.fit(*parts["train"])
+            fit(step, *parts["train"], seed)
         parts = {
             name: (frozen(validate.check_transformed(step.transform(x), x, ref.name)), y)
             for name, (x, y) in parts.items()

@@ -41,6 +41,7 @@ def check_references(suite: Suite, variants: list[Variant], host: PluginHost, te
 
     check("dataset", suite.dataset.name, suite.dataset.params, ["dataset"])
     check("executor", suite.executor.name, suite.executor.params, ["executor"])
+    check("optimizer", suite.train.optimizer.name, suite.train.optimizer.params, ["train", "optimizer"])
     check_techniques(suite.defaults, ["defaults"])
     if suite.ablation is not None:
         check_techniques(suite.ablation.base, ["ablation", "base"])

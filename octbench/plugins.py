@@ -27,6 +27,7 @@ import pluggy
 from octbench import hookspecs
 from octbench.cache import source_hash
 from octbench.errors import PluginError
+from octbench.metrics import SCALARS
 from octbench.params import closest_hint, validate_params
 from octbench.technique import KIND_BASES, Technique
 
@@ -37,8 +38,12 @@ HOOK_KINDS = {
     "register_augmenters": "augmenter",
     "register_models": "model",
     "register_regularizers": "regularizer",
+    "register_optimizers": "optimizer",
+    "register_metrics": "metric",
+    "register_report_sections": "report-section",
     "register_executors": "executor",
 }
+KINDS = tuple(HOOK_KINDS.values())
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -59,8 +64,9 @@ class Registered:
 class PluginHost:
     """Every technique available in this process, by kind and name."""
 
-    def __init__(self, manager: pluggy.PluginManager) -> None:
+    def __init__(self, manager: pluggy.PluginManager, broken: list[BrokenPlugin] | None = None) -> None:
         self.manager = manager
+        self.broken = broken or []
         self._by_kind: dict[str, dict[str, Registered]] = {kind: {} for kind in HOOK_KINDS.values()}
         self._collect()
 
@@ -70,11 +76,7 @@ class PluginHost:
         manager.add_hookspecs(hookspecs)
         for name in _env_list("OCTBENCH_DISABLE_PLUGINS"):
             manager.set_blocked(name)
-        if entry_points:
-            try:
-                manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-            except Exception as exc:  # a broken third-party package must not look like our bug
-                raise PluginError(f"an '{ENTRY_POINT_GROUP}' entry-point plugin failed to import: {exc!r}") from None
+        broken = _load_entry_points(manager) if entry_points else []
         for target in [*_env_list("OCTBENCH_PLUGINS"), *paths]:
             for module in _import_target(target):
                 if not manager.is_registered(module):
@@ -86,7 +88,7 @@ class PluginHost:
             raise PluginError(
                 f"plugin '{name}': {exc}. The hooks octbench defines are: {', '.join(HOOK_KINDS)}."
             ) from None
-        return cls(manager)
+        return cls(manager, broken)
 
     def _collect(self) -> None:
         for hook_name, kind in HOOK_KINDS.items():
@@ -116,6 +118,8 @@ class PluginHost:
                     f"{where} registered {cls.__name__} with name {name!r}: a name is lowercase letters, digits, "
                     "'-', '_' or '.', starting with a letter or digit."
                 )
+            if kind == "metric" and name in SCALARS:
+                raise PluginError(f"{where} registered a metric named '{name}', which is one of octbench's own.")
             existing = self._by_kind[kind].get(name)
             if existing is not None:
                 raise PluginError(
@@ -148,6 +152,14 @@ class PluginHost:
         cls = self.get(kind, name).cls
         return cls(validate_params(cls.Params, name, dict(params or {})))
 
+    def instances(self, kind: str) -> list[Any]:
+        """A fresh instance of every registered technique of ``kind`` with its default parameters (metrics and report
+        sections take part in every run once installed)."""
+        return [
+            reg.cls.from_config(reg.cls.example_params)
+            for reg in sorted(self._by_kind[kind].values(), key=lambda r: r.name)
+        ]
+
     def provenance(self, kind: str, name: str) -> dict[str, str]:
         """Where a technique's code came from: its plugin, file, installed distribution and version, and a hash of
         its source file (what a cell's configuration hash includes)."""
@@ -167,9 +179,60 @@ class PluginHost:
         validate_params(cls.Params, name, dict(params or {}))
 
 
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An installed entry-point plugin that failed to import: skipped, and said so."""
+
+    name: str
+    distribution: str
+    version: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin '{self.name}' of {self.distribution} {self.version} failed to import ({self.error}); skipped"
+
+
+_REPORTED: set[str] = set()
+
+
+def _load_entry_points(manager: pluggy.PluginManager) -> list[BrokenPlugin]:
+    """Register every ``octbench`` entry point. One that fails to import is skipped with a warning naming its
+    distribution, version and error, so one broken package cannot block every command; ``OCTBENCH_STRICT_PLUGINS=1``
+    makes it an error instead (for CI)."""
+    broken = []
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if manager.is_blocked(entry.name) or manager.get_plugin(entry.name) is not None:
+            continue
+        try:
+            plugin = entry.load()
+        except Exception as exc:
+            distribution = entry.dist.name if entry.dist else "an unknown distribution"
+            version = entry.dist.version if entry.dist else ""
+            found = BrokenPlugin(entry.name, distribution, version, f"{type(exc).__name__}: {exc}"[:300])
+            if os.environ.get("OCTBENCH_STRICT_PLUGINS", "") not in ("", "0"):
+                raise PluginError(f"{found} (OCTBENCH_STRICT_PLUGINS is set). Fix or uninstall it.") from None
+            if str(found) not in _REPORTED:
+                _REPORTED.add(str(found))
+                print(
+                    f"warning: {found}. Fix or uninstall it, or block it with OCTBENCH_DISABLE_PLUGINS.",
+                    file=sys.stderr,
+                )
+            broken.append(found)
+            continue
+        manager.register(plugin, name=entry.name)
+    return broken
+
+
 @functools.lru_cache(maxsize=1)
 def _distributions() -> dict[str, list[str]]:
     return importlib.metadata.packages_distributions()
+
+
+@functools.lru_cache(maxsize=1)
+def default_host() -> PluginHost:
+    """Entry-point plugins, loaded once per process: what code outside a run (benchmarks, the conformance kit, a
+    direct ``octbench.train.train`` call) builds optimizers from."""
+    return PluginHost.load()
 
 
 def distribution_of(cls: type) -> tuple[str, str]:

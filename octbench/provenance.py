@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from octbench import WAIT_POLICY
+from octbench.plugins import distribution_of
 
 
 def _declared_packages() -> list[str]:
-    """octbench, its declared (non-extra) dependencies, and medmnist (installed without its dependencies)."""
+    """octbench and its declared (non-extra) dependencies."""
     try:
         requirements = requires("octbench") or []
     except PackageNotFoundError:
         requirements = []
     names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements if "extra ==" not in r]
-    return ["octbench", "medmnist", *names]
+    return ["octbench", *names]
 
 
 def package_versions() -> dict[str, str]:
@@ -62,11 +63,26 @@ def collect(
     quick: bool,
     plugins: dict[str, Any] | None = None,
     executor: dict[str, Any] | None = None,
+    host: Any = None,
+    plugin_paths: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``plugins``: for each technique the suite uses (``kind:name``), its plugin, file, distribution, version and
-    source hash (``PluginHost.provenance``)."""
+    source hash (``PluginHost.provenance``). With the run's ``host``: every installed plugin distribution and its
+    version, the metric plugins and whether higher is better, and entry points that failed to import."""
+    installed, metrics, broken = {}, {}, []
+    if host is not None:
+        for reg in host.all():
+            distribution, version = distribution_of(reg.cls)
+            if distribution:
+                installed[distribution] = version
+        metrics = {m.name: m.higher_is_better for m in host.instances("metric")}
+        broken = [str(b) for b in host.broken]
     return {
         "plugins": plugins or {},
+        "plugin_distributions": installed,
+        "plugin_paths": list(plugin_paths),
+        "metrics": metrics,
+        "broken_plugins": broken,
         "cpu_wait": WAIT_POLICY,
         "executor": executor or {},
         "versions": package_versions(),

@@ -56,8 +56,12 @@ def octbench_register(monkeypatch):
 
 
 @pytest.fixture
-def octbench_run(tmp_path):
+def octbench_run(tmp_path, monkeypatch):
+    """Runs a suite to completion in a temporary folder, with octbench's caches in temporary folders too."""
     from octbench.runner import run_suite
+
+    monkeypatch.setenv("OCTBENCH_CACHE_DIR", os.fspath(tmp_path / "octbench-cache"))
+    monkeypatch.setenv("OCTBENCH_TUNING_FILE", os.fspath(tmp_path / "octbench-cache" / "tuning.json"))
 
     def run(suite: str | os.PathLike, **options):
         return run_suite(suite, out=options.pop("out", tmp_path / "run"), progress=False, **options)

@@ -28,6 +28,7 @@ from octbench.errors import Interrupted, OctbenchError
 from octbench.lock import folder_lock
 from octbench.plan import check_references, make_tasks, plugin_paths, weight_choosers
 from octbench.plugins import PluginHost
+from octbench.preflight import check_suite
 from octbench.provenance import collect
 from octbench.report.publish import publish
 from octbench.signals import stop_on_sigterm
@@ -76,7 +77,10 @@ def run_suite(
     fresh: bool = False,
     quick: bool = False,
     progress: bool = True,
+    check: bool = True,
 ) -> RunSummary:
+    """Run a suite into ``out`` (see the module docstring). ``check``: first try every variant on a sample
+    (``octbench.preflight``), and stop with every problem found before anything is written."""
     started = time.perf_counter()
     suite, text = load_suite(suite_file, overrides)
     paths = plugin_paths(suite, suite_file)
@@ -91,6 +95,14 @@ def run_suite(
     if quick:
         pool_labels = pool_labels[folds.quick_subset(pool_labels, QUICK_POOL, suite.cv.seeds[0])]
     folds.check_foldable(pool_labels, suite.cv.folds, data.class_names)
+    if check:
+        problems = check_suite(suite, variants, host, data, str(torch_device))
+        if problems:
+            listed = "\n  ".join(map(str, problems))
+            raise OctbenchError(
+                f"the trial of each variant on a sample found {len(problems)} problem{'s' if len(problems) > 1 else ''}"
+                f" (nothing was written; `octbench run --no-check` skips this trial):\n  {listed}"
+            )
     for warning in weight_choosers(variants, host):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
@@ -135,6 +147,8 @@ def run_suite(
             data_source=data.source,
             quick=quick,
             plugins={f"{kind}:{name}": host.provenance(kind, name) for kind, name in used},
+            host=host,
+            plugin_paths=paths,
         )
         run_id = store.start_run(
             suite_name=suite.name,

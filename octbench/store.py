@@ -261,6 +261,10 @@ class Store:
                     ],
                 )
             self.conn.executemany(
+                "INSERT INTO metrics VALUES (?, 'cell', ?, ?)",
+                [(cell_id, name, _real(value)) for name, value in result.values.items()],
+            )
+            self.conn.executemany(
                 "INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (

@@ -11,6 +11,7 @@ technique can be ``{model: {batchnorm: true}}``.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import itertools
 import json
 from pathlib import Path
@@ -20,7 +21,6 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from octbench.errors import SuiteError
-from octbench.metrics import SCALARS
 from octbench.params import StrictModel, shown
 
 QUICK_EPOCHS = 2
@@ -124,11 +124,28 @@ class CV(_Strict):
 
 
 class Optimizer(_Strict):
-    name: Literal["adam", "adamw", "sgd"] = "adam"
+    """``name`` picks an optimizer plugin (adam, adamw, sgd, or a third party's); ``lr`` and ``weight_decay`` are
+    common to all; every other key (``momentum``, ``nesterov`` for sgd...) is the plugin's own parameter."""
+
+    name: str = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_params(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "params" not in value:
+            common = ("name", "lr", "weight_decay")
+            return {
+                **{k: value[k] for k in common if k in value},
+                "params": {k: v for k, v in value.items() if k not in common},
+            }
+        return value
+
+    def options(self) -> dict[str, Any]:
+        """What ``Regularizer.configure_optimizer`` gets and may change: name, lr, weight_decay and the rest."""
+        return {"name": self.name, "lr": self.lr, "weight_decay": self.weight_decay, **self.params}
 
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
@@ -215,20 +232,13 @@ class Executor(_Strict):
 class ReportSettings(_Strict):
     """How the report judges differences; `octbench report` options override them."""
 
-    metric: str = Field("accuracy", description="the metric compared with the reference")
+    metric: str = Field("accuracy", description="the metric compared with the reference (octbench's or a plugin's)")
     rope: float = Field(
         0.01, gt=0, le=0.5, description="half-width of the region of practical equivalence (0.01 = one point)"
     )
     positive_class: str | None = Field(
         None, description="binary tasks: the class whose sensitivity is reported (name or index; default: minority)"
     )
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str) -> str:
-        if value not in SCALARS:
-            raise ValueError(f"should be one of {', '.join(SCALARS)}, not {value!r}")
-        return value
 
 
 class Suite(_Strict):
@@ -341,6 +351,26 @@ def canonical_json(value: Any) -> str:
 
 
 # --- reading a suite file --------------------------------------------------------------------------------------
+
+
+def shipped_suites() -> dict[str, Path]:
+    """The suites octbench ships (package ``octbench.suites``), by name."""
+    folder = Path(str(importlib.resources.files("octbench.suites")))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def find_suite(argument: str | Path) -> Path:
+    """A suite file's path: ``argument`` itself when it exists, else the shipped suite of that name."""
+    path = Path(argument)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        return path
+    shipped = shipped_suites()
+    if str(argument) in shipped:
+        return shipped[str(argument)]
+    raise SuiteError(
+        f"no suite file '{argument}' here, and octbench ships no suite of that name: give a path, or one of "
+        f"{', '.join(shipped)} (`octbench init` copies them into a folder to edit)."
+    )
 
 
 def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[Suite, str]:

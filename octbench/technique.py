@@ -48,6 +48,11 @@ class Technique:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
         return f"{type(self).__name__}({args})"
 
+    def cell_values(self) -> dict[str, float]:
+        """Numbers this technique reports about the cell it took part in (the epoch early stopping chose, say),
+        asked once the cell has trained; stored with the cell and summarised per variant in the report."""
+        return {}
+
 
 class Preprocessor(Technique):
     """A transform fitted on a fold's training part and then applied to every split of that cell."""
@@ -56,8 +61,13 @@ class Preprocessor(Technique):
     #: True when ``transform`` depends on each image alone and ``fit`` learns nothing (CLAHE, equalisation):
     #: octbench then transforms the whole dataset once and caches it, instead of once per cell
     stateless: ClassVar[bool] = False
+    #: True when ``transform`` changes the image size or the number of channels (grayscale to RGB, a resize): the
+    #: model is built for the shape the pipeline produces, and the conformance kit checks only the image count
+    changes_shape: ClassVar[bool] = False
 
-    def fit(self, images: np.ndarray, labels: np.ndarray) -> Preprocessor:
+    def fit(self, images: np.ndarray, labels: np.ndarray, *, random_state: int | None = None) -> Preprocessor:
+        """Learn from the fold's training part only. ``random_state`` is the cell's seed (octbench passes it when
+        ``fit`` accepts it): use it for any sampling, so a cell repeats exactly."""
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:
@@ -79,9 +89,15 @@ class Resampler(Technique):
 
 
 class Augmenter(Technique):
-    """A random transform of a whole training batch (B, C, H, W) on the compute device. Never used at test time."""
+    """A random transform of a whole training batch (B, C, H, W) on the compute device. Never used at test time.
+
+    Batches are float tensors. ``value_range`` says what their values span: (0, 1) for images stored as uint8
+    (scaled by 1/255), else the training part's (min, max) when a preprocessor made them float (``normalize``
+    standardises them); the trainer sets it before training, so clamp to it rather than to [0, 1].
+    """
 
     kind: ClassVar[str] = "augmenter"
+    value_range: tuple[float, float] = (0.0, 1.0)
 
     def __call__(self, batch: Any, generator: Any) -> Any:
         raise NotImplementedError
@@ -105,13 +121,18 @@ class Regularizer(Technique):
     cell, so reset any per-run state there), ``configure_optimizer`` on the optimizer options (``name``, ``lr``,
     ``weight_decay``, ...), ``configure_loss`` on the cross-entropy options (``weight``, ``label_smoothing``),
     ``make_scheduler`` once (return None, or an object with ``step_batch()`` and/or ``step_epoch(logs)``),
-    ``on_batch`` on every training batch (with its own seeded generator), ``after_step`` after every optimizer
-    step, ``on_epoch_end`` after each epoch with ``logs`` holding ``train_loss``, ``train_acc``, ``val_loss``,
-    ``val_acc`` and ``lr`` (return True to stop), ``on_train_end`` once at the end, in suite order (so of two
-    regularizers that replace the final weights, e.g. ``early-stopping`` and ``ema``, the later one's are evaluated).
+    ``on_batch`` on every training batch (with its own seeded generator), ``before_step`` between ``backward`` and
+    the optimizer step, ``after_step`` after every optimizer step, ``on_epoch_end`` after each epoch with ``logs``
+    holding ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc`` and ``lr`` (return True to stop),
+    ``on_train_end`` once at the end, in suite order (so of two regularizers that replace the final weights, e.g.
+    ``early-stopping`` and ``ema``, the later one's are evaluated).
+    ``self.epoch`` and ``self.epochs`` tell every callback where training is.
     """
 
     kind: ClassVar[str] = "regularizer"
+    #: set by the trainer before every callback: the current epoch (0-based) and how many the run trains
+    epoch: int = 0
+    epochs: int = 0
 
     def configure_model(self, model: Any) -> Any:
         return model
@@ -127,6 +148,10 @@ class Regularizer(Technique):
 
     def on_batch(self, images: Any, targets: Any, generator: Any) -> tuple[Any, Any]:
         return images, targets
+
+    def before_step(self, model: Any) -> None:
+        """Called after ``backward`` and before every optimizer step, with the gradients in place (gradient
+        clipping, gradient noise)."""
 
     def after_step(self, model: Any) -> None:
         """Called after every optimizer step (weight averaging, constraints)."""
@@ -191,6 +216,41 @@ class Dataset(Technique):
         raise NotImplementedError
 
 
+class Optimizer(Technique):
+    """Builds a torch optimizer over a model's parameters. A suite's ``train.optimizer`` names it and gives ``lr``,
+    ``weight_decay`` and the plugin's own parameters (``momentum`` for sgd...); regularizers may change all of them
+    (``Regularizer.configure_optimizer``) before ``build`` is called with the result."""
+
+    kind: ClassVar[str] = "optimizer"
+
+    def build(self, parameters: Any, *, lr: float, weight_decay: float, device: Any) -> Any:
+        raise NotImplementedError
+
+
+class Metric(Technique):
+    """A number computed for every cell on each split from the labels and the model's probabilities, stored beside
+    octbench's own metrics, shown in each variant's table and the exports, and compared with the reference."""
+
+    kind: ClassVar[str] = "metric"
+    #: whether a larger value is better (marks a significant difference as better or worse)
+    higher_is_better: ClassVar[bool] = True
+
+    def compute(self, y_true: np.ndarray, probs: np.ndarray) -> float:
+        raise NotImplementedError
+
+
+class ReportSection(Technique):
+    """A section appended to the HTML report, rendered from the stored results and their analysis
+    (``octbench.report.collect.Results``, ``octbench.report.analysis.Analysis``). ``render`` returns an HTML
+    fragment: escape anything you did not write yourself (``html.escape``)."""
+
+    kind: ClassVar[str] = "report-section"
+    title: ClassVar[str] = ""
+
+    def render(self, results: Any, analysis: Any) -> str:
+        raise NotImplementedError
+
+
 @dataclass
 class RunContext:
     """What an executor gets besides the cells: the loaded dataset (the driver loaded and checked it; ship it rather
@@ -241,5 +301,8 @@ KIND_BASES: dict[str, tuple[type[Technique], ...]] = {
     "augmenter": (Augmenter,),
     "model": (Model,),
     "regularizer": (Regularizer,),
+    "optimizer": (Optimizer,),
+    "metric": (Metric,),
+    "report-section": (ReportSection,),
     "executor": (Executor,),
 }

@@ -15,7 +15,9 @@ naming the technique, the check and what went wrong.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,9 +30,12 @@ from octbench.technique import (
     Augmenter,
     Dataset,
     Executor,
+    Metric,
     Model,
+    Optimizer,
     Preprocessor,
     Regularizer,
+    ReportSection,
     Resampler,
     Splits,
     Technique,
@@ -42,6 +47,19 @@ Check = Callable[[type[Technique]], None]
 
 class ConformanceError(AssertionError):
     pass
+
+
+class ConformanceSkip(Exception):
+    """A check that does not apply to this technique (``parametrize_with_checks`` turns it into a pytest skip)."""
+
+
+def _skip(reason: str) -> None:
+    raise ConformanceSkip(reason)
+
+
+def _devices() -> list[str]:
+    """Where device checks run: the CPU, and CUDA when this machine has it."""
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
 def _fail(cls: type[Technique], check: str, problem: str) -> None:
@@ -108,7 +126,8 @@ def check_fresh_instances(cls):
 
 
 def check_preprocessor_shapes(cls):
-    """Grayscale and RGB: fit returns self; transform keeps N, H, W and C; dtype uint8 or float32; input untouched."""
+    """Grayscale and RGB: fit returns self; transform keeps N, H, W and C (only N when it declares ``changes_shape``);
+    dtype uint8 or float32; input untouched."""
     for channels in (1, 3):
         images, labels = _images(12, channels), np.arange(12) % 3
         before = images.copy()
@@ -116,7 +135,8 @@ def check_preprocessor_shapes(cls):
         if step.fit(images, labels) is not step:
             _fail(cls, "check_preprocessor_shapes", "fit must return self")
         out = step.transform(images)
-        if not isinstance(out, np.ndarray) or out.shape != images.shape:
+        same = out.shape == images.shape if cls.changes_shape is False else out.ndim == 4 and len(out) == len(images)
+        if not isinstance(out, np.ndarray) or not same:
             got = getattr(out, "shape", type(out).__name__)
             _fail(cls, "check_preprocessor_shapes", f"{channels}-channel input {images.shape} came back as {got}")
         if out.dtype not in (np.uint8, np.float32):
@@ -134,11 +154,28 @@ def check_preprocessor_deterministic(cls):
         _fail(cls, "check_preprocessor_deterministic", "two fresh instances gave different outputs")
 
 
+def check_preprocessor_subset_invariant(cls):
+    """Fitted on a training part, it transforms each image on its own: the transform of a subset equals the subset
+    of the transform. Otherwise the test split's images would change one another's preprocessing (a leak)."""
+    images, labels = _images(24, 1), np.arange(24) % 3
+    step = _make(cls).fit(images[:12], labels[:12])
+    whole = step.transform(images)
+    subset = [3, 5, 13, 20]
+    alone = step.transform(images[subset])
+    if not np.allclose(np.asarray(whole)[subset], alone, rtol=1e-5, atol=1e-5):
+        _fail(
+            cls,
+            "check_preprocessor_subset_invariant",
+            "transforming a subset of images gives other values than transforming them with the rest: its output "
+            "for an image must not depend on the other images it is given",
+        )
+
+
 def check_stateless_preprocessor(cls):
     """A preprocessor declared ``stateless`` transforms each image on its own: fitting on other data, or not at
     all, changes nothing, and transforming a batch equals transforming its images one by one."""
     if not getattr(cls, "stateless", False):
-        return
+        _skip("not declared stateless")
     images = _images(6, 1)
     unfitted = _make(cls).transform(images)
     fitted = _make(cls).fit(_images(6, 1, seed=9), np.zeros(6)).transform(images)
@@ -200,11 +237,12 @@ def check_resampler_sees_training_data_only(cls):
 
 
 def check_augmenter_batch(cls):
-    """Grayscale and RGB batches: same shape, dtype and device; seeded generators give identical output."""
-    for channels in (1, 3):
-        batch = torch.rand(8, channels, 28, 28, generator=torch.Generator().manual_seed(0))
+    """Grayscale and RGB batches, on the CPU and on CUDA when present: same shape, dtype and device; seeded
+    generators give identical output."""
+    for device, channels in ((d, c) for d in _devices() for c in (1, 3)):
+        batch = torch.rand(8, channels, 28, 28, generator=torch.Generator().manual_seed(0)).to(device)
         before = batch.clone()
-        out = _make(cls)(batch, torch.Generator().manual_seed(1))
+        out = _make(cls)(batch, torch.Generator(device=device).manual_seed(1))
         if not isinstance(out, torch.Tensor) or out.shape != batch.shape or out.dtype != batch.dtype:
             _fail(
                 cls, "check_augmenter_batch", f"{tuple(batch.shape)} float32 came back as {getattr(out, 'shape', out)}"
@@ -213,7 +251,7 @@ def check_augmenter_batch(cls):
             _fail(cls, "check_augmenter_batch", "moved the batch to another device")
         if not torch.equal(batch, before):
             _fail(cls, "check_augmenter_batch", "modified the batch in place")
-        again = _make(cls)(batch, torch.Generator().manual_seed(1))
+        again = _make(cls)(batch, torch.Generator(device=device).manual_seed(1))
         if not torch.equal(out, again):
             _fail(cls, "check_augmenter_batch", "is not deterministic for a seeded generator")
 
@@ -222,13 +260,13 @@ def check_augmenter_batch(cls):
 
 
 def check_model_shapes(cls):
-    """Builds for 1 and 3 channels, 2 to 5 classes, at each promised image size; logits (B, classes);
-    one backward pass gives finite gradients."""
-    for size in cls.image_sizes:
+    """Builds for 1 and 3 channels, 2 to 5 classes, at each promised image size, on the CPU and on CUDA when
+    present; logits (B, classes); one backward pass gives every parameter a finite gradient."""
+    for device, size in ((d, s) for d in _devices() for s in cls.image_sizes):
         for channels, classes in ((1, 4), (3, 2), (3, 5)):
             try:
-                model = _make(cls).build(channels, classes, size)
-                out = model(torch.rand(2, channels, size, size))
+                model = _make(cls).build(channels, classes, size).to(device)
+                out = model(torch.rand(2, channels, size, size, device=device))
             except Exception as exc:
                 _fail(
                     cls,
@@ -239,9 +277,11 @@ def check_model_shapes(cls):
             if tuple(out.shape) != (2, classes):
                 _fail(cls, "check_model_shapes", f"returned {tuple(out.shape)} logits, expected (2, {classes})")
             out.float().sum().backward()
-            grads = [p.grad for p in model.parameters() if p.requires_grad]
-            if not grads or any(g is None or not torch.isfinite(g).all() for g in grads):
-                _fail(cls, "check_model_shapes", "some parameters got no or non-finite gradients")
+            missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            if missing:
+                _fail(cls, "check_model_shapes", f"parameters that get no gradient (unused?): {missing[:5]}")
+            if any(not torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None):
+                _fail(cls, "check_model_shapes", "some parameters got non-finite gradients")
 
 
 # --- regularizers --------------------------------------------------------------------------------------------
@@ -300,7 +340,7 @@ def check_regularizer_trains(cls):
 def check_dataset_layout(cls):
     """Offline datasets: MedMNIST's layout, uint8 (N, H, W, C) images, labels in range, same shape everywhere."""
     if not cls.offline:
-        return
+        _skip("needs files or a download (offline = False)")
     data = _make(cls).load(None)
     if not isinstance(data, Splits):
         _fail(cls, "check_dataset_layout", "load must return octbench.technique.Splits")
@@ -311,6 +351,62 @@ def check_dataset_layout(cls):
             _fail(cls, "check_dataset_layout", f"{split} images {images.shape} {images.dtype} break the layout")
         if labels.min() < 0 or labels.max() >= data.num_classes:
             _fail(cls, "check_dataset_layout", f"{split} labels fall outside 0..{data.num_classes - 1}")
+
+
+def check_optimizer_steps(cls):
+    """Builds over a small model's parameters and one step moves them, finitely."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = _make(cls).build(model.parameters(), lr=0.01, weight_decay=0.0, device=torch.device("cpu"))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        _fail(cls, "check_optimizer_steps", f"build returned {type(optimizer).__name__}, not a torch optimizer")
+    torch.nn.functional.cross_entropy(model(torch.rand(8, 4)), torch.arange(8) % 3).backward()
+    optimizer.step()
+    after = list(model.parameters())
+    if all(torch.equal(a, b) for a, b in zip(before, after, strict=True)):
+        _fail(cls, "check_optimizer_steps", "one step left every parameter unchanged")
+    if not all(torch.isfinite(p).all() for p in after):
+        _fail(cls, "check_optimizer_steps", "one step made parameters non-finite")
+
+
+def check_metric_value(cls):
+    """A finite float for binary and four-class predictions, the same twice; perfect predictions are scored at
+    least as well as random ones (in the metric's own direction)."""
+    rng = np.random.default_rng(0)
+    for classes in (2, 4):
+        y = np.arange(40) % classes
+        random = rng.dirichlet(np.ones(classes), 40)
+        perfect = np.eye(classes)[y] * 0.98 + 0.02 / classes
+        metric = _make(cls)
+        values = [metric.compute(y, random), metric.compute(y, random), metric.compute(y, perfect)]
+        if not all(isinstance(v, float | int | np.floating) and np.isfinite(v) for v in values):
+            _fail(cls, "check_metric_value", f"returned {values[0]!r}: a metric is a finite number")
+        if values[0] != values[1]:
+            _fail(cls, "check_metric_value", "gave two values for the same predictions")
+        better = values[2] >= values[0] if cls.higher_is_better else values[2] <= values[0]
+        if not better:
+            _fail(
+                cls, "check_metric_value", "scored random predictions better than perfect ones: check higher_is_better"
+            )
+
+
+def check_report_section_renders(cls):
+    """Renders a string of HTML from a tiny finished run."""
+    import tempfile
+
+    from octbench.report.analysis import analyse
+    from octbench.report.collect import load
+    from octbench.runner import run_suite
+
+    with tempfile.TemporaryDirectory() as folder:
+        suite = Path(folder) / "suite.yaml"
+        suite.write_text(TINY_SUITE)
+        run_suite(suite, out=Path(folder) / "out", progress=False, check=False)
+        results = load([Path(folder) / "out"])
+        html = _make(cls).render(results, analyse(results))
+    if not isinstance(html, str):
+        _fail(cls, "check_report_section_renders", f"render returned {type(html).__name__}, not a string of HTML")
 
 
 TINY_SUITE = """
@@ -357,12 +453,23 @@ def check_executor_runs_every_cell_once(cls):
 COMMON: list[Check] = [check_declaration, check_parameters_validated, check_fresh_instances]
 BY_BASE: list[tuple[type, list[Check]]] = [
     (Resampler, [check_resampler_output, check_resampler_deterministic, check_resampler_sees_training_data_only]),
-    (Preprocessor, [check_preprocessor_shapes, check_preprocessor_deterministic, check_stateless_preprocessor]),
+    (
+        Preprocessor,
+        [
+            check_preprocessor_shapes,
+            check_preprocessor_deterministic,
+            check_preprocessor_subset_invariant,
+            check_stateless_preprocessor,
+        ],
+    ),
     (Augmenter, [check_augmenter_batch]),
     (Model, [check_model_shapes]),
     (Regularizer, [check_regularizer_trains]),
     (Dataset, [check_dataset_layout]),
     (Executor, [check_executor_runs_every_cell_once]),
+    (Optimizer, [check_optimizer_steps]),
+    (Metric, [check_metric_value]),
+    (ReportSection, [check_report_section_renders]),
 ]
 
 
@@ -372,16 +479,31 @@ def checks_for(cls: type[Technique]) -> list[Check]:
     return [*COMMON, *specific]
 
 
-def check_technique(cls: type[Technique]) -> None:
-    """Run every applicable check (outside pytest); raises the first ConformanceError."""
+def check_technique(cls: type[Technique]) -> list[str]:
+    """Run every check (outside pytest); raises the first ConformanceError, returns the checks that did not apply."""
+    skipped = []
     for check in checks_for(cls):
-        check(cls)
+        try:
+            check(cls)
+        except ConformanceSkip as skip:
+            skipped.append(f"{check.__name__}: {skip}")
+    return skipped
 
 
 def parametrize_with_checks(classes: Iterable[type[Technique]]):
     """A pytest parametrize decorator over (technique, check) pairs, with readable ids like 'clahe-check_...'."""
     import pytest
 
-    pairs = [(cls, check) for cls in classes for check in checks_for(cls)]
+    def skipping(check: Check) -> Check:
+        @functools.wraps(check)
+        def run(cls):
+            try:
+                check(cls)
+            except ConformanceSkip as skip:
+                pytest.skip(f"{check.__name__} does not apply to {cls.name}: {skip}")
+
+        return run
+
+    pairs = [(cls, skipping(check)) for cls in classes for check in checks_for(cls)]
     ids = [f"{cls.name}-{check.__name__}" for cls, check in pairs]
     return pytest.mark.parametrize(("technique", "check"), pairs, ids=ids)

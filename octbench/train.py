@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from octbench.data.files import cache_dir
 from octbench.device import clock
 from octbench.errors import CellFailed
+from octbench.params import validate_params
+from octbench.plugins import default_host
 from octbench.stack import GroupedModel, probe, signature, unstackable
 from octbench.suite import Train
 from octbench.technique import Regularizer
@@ -80,18 +82,18 @@ def eval_batch_size(config: Train, device: torch.device) -> int:
     return config.eval_batch_size or (4096 if device.type == "cuda" else 512)
 
 
-def make_optimizer(model: torch.nn.Module, options: dict[str, Any], device: torch.device) -> torch.optim.Optimizer:
-    name, lr, decay = options["name"], options["lr"], options.get("weight_decay", 0.0)
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay, **fused)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay, **fused)
-    if name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, weight_decay=decay, momentum=options["momentum"], nesterov=options["nesterov"]
-        )
-    raise ValueError(f"unknown optimizer {name!r}")
+def make_optimizer(
+    model: torch.nn.Module, options: dict[str, Any], device: torch.device, host: Any = None
+) -> torch.optim.Optimizer:
+    """The optimizer plugin ``options['name']`` built over ``model``'s parameters, with ``lr``, ``weight_decay``
+    and whichever of the other options are that plugin's parameters (a regularizer may have added others)."""
+    host = host or default_host()
+    cls = host.get("optimizer", options["name"]).cls
+    own = {k: v for k, v in options.items() if k in cls.Params.model_fields}
+    optimizer = cls(validate_params(cls.Params, cls.name, own))
+    return optimizer.build(
+        model.parameters(), lr=options["lr"], weight_decay=options.get("weight_decay", 0.0), device=device
+    )
 
 
 def train(
@@ -152,6 +154,7 @@ class Learner:
         num_classes: int,
         deadline: float | None = None,
         precision: tuple[bool, bool] | None = None,
+        host: Any = None,
     ) -> None:
         self.x_all, self.y_all = train_xy
         self.val_xy = val_xy
@@ -167,10 +170,10 @@ class Learner:
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.forward = compiled(self.model, config.compile) if config.compile else self.model
 
-        options: dict[str, Any] = config.optimizer.model_dump()
+        options: dict[str, Any] = config.optimizer.options()
         for reg in regularizers:
             options = reg.configure_optimizer(options)
-        self.optimizer = make_optimizer(self.model, options, device)
+        self.optimizer = make_optimizer(self.model, options, device, host)
         class_counts = np.bincount(self.y_all.cpu().numpy(), minlength=num_classes)  # CUDA's is not deterministic
         loss_options: dict[str, Any] = {"function": F.cross_entropy, "weight": None, "label_smoothing": 0.0}
         for reg in regularizers:
@@ -180,6 +183,13 @@ class Learner:
             loss_options["weight"] = torch.as_tensor(loss_options["weight"], dtype=torch.float32, device=device)
         self.loss_options = loss_options
         self.step_hooks = [reg for reg in regularizers if type(reg).after_step is not Regularizer.after_step]
+        self.gradient_hooks = [reg for reg in regularizers if type(reg).before_step is not Regularizer.before_step]
+        self.epochs = epochs
+        for reg in regularizers:
+            reg.epoch, reg.epochs = 0, epochs
+        span = (0.0, 1.0) if self.x_all.dtype == torch.uint8 else (float(self.x_all.min()), float(self.x_all.max()))
+        for augmenter in augmenters:
+            augmenter.value_range = span
 
         self.n, self.batch = len(self.y_all), config.batch_size
         # a trailing batch of one sample would break batch norm; it is skipped (the order is reshuffled each epoch)
@@ -202,7 +212,9 @@ class Learner:
         """This cell fails; the others in its stack go on."""
         self.error, self.detail, self.running = error, traceback.format_exc(), False
 
-    def begin_epoch(self) -> None:
+    def begin_epoch(self, epoch: int) -> None:
+        for reg in self.regularizers:
+            reg.epoch = epoch
         self.model.train()
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -230,6 +242,8 @@ class Learner:
         return self.loss_fn(logits.float(), targets, **self.loss_options)
 
     def after_backward(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        for reg in self.gradient_hooks:
+            reg.before_step(self.model)
         self.optimizer.step()
         for scheduler in self.batch_schedulers:
             scheduler.step_batch()
@@ -319,7 +333,7 @@ def train_stack(learners: list[Learner], *, config: Train, epochs: int, on_epoch
         if not active:
             break
         for learner in active:
-            _guard(learner, learner.begin_epoch)
+            _guard(learner, learner.begin_epoch, epoch)
         start = clock(device)
         for step in range(max(learner.steps for learner in active)):
             batches = {}

@@ -97,7 +97,7 @@ def precision(
 
 def _images_per_s(model: torch.nn.Module, image, num_classes: int, config, device, bf16: bool) -> float:
     trial = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last).train()
-    optimizer = make_optimizer(trial, config.optimizer.model_dump(), device)
+    optimizer = make_optimizer(trial, config.optimizer.options(), device)
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.randint(0, 256, (config.batch_size, *image), generator=generator, device=device, dtype=torch.uint8)
     y = torch.randint(0, num_classes, (config.batch_size,), generator=generator, device=device)

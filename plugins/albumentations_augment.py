@@ -1,7 +1,7 @@
 """``albumentations``: any albumentations transform by name and parameters, applied per image on the CPU.
 
 The per-image counterpart of ``batch-augment``, for policies only albumentations offers and for comparing the
-two. Images are converted to uint8 HWC for albumentations and back, so it expects images scaled to [0, 1].
+two. Images are converted to uint8 HWC for albumentations and back, mapping the batch's value range onto 0..255.
 """
 
 from __future__ import annotations
@@ -60,11 +60,14 @@ class Albumentations(Augmenter):
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         pipeline = self._pipeline()
         pipeline.set_random_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=batch.device)))
-        images = (batch.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        low, high = self.value_range  # albumentations works on uint8: map the batch's range onto 0..255 and back
+        scale = 255 / max(high - low, 1e-12)
+        images = ((batch.detach().clamp(low, high) - low) * scale).round().to(torch.uint8)
+        images = images.permute(0, 2, 3, 1).cpu().numpy()
         out = np.stack([pipeline(image=image)["image"] for image in images])
         if out.ndim == 3:
             out = out[..., None]
-        return torch.from_numpy(out).to(batch.device).permute(0, 3, 1, 2).to(batch.dtype).div_(255)
+        return torch.from_numpy(out).to(batch.device).permute(0, 3, 1, 2).to(batch.dtype).div_(scale).add_(low)
 
 
 @hookimpl

@@ -31,7 +31,7 @@ class BatchAugment(Augmenter):
         brightness: float = Field(0.0, ge=0, lt=1, description="max multiplicative brightness change")
         contrast: float = Field(0.0, ge=0, lt=1, description="max contrast change around each image's mean")
         noise: float = Field(0.0, ge=0, le=1, description="std of additive Gaussian noise")
-        clip: bool = Field(True, description="clamp the result to [0, 1]")
+        clip: bool = Field(True, description="clamp the result to the batch's value range ([0, 1] for uint8 images)")
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         p = self.params
@@ -63,7 +63,8 @@ class BatchAugment(Augmenter):
             x = (x - mean) * per_image(1 + uniform() * p.contrast) + mean
         if p.noise:
             x = x + torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype) * p.noise
-        return x.clamp(0, 1) if p.clip else x
+        low, high = self.value_range
+        return x.clamp(low, high) if p.clip else x
 
 
 @hookimpl

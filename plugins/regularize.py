@@ -49,12 +49,19 @@ class EarlyStopping(Regularizer):
     def configure_model(self, model):
         self.tracker_ = Tracker(self.params.monitor, self.params.min_delta)
         self.best_state_ = None
+        self.best_epoch_ = self.last_epoch_ = 0
         return model
 
     def on_epoch_end(self, epoch, logs, model):
-        if self.tracker_.update(logs) and self.params.restore_best:
-            self.best_state_ = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.last_epoch_ = epoch + 1
+        if self.tracker_.update(logs):
+            self.best_epoch_ = epoch + 1
+            if self.params.restore_best:
+                self.best_state_ = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return self.tracker_.since >= self.params.patience
+
+    def cell_values(self):
+        return {"best epoch": self.best_epoch_, "epochs trained": self.last_epoch_}
 
     def on_train_end(self, model):
         if self.best_state_ is not None:

@@ -98,12 +98,12 @@ class MultiStep(Regularizer):
 
 
 class Optimizer(Regularizer):
-    """Use another optimizer (adam, adamw, sgd) for this variant than the suite's train.optimizer."""
+    """Use another optimizer for this variant than the suite's train.optimizer (any registered one)."""
 
     name = "optimizer"
 
     class Params(Params):
-        algorithm: Literal["adam", "adamw", "sgd"] = Field("sgd", description="the optimizer")
+        algorithm: str = Field("sgd", description="the optimizer plugin (adam, adamw, sgd, ...)")
         lr: float | None = Field(None, gt=0, description="learning rate (default: the suite's)")
         momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
         nesterov: bool = Field(False, description="Nesterov momentum (SGD)")

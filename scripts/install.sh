@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install octbench into a virtual environment (.venv by default), CPU build of torch unless told otherwise.
+# `pip install octbench` works too, once torch is installed; this script exists to choose the torch build first.
 #
 #   bash scripts/install.sh          # octbench and its dependencies
-#   bash scripts/install.sh --dev    # ... plus the test tools (pytest, pytest-benchmark)
+#   bash scripts/install.sh --dev    # ... plus the test tools, Ray, and the example plugin package (examples/)
 #
 # Environment:
 #   OCTBENCH_VENV    where to create the environment (default .venv)
@@ -24,11 +25,13 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
 else
   $pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-# 2. medmnist without its declared dependencies: it requires torchvision (and through it a CUDA torch) though
-#    octbench uses only its INFO table; its real runtime needs are dependencies of octbench itself.
-$pip install -q --no-deps "medmnist==3.0.2"
-# 3. octbench, editable, so that suites/, plugins/ and tests run from this checkout.
+# 2. octbench, editable, so that suites/, plugins/ and tests run from this checkout.
 $pip install -q -e ".$extra"
+# 3. with --dev, the example third-party plugin package, so the tests run with a plugin package installed beside
+#    the built-ins (as users have), and run its own tests too.
+if [ -n "$extra" ]; then
+  $pip install -q --no-deps --no-build-isolation -e examples/octbench-extra
+fi
 # 4. with --dev, a browser for the report's browser test (Debian's chromium; Playwright drives it, downloads nothing).
 #    Best effort: without root or apt the browser test skips with its reason.
 if [ -n "$extra" ] && ! command -v chromium >/dev/null 2>&1; then

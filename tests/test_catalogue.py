@@ -14,7 +14,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from octbench.errors import OctbenchError
 from octbench.plan import check_references
-from octbench.plugins import PluginHost
+from octbench.plugins import PluginHost, distribution_of
 from octbench.suite import LIST_KINDS, load_suite, resolve_variants
 
 SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
@@ -225,9 +225,16 @@ def test_every_builtin_technique_appears_in_a_shipped_suite(host):
         suite, _ = load_suite(suite_file)
         used.add(("dataset", suite.dataset.name))
         used.add(("executor", suite.executor.name))
+        used.add(("optimizer", suite.train.optimizer.name))
         for variant in resolve_variants(suite):
             used.add(("model", variant.model.name))
             for key, kind in LIST_KINDS.items():
                 used |= {(kind, ref.name) for ref in getattr(variant, key)}
-    missing = [(r.kind, r.name) for r in host.all() if r.kind != "dataset" and (r.kind, r.name) not in used]
+            used |= {
+                ("optimizer", r.params.get("algorithm", "sgd")) for r in variant.regularizers if r.name == "optimizer"
+            }
+            if any(r.name == "weight-decay" for r in variant.regularizers):  # makes adam adamw
+                used.add(("optimizer", "adamw"))
+    builtins = [r for r in host.all() if distribution_of(r.cls)[0] == "octbench"]
+    missing = [(r.kind, r.name) for r in builtins if r.kind != "dataset" and (r.kind, r.name) not in used]
     assert not missing, f"built-ins in no shipped suite: {missing}"

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from octbench.cli import cli
+from octbench.plugins import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,11 +130,15 @@ def test_a_real_process_prints_no_traceback(tmp_path):
 def test_plugins_lists_kinds_parameters_and_sources():
     result = invoke("plugins", "--json")
     assert result.exit_code == 0
-    rows = {(r["kind"], r["name"]): r for r in json.loads(result.output)}
+    listed = json.loads(result.output)
+    rows = {(r["kind"], r["name"]): r for r in listed["plugins"]}
+    assert listed["broken"] == [] and rows[("model", "cnn")]["distribution"] == "octbench"
     clahe = rows[("preprocessor", "clahe")]
     assert {p["name"] for p in clahe["parameters"]} == {"clip_limit", "tile_grid"}
     assert clahe["source"].endswith("preprocess.py")
-    assert {k for k, _ in rows} == {"dataset", "preprocessor", "augmenter", "model", "regularizer", "executor"}
+    kinds = {k for k, _ in rows}
+    assert {"dataset", "preprocessor", "augmenter", "model", "regularizer", "executor", "optimizer"} <= kinds
+    assert kinds <= set(KINDS), "every listed kind is one octbench knows"
     assert "seed-cnn" in invoke("plugins").output
 
 

@@ -69,7 +69,7 @@ def fake_npz(classes: int = 2) -> bytes:
 @pytest.fixture
 def served_breastmnist(tmp_path, monkeypatch):
     """breastmnist's INFO entry pointed at a file on a local HTTP server."""
-    from medmnist.info import INFO
+    from octbench.data.medmnist import INFO
 
     payload = fake_npz()
     (tmp_path / "www").mkdir()
@@ -94,7 +94,7 @@ def test_download_verifies_and_renames_into_place(tmp_path, served_breastmnist):
 
 
 def test_download_with_wrong_md5_leaves_nothing(tmp_path, served_breastmnist, monkeypatch):
-    from medmnist.info import INFO
+    from octbench.data.medmnist import INFO
 
     monkeypatch.setitem(INFO, "breastmnist", {**INFO["breastmnist"], "MD5": "0" * 32})
     target = tmp_path / "data"
@@ -108,7 +108,7 @@ def test_download_with_wrong_md5_leaves_nothing(tmp_path, served_breastmnist, mo
 
 
 def test_failed_download_leaves_nothing_and_says_where_to_put_the_file(tmp_path, served_breastmnist, monkeypatch):
-    from medmnist.info import INFO
+    from octbench.data.medmnist import INFO
 
     monkeypatch.setitem(INFO, "breastmnist", {**INFO["breastmnist"], "url": served_breastmnist[0] + ".missing"})
     target = tmp_path / "data"

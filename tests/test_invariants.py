@@ -63,6 +63,10 @@ def test_nothing_fitted_resampled_or_augmented_sees_held_out_or_test_images(writ
     fits = [e for e in events if e["event"] == "fit"]
     resamples = [e for e in events if e["event"] == "resample"]
     augments = [e for e in events if e["event"] == "augment"]
+    # first, the preflight trial fits and resamples a sample of the pool once, before any cell: no test image
+    (trial_fit, *fits), (trial_resample, *resamples) = fits, resamples
+    for event in (trial_fit, trial_resample):
+        assert {origin for origin, _, _ in event["ids"]} == {POOL}, "the preflight trial saw official test images"
     assert len(fits) == len(resamples) == 6  # once per cell of the spied variant: 2 seeds x 3 folds
     labels = np.arange(120) % 3
     # reconstruct each cell's held-out fold and inner validation split independently of the runner
@@ -168,7 +172,7 @@ def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tiny_suite, tmp_path):
         """,
         extra=f"plugins: [{spy_plugin_path()}]",
     )
-    summary = run_suite(suite, out=tmp_path / "out", progress=False)
+    summary = run_suite(suite, out=tmp_path / "out", progress=False, check=False)  # the trial would stop the run
     assert (summary.done, summary.failed, summary.exit_code) == (2, 4, 1)
     conn = sqlite3.connect(tmp_path / "out" / "results.sqlite")
     errors = dict(conn.execute("SELECT variant, error FROM cells WHERE status='failed'").fetchall())

@@ -11,7 +11,7 @@ import pytest
 
 from octbench import hookspecs
 from octbench.errors import PluginError
-from octbench.plugins import HOOK_KINDS, PluginHost
+from octbench.plugins import HOOK_KINDS, KINDS, PluginHost, distribution_of
 
 OCTBENCH_SOURCE = Path(__file__).resolve().parents[1] / "octbench"
 
@@ -44,8 +44,13 @@ def test_builtins_arrive_through_the_entry_point_group(host):
 
 
 def test_the_core_never_names_a_builtin_technique(host):
-    # the suite's defaults name a dataset (octmnist) and an executor (local); nothing else may be named
-    names = {reg.name for reg in host.all() if reg.kind != "dataset"} - {"local"} | {"octbench_plugins"}
+    # the suite's defaults name a dataset (octmnist), an executor (local) and an optimizer (adam); nothing else may
+    # be named
+    # only octbench's own: an installed third-party package may name a technique anything, e.g. a word the CLI uses
+    builtins = [reg for reg in host.all() if distribution_of(reg.cls)[0] == "octbench"]
+    assert len(builtins) > 20
+    # the core names its kinds; the 'optimizer' regularizer shares its name with the optimizer kind
+    names = {reg.name for reg in builtins if reg.kind != "dataset"} - {"local", "adam"} - set(KINDS) | {"octbench_plugins"}
     for path in OCTBENCH_SOURCE.rglob("*.py"):
         text = path.read_text()
         for name in names:
@@ -180,3 +185,26 @@ def test_environment_variables_add_and_block_plugins(tmp_path, monkeypatch):
     host = PluginHost.load()
     assert "tiny-model" in host.names("model")
     assert "smote" not in host.names("preprocessor") and "clahe" in host.names("preprocessor")
+
+
+SHAPES = Path(__file__).resolve().parent / "plugins" / "shapes.py"
+
+
+def test_preprocessors_that_change_channels_or_size_run_end_to_end(tmp_path):
+    from octbench.runner import run_suite
+    from octbench.testing import check_technique
+
+    host = PluginHost.load([SHAPES])
+    for name in ("to-rgb", "resize"):
+        check_technique(host.get("preprocessor", name).cls)
+    suite = tmp_path / "shapes.yaml"
+    suite.write_text(
+        f"name: shapes\nplugins: [{SHAPES}]\n"
+        "dataset: {name: synthetic-oct, n_train: 160, n_val: 40, n_test: 40}\ncv: {folds: 2}\n"
+        "train: {epochs: 1, batch_size: 32, device: cpu}\ndefaults: {model: {name: cnn, widths: [8], hidden: 8}}\n"
+        "variants:\n  - name: baseline\n  - {name: rgb, preprocessors: [to-rgb]}\n"
+        "  - {name: bigger, preprocessors: [{name: resize, size: 40}]}\n"
+        "  - {name: both, preprocessors: [to-rgb, {name: resize, size: 20}, normalize]}\n"
+    )
+    summary = run_suite(suite, out=tmp_path / "out", progress=False)
+    assert (summary.done, summary.failed) == (8, 0)

@@ -131,7 +131,9 @@ def test_a_nan_loss_fails_its_member_alone_and_unstackable_models_train_alone(tm
         + "variants:\n  - name: baseline\n  - {name: diverges, regularizers: [nan-loss]}\n"
         + "  - {name: layernorm, model: layernorm-net}\n"
     )
-    summary = run_suite(suite, out=tmp_path / "out", progress=False, overrides=["executor.stack=12", "train.epochs=1"])
+    summary = run_suite(
+        suite, out=tmp_path / "out", progress=False, overrides=["executor.stack=12", "train.epochs=1"], check=False
+    )
     assert (summary.done, summary.failed) == (8, 4)
     cells = _cells(tmp_path / "out")
     assert {k[0] for k, (status, *_) in cells.items() if status == "failed"} == {"diverges"}

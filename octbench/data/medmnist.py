@@ -1,11 +1,14 @@
-"""MedMNIST 2D files: names, addresses and checksums from ``medmnist.INFO``; reading the official npz layout.
+"""MedMNIST 2D files: names, addresses and checksums; reading the official npz layout.
 
-The medmnist package is used for its ``INFO`` table only; its own ``download()`` needs torchvision, which
-octbench does not install, so files are fetched by ``octbench.data.files.download`` instead.
+``medmnist_info.json`` is the 2D single-label part of ``medmnist.INFO`` (medmnist 3.0.2, Apache-2.0): flags,
+classes, channels, split sizes, and each size's address and MD5. octbench carries it so that it needs neither the
+medmnist package (whose ``download()`` needs torchvision and, through it, a CUDA torch) nor anything else to fetch
+and verify the files, which ``octbench.data.files.download`` does. ``INFO`` is that table, by flag.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -22,17 +25,12 @@ SUPPORTED_TASKS = ("multi-class", "binary-class", "ordinal-regression")
 SIZES = (28, 64, 128, 224)
 
 
+INFO: dict[str, dict[str, Any]] = json.loads((Path(__file__).parent / "medmnist_info.json").read_text())
+
+
 def info() -> dict[str, dict[str, Any]]:
-    """The 2D single-label flags of ``medmnist.INFO``."""
-    try:
-        from medmnist.info import INFO
-    except ImportError:
-        raise DataError(
-            "the medmnist package is not installed: run `pip install --no-deps medmnist` (see README, Install)."
-        ) from None
-    return {
-        flag: entry for flag, entry in INFO.items() if not flag.endswith("3d") and entry.get("task") in SUPPORTED_TASKS
-    }
+    """The 2D single-label MedMNIST flags."""
+    return {flag: entry for flag, entry in INFO.items() if entry.get("task") in SUPPORTED_TASKS}
 
 
 def flag_info(flag: str) -> dict[str, Any]:

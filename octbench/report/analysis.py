@@ -17,7 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from octbench import stats
-from octbench.metrics import SCALARS
+from octbench.errors import OctbenchError
 from octbench.report.collect import Results, VariantResults
 from octbench.report.testsplit import Clinical, Headline, clinical, compare_on_test_split, resolve_positive
 
@@ -66,13 +66,14 @@ class Comparison:
     bayes: stats.Bayes
     detectable: float | None
     std: float
+    higher_is_better: bool = True
 
     @property
     def mark(self) -> str:
         """'better' / 'worse' when the Holm-adjusted corrected t-test rejects equality at 5%, else ''."""
         if self.p_holm >= ALPHA:
             return ""
-        return "better" if self.test.mean_difference > 0 else "worse"
+        return "better" if (self.test.mean_difference > 0) == self.higher_is_better else "worse"
 
 
 @dataclass
@@ -113,6 +114,8 @@ class Analysis:
     agreement: Agreement | None = None
     advice: str = ""
     problems: list[str] = field(default_factory=list)
+    metric_names: list[str] = field(default_factory=list)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
 
     @property
     def metric(self) -> str:
@@ -156,9 +159,15 @@ def analyse(results: Results, options: Options | None = None) -> Analysis:
             variant=v,
             summaries={
                 "heldout": {
-                    m: stats.summary(list(_values(v, "heldout", m).values()), test_train_ratio=ratio) for m in SCALARS
+                    m: stats.summary(list(_values(v, "heldout", m).values()), test_train_ratio=ratio)
+                    for m in results.metric_names
                 },
-                "test": {m: stats.summary(list(_values(v, "test", m).values())) for m in SCALARS},
+                "test": {m: stats.summary(list(_values(v, "test", m).values())) for m in results.metric_names},
+                "cell": {
+                    m: stats.summary(list(values.values()))
+                    for m in results.reported_values
+                    if (values := _values(v, "cell", m))
+                },
             },
             timing={k: stats.summary([c.timings.get(k) for c in v.cells]) for k in TIMINGS},
         )
@@ -176,7 +185,13 @@ def analyse(results: Results, options: Options | None = None) -> Analysis:
         class_names=results.class_names,
         positive=positive,
         prevalence=prevalence,
+        metric_names=results.metric_names,
+        higher_is_better={m: results.higher_is_better(m) for m in results.metric_names},
     )
+    if options.metric not in analysis.metric_names:
+        raise OctbenchError(
+            f"no metric '{options.metric}' in these results; choose one of {', '.join(analysis.metric_names)}."
+        )
     # each section stands alone: one that cannot be computed from what is stored is named on the page, with why,
     # and the rest of the report still renders
     if results.reference is not None:
@@ -195,7 +210,7 @@ def analyse(results: Results, options: Options | None = None) -> Analysis:
 def _cv_verdicts(analysis: Analysis, options: Options) -> None:
     reference = analysis.reference
     others = [a for a in analysis.variants if a.variant is not reference]
-    for metric in SCALARS:
+    for metric in analysis.metric_names:
         base = _values(reference, "heldout", metric)
         found = []
         for a in others:
@@ -215,8 +230,9 @@ def _cv_verdicts(analysis: Analysis, options: Options) -> None:
                 )
             )
         adjusted = stats.holm([t.p_value for _, t, *_ in found])
+        higher = analysis.higher_is_better.get(metric, True)
         for (a, t, bayes, detectable, std), p in zip(found, adjusted, strict=True):
-            a.comparisons[metric] = Comparison(t, p, bayes, detectable, std)
+            a.comparisons[metric] = Comparison(t, p, bayes, detectable, std, higher)
     analysis.advice = _advice(analysis, options)
 
 

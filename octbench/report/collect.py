@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from octbench.errors import OctbenchError
+from octbench.metrics import SCALARS
 from octbench.scores import Scores
 from octbench.store import Store
 
@@ -91,6 +92,31 @@ class Results:
     @property
     def has_test(self) -> bool:
         return any("test" in c.metrics for v in self.variants for c in v.cells)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """octbench's metrics, then those metric plugins added to the stored cells."""
+        found = {
+            name
+            for v in self.variants
+            for c in v.cells
+            for split in ("heldout", "test")
+            for name in c.metrics.get(split, {})
+        }
+        return [*SCALARS, *sorted(found - set(SCALARS))]
+
+    @property
+    def reported_values(self) -> list[str]:
+        """What the cells' techniques reported about them (``Technique.cell_values``)."""
+        return sorted({name for v in self.variants for c in v.cells for name in c.metrics.get("cell", {})})
+
+    def higher_is_better(self, metric: str) -> bool:
+        """As the metric's plugin declared it when the run was made (octbench's own are all higher-is-better)."""
+        for run in self.runs:
+            declared = run.provenance.get("metrics", {}).get(metric)
+            if declared is not None:
+                return bool(declared)
+        return True
 
 
 def load(directories: list[str | Path]) -> Results:

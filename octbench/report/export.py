@@ -11,7 +11,6 @@ from typing import Any
 
 from octbench.data.files import write_atomically
 from octbench.errors import OctbenchError
-from octbench.metrics import SCALARS
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
 
@@ -37,7 +36,7 @@ def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any
             "planned": v.planned,
         }
         for split in ("heldout", "test"):
-            for metric in SCALARS:
+            for metric in analysis.metric_names:
                 s = a.summaries[split][metric]
                 row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"] = s.mean, s.std
         comparison = a.comparisons.get(analysis.metric)
@@ -97,7 +96,7 @@ def cell_rows(results: Results) -> list[dict[str, Any]]:
                         "seed": c.seed,
                         "fold": c.fold,
                         "split": split,
-                        **{m: metrics.get(m) for m in SCALARS},
+                        **{m: metrics.get(m) for m in results.metric_names},
                         **{f"seconds_{k}": c.timings.get(k) for k in ("preprocess", "resample", "train", "evaluate")},
                         "train_images_per_s": c.timings.get("train_images_per_s"),
                     }

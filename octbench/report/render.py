@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from sklearn.metrics import confusion_matrix
 
+from octbench.plugins import PluginHost
 from octbench.report import plots
 from octbench.report.analysis import ALPHA, Analysis
 from octbench.report.collect import Results
@@ -131,7 +134,22 @@ def build_context(results: Results, analysis: Analysis) -> dict[str, Any]:
         "positive": analysis.positive,
         "alpha": ALPHA,
         "settings": _settings(results),
+        "sections": _sections(results, analysis),
     }
+
+
+def _sections(results: Results, analysis: Analysis) -> list[tuple[str, str]]:
+    """(title, HTML) of every report-section plugin: installed ones, and those in the plugin files the run named."""
+    paths = [p for run in results.runs for p in run.provenance.get("plugin_paths", []) if Path(p).exists()]
+    host = analysis.attempt("report-section plugins", PluginHost.load, paths)
+    if host is None:
+        return []
+    found = []
+    for section in host.instances("report-section"):
+        html = analysis.attempt(f"report section '{section.name}'", section.render, results, analysis)
+        if html is not None:
+            found.append((section.title or section.name, Markup(html)))
+    return found
 
 
 def _settings(results: Results) -> list[str]:

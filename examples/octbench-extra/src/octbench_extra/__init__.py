@@ -1,0 +1,1 @@
+"""An example octbench plugin package."""

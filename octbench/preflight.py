@@ -1,0 +1,109 @@
+"""``octbench check``, and the first thing ``octbench run`` does: every variant's pipeline on a sample, in seconds.
+
+For each variant: its preprocessors fitted and its resamplers applied on a stratified sample of the pool, its
+model built for the shape the pipeline actually produces (so a preprocessor that makes grayscale images RGB, or
+resizes them, works), two training steps with its augmenters and regularizers, and evaluation logits checked. A
+problem is reported with the variant and the plugin named, before any cell is trained or anything written.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from octbench import validate
+from octbench.cell import failure_reason
+from octbench.errors import Interrupted
+from octbench.pipeline import apply_preprocessors
+from octbench.plugins import PluginHost
+from octbench.suite import Suite, Variant
+from octbench.technique import Splits
+from octbench.train import Learner, scoring_logits, to_device, train_stack
+
+SAMPLE = 512  # images fitted and resampled on: enough for SMOTE's neighbours in OCTMNIST's smallest class
+
+
+@dataclass
+class Problem:
+    variant: str
+    stage: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"variant '{self.variant}', {self.stage}: {self.reason}"
+
+
+def check_suite(suite: Suite, variants: list[Variant], host: PluginHost, data: Splits, device: str) -> list[Problem]:
+    """Every problem a short trial of each variant finds (an empty list when all pass)."""
+    x, y = data.pool
+    index = _sample(y, SAMPLE, seed=0)
+    train_index, held_index = train_test_split(index, test_size=0.25, stratify=_stratify(y[index]), random_state=0)
+    problems = []
+    for variant in variants:
+        stage = "preprocessing"
+        try:
+            parts = {
+                "train": (x[np.sort(train_index)], y[np.sort(train_index)]),
+                "heldout": (x[np.sort(held_index)], y[np.sort(held_index)]),
+            }
+            steps = [host.create("preprocessor", r.name, r.params) for r in variant.preprocessors]
+            parts, _ = apply_preprocessors(
+                steps, variant.preprocessors, parts, 0, ["preflight", time.time()], data.num_classes, use_cache=False
+            )
+            stage = f"building model '{variant.model.name}'"
+            train_x, train_y = parts["train"]
+            torch.manual_seed(0)
+            model = host.create("model", variant.model.name, variant.model.params).build(
+                int(train_x.shape[-1]), data.num_classes, int(train_x.shape[1])
+            )
+            augmenters = [host.create("augmenter", r.name, r.params) for r in variant.augmenters]
+            regularizers = [host.create("regularizer", r.name, r.params) for r in variant.regularizers]
+            for reg in regularizers:
+                model = reg.configure_model(model)
+            stage = "training"
+            batch = min(suite.train.batch_size, 32)
+            config = suite.train.model_copy(update={"batch_size": batch, "epochs": 1, "compile": False})
+            dev = torch.device(device)
+            keep = slice(0, 2 * batch)  # two steps
+            learner = Learner(
+                model.to(dev),
+                to_device(train_x[keep], train_y[keep], dev),
+                to_device(*parts["heldout"], dev),
+                config=config,
+                epochs=1,
+                augmenters=augmenters,
+                regularizers=regularizers,
+                seed=0,
+                num_classes=data.num_classes,
+                host=host,
+            )
+            train_stack([learner], config=config, epochs=1)
+            if learner.error is not None:
+                raise learner.error
+            stage = "evaluation"
+            held = to_device(*parts["heldout"], dev)[0]
+            logits = scoring_logits(learner.model, held, 256, learner.use_amp, learner.channels_last)
+            validate.check_logits(logits.cpu().numpy(), len(held), data.num_classes, variant.model.name)
+        except (KeyboardInterrupt, Interrupted):
+            raise
+        except (Exception, SystemExit) as exc:
+            problems.append(Problem(variant.name, stage, failure_reason(exc)))
+            traceback.clear_frames(exc.__traceback__)
+    return problems
+
+
+def _stratify(labels: np.ndarray) -> np.ndarray | None:
+    counts = np.bincount(labels)
+    return labels if counts[counts > 0].min() >= 2 else None
+
+
+def _sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    if len(labels) <= size:
+        return np.arange(len(labels))
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=size, stratify=_stratify(labels), random_state=seed)
+    return keep
