@@ -129,6 +129,8 @@ def execute_stack(tasks: list[CellTask], host: PluginHost | None = None, on_epoc
     ``sys.exit`` fails its cell.
     """
     host = host or PluginHost.load(tasks[0].plugin_paths)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # the stack's own peak, for the report's provenance
     results: dict[int, CellResult] = {}
     prepared: dict[int, Prepared] = {}
     for i, task in enumerate(tasks):
@@ -328,5 +330,20 @@ def evaluate_cell(p: Prepared) -> CellResult:
         "channels_last": learner.channels_last,
         "stack_size": int(timings.get("stack_size", 1)),
         "not_stacked_because": p.unstacked,
+        "parameters": sum(t.numel() for t in learner.model.parameters() if t.requires_grad),
+        "threads": torch.get_num_threads(),
+        "deterministic": bool(task.suite.train.deterministic),
+        **peak_memory(p.device),
     }
     return result
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak host memory of the process so far (it may have run earlier cells) and, on CUDA, the peak device memory
+    allocated since this cell's stack began (shared by the cells of a stack), in MiB."""
+    import resource
+
+    found = {"peak_host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        found["peak_device_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return found

@@ -154,7 +154,20 @@ def init(directory) -> None:
 
 @cli.command()
 @click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["html", "md", "csv", "json"]), default="html", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md", "csv", "json", "latex", "predictions"]),
+    default="html",
+    show_default=True,
+    help="html: the page; md, csv, json: every number; latex: a booktabs table (report.tex, compiles as is); "
+    "predictions: every stored per-image prediction (predictions.csv).",
+)
+@click.option(
+    "--figures",
+    type=click.Path(file_okay=False),
+    help="Also write every figure to this folder as SVG, PDF and 300-dpi PNG.",
+)
 @click.option(
     "--metric",
     help="The metric compared with the reference: one of octbench's (" + ", ".join(SCALARS) + ") or a metric "
@@ -173,18 +186,30 @@ def init(directory) -> None:
 @click.option(
     "--output",
     type=click.Path(allow_dash=True),
-    help="File to write (a folder for csv; '-' prints md or json) [default: in the first DIR].",
+    help="File to write (a folder for csv; '-' prints md, json or latex) [default: in the first DIR].",
 )
-def report(directories, fmt, metric, rope, positive_class, output) -> None:
+def report(directories, fmt, figures, metric, rope, positive_class, output) -> None:
     """Render a report from stored results only (no training). Several DIRs of one dataset merge into one
     comparison; DIRs of different datasets make a study over datasets (rank tests, critical-difference diagram)."""
     from octbench.report.publish import publish
 
-    if output == "-" and fmt in ("html", "csv"):
-        raise UserError("--output - prints md or json only; give a path for html or csv.")
-    paths = publish(list(directories), fmt=fmt, output=output, metric=metric, rope=rope, positive_class=positive_class)
+    if output == "-" and fmt in ("html", "csv", "predictions"):
+        raise UserError(f"--output - prints md, json or latex only; give a path for {fmt}.")
+    paths = publish(
+        list(directories),
+        fmt=fmt,
+        output=output,
+        metric=metric,
+        rope=rope,
+        positive_class=positive_class,
+        figures=figures,
+    )
+    drawn = [p for p in paths if figures and str(p.parent) == str(figures).rstrip("/")]
     for path in paths:
-        click.echo(f"{fmt}: {path}")
+        if path not in drawn:
+            click.echo(f"{fmt}: {path}")
+    if figures:
+        click.echo(f"figures: {len(drawn)} files (SVG, PDF, 300-dpi PNG) in {figures}")
 
 
 @cli.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import re
 import subprocess
@@ -54,6 +56,35 @@ def source_commit() -> str:
     return (commit or "unknown") + ("+dirty" if dirty else "")
 
 
+def accelerator() -> dict[str, Any]:
+    """torch, CUDA, cuDNN and NVIDIA driver versions and the GPU's name (None where there is none), the CPU."""
+    import torch
+
+    from octbench.device import cpu_model
+
+    found: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": None,
+        "driver": None,
+        "gpu": None,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+    if torch.cuda.is_available():
+        found["cudnn"] = torch.backends.cudnn.version()
+        found["gpu"] = torch.cuda.get_device_name(0)
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            answer = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            found["driver"] = answer.stdout.split("\n")[0].strip() or None
+    return found
+
+
 def collect(
     *,
     device: str,
@@ -86,6 +117,7 @@ def collect(
         "cpu_wait": WAIT_POLICY,
         "executor": executor or {},
         "versions": package_versions(),
+        "accelerator": accelerator(),
         "octbench_commit": source_commit(),
         "platform": platform.platform(),
         "device": device,

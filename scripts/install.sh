@@ -42,4 +42,14 @@ if [ -n "$extra" ] && ! command -v chromium >/dev/null 2>&1; then
     echo "note: no chromium on PATH; the browser test will skip (Debian: apt-get install chromium)"
   fi
 fi
+# 5. with --dev, pdflatex and booktabs for the test that compiles the LaTeX export (best effort, as above).
+if [ -n "$extra" ] && ! command -v pdflatex >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      texlive-latex-base texlive-latex-recommended >/dev/null) \
+      || echo "note: could not install TeX; the LaTeX compile test will skip"
+  else
+    echo "note: no pdflatex on PATH; the LaTeX compile test will skip (Debian: apt-get install texlive-latex-base)"
+  fi
+fi
 echo "octbench installed in $venv ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"
 SPY_PLUGINS = Path(__file__).resolve().parent / "plugins" / "spies.py"
 
@@ -111,6 +113,24 @@ def run_dir(tmp_path_factory, tuning_file):
         summary = run_suite(folder / "suite.yaml", out=folder / "out", progress=False)
     assert summary.failed == 0
     return folder / "out"
+
+
+@pytest.fixture(scope="session")
+def smoke_dir(tmp_path_factory, tuning_file):
+    """``suites/smoke.yaml`` run once through the CLI: (results folder, the command's output)."""
+    from click.testing import CliRunner
+
+    from octbench.cli import cli
+
+    out = tmp_path_factory.mktemp("smoke") / "smoke"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("OCTBENCH_TUNING_FILE", str(tuning_file))
+        result = CliRunner().invoke(
+            cli, ["run", str(REPO / "suites" / "smoke.yaml"), "--out", str(out), "--no-progress"]
+        )
+    assert result.exit_code == 0, result.output
+    return out, result.output
 
 
 def stored_metrics(out: Path) -> dict[tuple, float]:

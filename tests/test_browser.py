@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "reports" / "breastmnist-example" / "report.html"
 
 pytestmark = pytest.mark.browser
 
@@ -20,19 +24,32 @@ ARGS = [
 ]
 
 
-@pytest.fixture
-def page():
+@pytest.fixture(scope="module")
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
     if CHROMIUM is None:
         pytest.skip("no Chromium binary on PATH (Debian: apt-get install chromium)")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.problems = []
-        page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-        page.on("pageerror", lambda e: page.problems.append(str(e)))
-        yield page
-        browser.close()
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+def open_page(browser, width: int):
+    """A page of ``width`` CSS pixels that records console errors and every request that is not the file itself."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.problems, page.requests = [], []
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    page.on("request", lambda r: r.url.startswith(("file:", "data:")) or page.requests.append(r.url))
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    page = open_page(browser, 1366)
+    yield page
+    page.close()
 
 
 def test_report_loads_renders_images_and_sorts(page, run_dir, tmp_path):
@@ -64,3 +81,43 @@ def test_report_loads_renders_images_and_sorts(page, run_dir, tmp_path):
     keep = os.environ.get("OCTBENCH_SCREENSHOT_DIR")
     if keep:
         shutil.copy(shot, os.path.join(keep, "report.png"))
+
+
+def report_page(which: str, request) -> Path:
+    if which == "breastmnist-example":
+        return EXAMPLE  # the committed page of a real run (re-rendered with every change to the report)
+    out, _ = request.getfixturevalue("smoke_dir")
+    return out / "report.html"
+
+
+@pytest.mark.parametrize("width", [390, 1400])
+@pytest.mark.parametrize("which", ["smoke", "breastmnist-example"])
+def test_the_page_fits_phones_and_wide_screens_with_every_compare_view(browser, request, which, width, tmp_path):
+    page = open_page(browser, width)
+    try:
+        page.goto(report_page(which, request).resolve().as_uri())
+        page.wait_for_load_state("load")
+        assert page.problems == [] and page.requests == [], (page.problems, page.requests)
+        overflow = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert overflow[0] <= overflow[1], f"{which} at {width}px is {overflow[0]}px wide"
+
+        summary = page.inner_text("#summary")
+        assert "reference: baseline" in summary
+        assert "fold cross-validation × 1 seed" in summary, summary
+        for alt in ("ROC curves of every variant overlaid", "confusion matrices of every variant"):
+            shown = page.eval_on_selector_all(
+                f'img[alt^="{alt}"]',
+                "els => els.map(e => [e.complete && e.naturalWidth > 0, e.getBoundingClientRect().right])",
+            )
+            assert shown and all(ok and right <= width for ok, right in shown), (alt, shown)
+        details = page.eval_on_selector_all("section.variant details", "els => els.map(e => e.open)")
+        assert details and not any(details), "per-variant detail starts folded"
+
+        shot = tmp_path / f"{which}-{width}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000
+        keep = os.environ.get("OCTBENCH_SCREENSHOT_DIR")
+        if keep:
+            shutil.copy(shot, os.path.join(keep, shot.name))
+    finally:
+        page.close()

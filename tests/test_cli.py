@@ -159,10 +159,8 @@ def test_xss_in_a_variant_name_renders_as_text(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-def test_smoke_suite_end_to_end_then_resumes(tmp_path):
-    out = tmp_path / "smoke"
-    first = invoke("run", REPO / "suites" / "smoke.yaml", "--out", out, "--no-progress")
-    assert first.exit_code == 0, first.output
+def test_smoke_suite_end_to_end_then_resumes(smoke_dir):
+    out, _ = smoke_dir  # the session's run of suites/smoke.yaml through this CLI
     html = (out / "report.html").read_text()
     conn = sqlite3.connect(out / "results.sqlite")
     variants = [r[0] for r in conn.execute("SELECT DISTINCT variant FROM cells")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -342,7 +343,13 @@ def test_a_test_split_missing_a_class_still_reports(tmp_path):
     consistent(tmp_path / "out")
 
 
-HOSTILE_NAMES = ["[/bold]evil", "lr $\\notacommand$", '=HYPERLINK("http://x")', "<script>alert(1)</script>"]
+HOSTILE_NAMES = [
+    "[/bold]evil",
+    "lr $\\notacommand$",
+    '=HYPERLINK("http://x")',
+    "<script>alert(1)</script>",
+    "../../up 50% & #_{x}\\end{document}",
+]
 
 
 def test_hostile_names_in_every_place_a_name_appears(tmp_path):
@@ -360,6 +367,15 @@ def test_hostile_names_in_every_place_a_name_appears(tmp_path):
     assert "'=HYPERLINK" in leaderboard and "\n=HYPERLINK" not in leaderboard and ",=HYPERLINK" not in leaderboard
     md = invoke("report", out, "--format", "md", "--output", "-").output
     assert "<script>" not in md and "&lt;script&gt;" in md
+    figures = tmp_path / "figures"
+    assert invoke("report", out, "--format", "latex", "--figures", figures).exit_code == 0
+    assert r"../../up 50\% \& \#\_\{x\}\textbackslash{}end\{document\}" in (out / "report.tex").read_text()
+    assert not list(tmp_path.glob("*.svg")) and not list(tmp_path.parent.glob("*.svg")), "a name escaped the folder"
+    assert any("of-up-50-_-x-end-document." in p.name for p in figures.iterdir())
+    if shutil.which("pdflatex"):
+        command = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"-output-directory={tmp_path}"]
+        done = subprocess.run([*command, str(out / "report.tex")], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-1500:]
     consistent(out)
 
 

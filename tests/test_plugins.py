@@ -50,7 +50,9 @@ def test_the_core_never_names_a_builtin_technique(host):
     builtins = [reg for reg in host.all() if distribution_of(reg.cls)[0] == "octbench"]
     assert len(builtins) > 20
     # the core names its kinds; the 'optimizer' regularizer shares its name with the optimizer kind
-    names = {reg.name for reg in builtins if reg.kind != "dataset"} - {"local", "adam"} - set(KINDS) | {"octbench_plugins"}
+    names = {reg.name for reg in builtins if reg.kind != "dataset"} - {"local", "adam"} - set(KINDS) | {
+        "octbench_plugins"
+    }
     for path in OCTBENCH_SOURCE.rglob("*.py"):
         text = path.read_text()
         for name in names:

@@ -51,7 +51,17 @@ def test_html_report_shows_statistics_and_figures(run_dir):
     for name in ("baseline", "flip", "smote", "class-weights"):
         assert f'alt="confusion matrix of {name}"' in html and f'alt="ROC curves of {name}"' in html
         assert f'alt="training curves of {name}"' in html
-    assert len(re.findall(r'src="data:image/png;base64,', html)) == 4 * 3 + 4
+    # per variant 3; effects, spread, throughput, reliability; and the compare views: ROC overlaid, the confusion
+    # grids of the test ensembles and of the CV pool, the learning curves overlaid
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 4 * 3 + 4 + 4
+    assert 'alt="ROC curves of every variant overlaid: the macro average' in html
+    assert "alt=\"confusion matrices of every variant's test-split ensemble" in html
+    assert 'alt="confusion matrices of every variant on the CV pool' in html
+    assert 'alt="inner-validation loss and accuracy per epoch of every variant, and the number of cells' in html
+    summary = re.search(r'<p class="summary" id="summary">(.*?)</p>', html, re.S).group(1)
+    assert "reference: baseline" in summary and "3-fold cross-validation × 1 seed" in summary
+    assert html.count("<details>") >= 4, "each variant's detail is folded"
+    assert 'class="best"' in html and "+batch-augment(hflip=0.5)" in html and "+smote" in html
     assert "http://" not in html and "https://" not in html, "the page must stand alone"
 
 
@@ -60,9 +70,13 @@ def test_markdown_export_renders_as_a_table(run_dir):
     assert result.exit_code == 0
     text = (run_dir / "report.md").read_text()
     html = markdown.markdown(text, extensions=["tables"])
-    assert html.count("<table>") == 1
-    assert html.count("<tr>") == 1 + 4
+    assert html.count("<table>") == 2, "the leaderboard and the verdicts"
+    assert html.count("<tr>") == (1 + 4) + (1 + 3)
     assert "<th>Variant</th>" in html and "baseline (reference)" in html
+    assert text.startswith("4 variants of synthetic-oct, compared by 3-fold cross-validation × 1 seed")
+    for header in ("CV balanced acc.", "CV macro F1", "CV macro AUC", "Test AUC (ensemble) [95% CI]", "McNemar"):
+        assert header in text, header
+    assert "corrected t p raw (Holm)" in text and "Changes vs reference" in text and "**" in text
 
 
 def test_csv_and_json_exports(run_dir):
@@ -82,6 +96,16 @@ def test_csv_and_json_exports(run_dir):
     assert smote["p_worse"] + smote["p_equivalent"] + smote["p_better"] == pytest.approx(1)
     assert smote["detectable_delta"] > 0 and smote["test_delta_auc"] is not None and 0 <= smote["p_auc_holm"] <= 1
     assert smote["mcnemar_only_this"] >= 0 and smote["test_auc_method"] == "paired bootstrap"
+    # every metric's verdict raw and adjusted, per-class test AUC and rates with their counts, the figures' data
+    for metric in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro"):
+        assert 0 <= smote[f"p_{metric}_corrected_t"] <= smote[f"p_{metric}_corrected_t_holm"] <= 1
+    assert smote["p_delong[normal]"] is not None and smote["normal_sensitivity_n"] > 0
+    assert smote["changes"] == "+smote" and smote["parameters"] > 0
+    assert "reference: baseline" in payload["summary"] and payload["design"] == {"folds": 3, "seeds": 1}
+    assert set(payload["confusion"]["smote"]) == {"test ensemble", "CV pool"}
+    assert sum(map(sum, payload["confusion"]["smote"]["CV pool"])) == 240 + 40  # each pool image once per seed
+    assert len(payload["roc"]["smote"]["classes"]) == 4
+    assert "p_delong[normal]" in leaderboard[0], "every CSV row has every column"
 
 
 def test_merging_runs_keys_variants_by_run(run_dir, tmp_path):

@@ -13,6 +13,7 @@ from octbench.data.files import write_atomically
 from octbench.errors import OctbenchError
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
+from octbench.report.variants import changes, parameters
 
 MARKDOWN_COLUMNS = (
     ("accuracy", "CV accuracy"),
@@ -39,7 +40,7 @@ def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any
             for metric in analysis.metric_names:
                 s = a.summaries[split][metric]
                 row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"] = s.mean, s.std
-        comparison = a.comparisons.get(analysis.metric)
+        comparison = a.comparisons.get(analysis.metric)  # the compared metric under its original column names
         row[f"delta_{analysis.metric}"] = comparison.test.mean_difference if comparison else None
         row["delta_low"], row["delta_high"] = (
             (comparison.test.low, comparison.test.high) if comparison else (None, None)
@@ -51,6 +52,15 @@ def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any
         row["p_better"] = comparison.bayes.p_better if comparison else None
         row["rope"] = analysis.options.rope
         row["detectable_delta"] = comparison.detectable if comparison else None
+        for metric in analysis.metric_names:  # every metric's verdict, raw and Holm-adjusted
+            c = a.comparisons.get(metric)
+            row[f"delta_{metric}"] = c.test.mean_difference if c else None
+            row[f"delta_{metric}_low"], row[f"delta_{metric}_high"] = (c.test.low, c.test.high) if c else (None, None)
+            row[f"p_{metric}_corrected_t"] = c.test.p_value if c else None
+            row[f"p_{metric}_corrected_t_holm"] = c.p_holm if c else None
+            for side in ("worse", "equivalent", "better"):
+                row[f"p_{metric}_{side}"] = getattr(c.bayes, f"p_{side}") if c else None
+            row[f"detectable_delta_{metric}"] = c.detectable if c else None
         t = a.test_split
         vs = t.versus if t else None
         row["test_ensemble_accuracy"] = t.accuracy if t else None
@@ -68,23 +78,35 @@ def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any
         row["test_auc_method"] = vs.auc_method if vs else None
         row["p_auc"] = vs.auc_p if vs else None
         row["p_auc_holm"] = vs.auc_holm if vs else None
+        row["test_detectable_accuracy"] = vs.accuracy_detectable if vs else None
+        row["test_detectable_auc"] = vs.auc_detectable if vs else None
+        row["test_models"] = t.models if t else None
+        for cls, d in vs.per_class if vs else []:
+            name = analysis.class_names[cls]
+            row[f"test_delta_auc[{name}]"] = d.difference
+            row[f"test_delta_auc[{name}]_low"], row[f"test_delta_auc[{name}]_high"] = d.low, d.high
+            row[f"p_delong[{name}]"] = d.p_value
         k = a.clinical
-        if k is not None and analysis.positive is not None:
-            for label, x in zip(
-                ("sensitivity", "specificity", "ppv", "npv"),
-                (k.rates[0].sensitivity, k.rates[0].specificity, k.rates[0].ppv, k.rates[0].npv),
-                strict=True,
-            ):
-                row[label], row[f"{label}_low"], row[f"{label}_high"] = x.value, x.low, x.high
+        for r in k.rates if k else []:  # the positive class of a binary task; else each class against the rest
+            prefix = "" if analysis.positive is not None else f"{analysis.class_names[r.positive]}_"
+            for label in ("sensitivity", "specificity", "ppv", "npv"):
+                x = getattr(r, label)
+                row[f"{prefix}{label}"], row[f"{prefix}{label}_low"], row[f"{prefix}{label}_high"] = (
+                    (x.value, x.low, x.high) if x.n else (None, None, None)
+                )
+                row[f"{prefix}{label}_k"], row[f"{prefix}{label}_n"] = x.k, x.n
         row["brier"] = k.brier if k else None
         row["ece"] = k.reliability.ece if k else None
-        row["train_images_per_s"] = a.timing["train_images_per_s"].mean
-        row["infer_images_per_s"] = a.timing["infer_images_per_s"].mean
+        for key in ("train_images_per_s", "infer_images_per_s"):
+            row[key], row[f"{key}_std"] = a.timing[key].mean, a.timing[key].std
+        row["parameters"] = parameters(v)
+        row["changes"] = "; ".join(changes(v.spec, results.reference.spec)) if results.reference else ""
         rows.append(row)
     return rows
 
 
 def cell_rows(results: Results) -> list[dict[str, Any]]:
+    names = results.metric_names
     rows = []
     for v in results.variants:
         for c in v.cells:
@@ -96,7 +118,7 @@ def cell_rows(results: Results) -> list[dict[str, Any]]:
                         "seed": c.seed,
                         "fold": c.fold,
                         "split": split,
-                        **{m: metrics.get(m) for m in results.metric_names},
+                        **{m: metrics.get(m) for m in names},
                         **{f"seconds_{k}": c.timings.get(k) for k in ("preprocess", "resample", "train", "evaluate")},
                         "train_images_per_s": c.timings.get("train_images_per_s"),
                     }
@@ -104,58 +126,156 @@ def cell_rows(results: Results) -> list[dict[str, Any]]:
     return rows
 
 
+def best_keys(rows: list[dict[str, Any]], analysis: Analysis) -> dict[str, set[str]]:
+    """{column: variants holding its best value}, for the CV means of every metric (lower is better where the metric
+    says so) and the test split's ensemble accuracy and AUC; ties share the mark."""
+    columns = {f"heldout_{m}_mean": analysis.higher_is_better.get(m, True) for m in analysis.metric_names}
+    columns.update({"test_ensemble_accuracy": True, "test_ensemble_auc": True})
+    found = {}
+    for column, higher in columns.items():
+        values = [(r[column], r["variant"]) for r in rows if r.get(column) is not None]
+        if len(values) < 2:
+            continue
+        best = max(v for v, _ in values) if higher else min(v for v, _ in values)
+        found[column] = {name for v, name in values if abs(v - best) < 5e-4}  # equal as printed (3 decimals)
+    return found
+
+
 def _pm(mean: float | None, std: float | None) -> str:
     return "–" if mean is None else f"{mean:.3f} ± {std:.3f}"
 
 
+def _significant(p: float | None) -> str:
+    return " †" if p is not None and p < 0.05 else ""
+
+
+def _bold(text: str, best: bool) -> str:
+    return f"**{text}**" if best and text != "–" else text
+
+
+def _raw_holm(p: float | None, holm: float | None) -> str:
+    return "–" if p is None else f"{_p(p)} ({_p(holm)})"
+
+
+def _delta(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:+.3f} [{row[f'{key}_low']:+.3f}, {row[f'{key}_high']:+.3f}]"
+
+
+def _p(p: float | None) -> str:
+    return "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def markdown(results: Results, analysis: Analysis) -> str:
+    """The summary, the leaderboard (every CV metric, the test ensembles with intervals, best in bold, † where the
+    Holm-adjusted test against the reference rejects equality) and the verdicts with raw and adjusted p."""
+    from octbench.report.summary import summary
+
     has_test = results.has_test
     reference = analysis.reference.key if analysis.reference else None
+    rows = leaderboard_rows(results, analysis)
+    best = best_keys(rows, analysis)
     header = ["Variant", *[label for _, label in MARKDOWN_COLUMNS]]
     if has_test:
-        header += ["Test accuracy (ensemble)", "Test AUC (ensemble)"]
+        header += ["Test accuracy (ensemble) [95% CI]", "Test AUC (ensemble) [95% CI]"]
+    header += ["Changes vs reference"] if reference else []
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["variant"] + (" (reference)" if row["reference"] else "")]
+        for m, _ in MARKDOWN_COLUMNS:
+            text = _bold(
+                _pm(row[f"heldout_{m}_mean"], row[f"heldout_{m}_std"]),
+                row["variant"] in best.get(f"heldout_{m}_mean", ()),
+            )
+            cells.append(text + _significant(row.get(f"p_{m}_corrected_t_holm")))
+        if has_test:
+            for key, p in (("test_ensemble_accuracy", "p_mcnemar_holm"), ("test_ensemble_auc", "p_auc_holm")):
+                text = _bold(_value(row[key]), row["variant"] in best.get(key, ()))
+                interval = (
+                    "" if row.get(f"{key}_low") is None else f" [{row[f'{key}_low']:.3f}, {row[f'{key}_high']:.3f}]"
+                )
+                cells.append(text + interval + _significant(row.get(p)))
+        if reference:
+            cells.append("reference" if row["reference"] else (row["changes"] or "none"))
+        lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
+    text = "\n".join(lines) + "\n\n" + _caption(results, analysis) + "\n"
     if reference:
+        text += "\n" + _verdicts(rows, analysis, has_test)
+    return md_cell(summary(results, analysis)) + "\n\n" + text
+
+
+def _verdicts(rows: list[dict[str, Any]], analysis: Analysis, has_test: bool) -> str:
+    metric = analysis.metric
+    header = [
+        "Variant",
+        f"CV Δ {metric.replace('_', ' ')} [corrected 95% CI]",
+        "corrected t p raw (Holm)",
+        "P(worse/≈/better)",
+        "detectable Δ",
+    ]
+    if has_test:
         header += [
-            f"Δ {analysis.metric.replace('_', ' ')} vs {reference} [corrected 95% CI]",
-            "p (Holm)",
-            "P(worse/≈/better)",
+            "test Δ accuracy [CI]",
+            "McNemar only this / only ref.",
+            "McNemar p raw (Holm)",
+            "test Δ AUC [CI]",
+            "AUC p raw (Holm)",
         ]
     lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    for row in leaderboard_rows(results, analysis):
-        cells = [row["variant"] + (" (reference)" if row["reference"] else "")]
-        cells += [_pm(row[f"heldout_{m}_mean"], row[f"heldout_{m}_std"]) for m, _ in MARKDOWN_COLUMNS]
+    for row in rows:
+        if row["reference"]:
+            continue
+        delta = row[f"delta_{metric}"]
+        cells = [row["variant"]]
+        if delta is None:
+            cells += ["–"] * 4
+        else:
+            cells += [
+                f"{delta:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]",
+                _raw_holm(row["p_corrected_t"], row["p_corrected_t_holm"]),
+                " / ".join(f"{100 * row[k]:.0f}%" for k in ("p_worse", "p_equivalent", "p_better")),
+                "–" if row["detectable_delta"] is None else f"±{row['detectable_delta']:.3f}",
+            ]
         if has_test:
-            cells += [_value(row["test_ensemble_accuracy"]), _value(row["test_ensemble_auc"])]
-        if reference:
-            delta = row[f"delta_{analysis.metric}"]
-            cells += (
-                ["–", "–", "–"]
-                if delta is None
-                else [
-                    f"{delta:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]",
-                    f"{row['p_corrected_t_holm']:.3f}",
-                    " / ".join(f"{100 * row[k]:.0f}%" for k in ("p_worse", "p_equivalent", "p_better")),
+            if row["test_delta_accuracy"] is None:
+                cells += ["–"] * 5
+            else:
+                auc = row["test_delta_auc"]
+                cells += [
+                    _delta(row, "test_delta_accuracy"),
+                    f"{row['mcnemar_only_this']} / {row['mcnemar_only_reference']}",
+                    _raw_holm(row["p_mcnemar"], row["p_mcnemar_holm"]),
+                    "–"
+                    if auc is None
+                    else f"{auc:+.3f} [{row['test_delta_auc_low']:+.3f}, {row['test_delta_auc_high']:+.3f}]",
+                    "–"
+                    if row["p_auc"] is None
+                    else f"{_raw_holm(row['p_auc'], row['p_auc_holm'])} {row['test_auc_method']}",
                 ]
-            )
         lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _caption(results: Results, analysis: Analysis) -> str:
+    from octbench.report.summary import design
+
     dataset = results.dataset
-    quick = (
-        " Made with `--quick`: a first look, not results to publish."
-        if any(r.row["quick"] for r in results.runs)
-        else ""
+    has_test = results.has_test
+    reference = analysis.reference.key if analysis.reference else None
+    text = (
+        f"{dataset['name']}, {design(results, analysis)}. CV: mean ± SD of the fold models on their held-out folds"
+        + ("; test: the fold models' ensemble on the official test split, bootstrap 95% CI" if has_test else "")
+        + ". Bold: best in the column."
     )
-    note = (
-        f"{dataset['name']}, CV: mean ± SD over {analysis.folds} folds × {analysis.seeds} seeds on held-out folds"
-        + (", test: the fold models' ensemble on the official test split" if has_test else "")
-        + (
-            ". p: corrected resampled t-test (Nadeau & Bengio) on paired folds, Holm-adjusted; "
-            f"P(worse/≈/better): Bayesian correlated t-test, ROPE ±{analysis.options.rope:g}."
-            if reference
-            else "."
+    if reference:
+        text += (
+            f" †: differs from {reference} at Holm-adjusted p < 0.05 (CV: corrected resampled t-test, Nadeau & "
+            "Bengio, on paired folds"
+            + ("; test: McNemar for accuracy, DeLong or a paired bootstrap for AUC" if has_test else "")
+            + f"). P(worse/≈/better): Bayesian correlated t-test, ROPE ±{analysis.options.rope:g}."
         )
-        + quick
-    )
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    if any(r.row["quick"] for r in results.runs):
+        text += " Made with `--quick`: a first look, not results to publish."
+    return md_cell(text)
 
 
 def _value(value: float | None) -> str:
@@ -181,7 +301,8 @@ def neutralised(value: Any) -> Any:
 def csv_text(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(key for row in rows for key in row))  # every row's columns, first seen first
+        writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()
         writer.writerows({k: neutralised(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
@@ -202,9 +323,25 @@ def write_csv(results: Results, analysis: Analysis, folder: Path) -> list[Path]:
     return paths
 
 
+def write_predictions(results: Results, path: Path) -> list[Path]:
+    """Every stored per-image prediction as CSV (``octbench.report.compare.prediction_rows``)."""
+    from octbench.report.compare import prediction_rows
+
+    rows = prediction_rows(results)
+    if not rows:
+        raise OctbenchError(f"no per-image predictions are stored under {path.parent}: nothing to export.")
+    written(path, csv_text(rows).encode())
+    return [path]
+
+
 def to_json(results: Results, analysis: Analysis) -> str:
+    from octbench.report.compare import confusions, rocs
+    from octbench.report.summary import summary
+
     payload = {
+        "summary": summary(results, analysis),
         "dataset": results.dataset,
+        "design": {"folds": analysis.folds, "seeds": analysis.seeds},
         "metric": analysis.metric,
         "reference": analysis.reference.key if analysis.reference else None,
         "positive_class": analysis.class_names[analysis.positive] if analysis.positive is not None else None,
@@ -212,6 +349,8 @@ def to_json(results: Results, analysis: Analysis) -> str:
         "prevalence": analysis.prevalence,
         "leaderboard": leaderboard_rows(results, analysis),
         "cells": cell_rows(results),
+        "confusion": {k: {view: m.tolist() for view, m in v.items()} for k, v in confusions(analysis).items()},
+        "roc": rocs(analysis),
         "runs": [
             {"label": r.label, "suite": r.row["suite_name"], "quick": bool(r.row["quick"]), "provenance": r.provenance}
             for r in results.runs

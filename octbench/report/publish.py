@@ -9,12 +9,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from octbench.report import export, study
+from octbench.errors import OctbenchError
+from octbench.report import export, latex, study
 from octbench.report.analysis import Options, analyse
 from octbench.report.collect import dataset_identity, latest_run, load
+from octbench.report.figures import Drawer, per_variant, suite_wide
 from octbench.report.render import render_html
 
-EXTENSIONS = {"html": ".html", "md": ".md", "json": ".json"}
+EXTENSIONS = {"html": ".html", "md": ".md", "json": ".json", "latex": ".tex"}
 
 
 def publish(
@@ -25,20 +27,41 @@ def publish(
     metric: str | None = None,
     rope: float | None = None,
     positive_class: str | None = None,
+    figures: str | Path | None = None,
 ) -> list[Path]:
-    """Write the report; ``output='-'`` prints Markdown or JSON to standard output instead (returns no paths).
-    ``metric``, ``rope`` and ``positive_class`` override the first folder's suite settings."""
+    """Write the report; ``output='-'`` prints Markdown, JSON or LaTeX to standard output instead (returns no
+    paths). ``metric``, ``rope`` and ``positive_class`` override the first folder's suite settings; ``figures``
+    names a folder that receives every figure as SVG, PDF and 300-dpi PNG. ``fmt='predictions'`` writes every
+    stored per-image prediction as CSV."""
     suite = latest_run(Path(directories[0]))["suite"]
     options = Options.of_suite(suite, metric=metric, rope=rope, positive_class=positive_class)
     if len({dataset_identity(Path(d)) for d in directories}) > 1:
+        if fmt in ("latex", "predictions") or figures:
+            raise OctbenchError(
+                "these folders hold different datasets, which make a study over datasets: it has html, md, csv and "
+                "json. --format latex, --format predictions and --figures report one dataset's folders."
+            )
         return _write({fmt: study.render(directories, options, fmt)}, fmt, directories, "study", output)
     results = load(directories)
     analysis = analyse(results, options)
     stem = "report" if len(directories) == 1 else "comparison"
+    folder = Path(figures) if figures else None
+    drawn: list[Path] = []
+    if folder is not None and fmt != "html":  # the page draws them itself
+        drawer = Drawer(analysis, folder)
+        suite_wide(results, drawer), per_variant(results, drawer)
+        drawn = drawer.written
     if fmt == "csv":
-        return export.write_csv(results, analysis, Path(output) if output else Path(directories[0]))
-    text = {"html": render_html, "md": export.markdown, "json": export.to_json}[fmt](results, analysis)
-    return _write({fmt: text}, fmt, directories, stem, output)
+        return export.write_csv(results, analysis, Path(output) if output else Path(directories[0])) + drawn
+    if fmt == "predictions":
+        path = Path(output) if output else Path(directories[0]) / "predictions.csv"
+        return export.write_predictions(results, path) + drawn
+    if fmt == "html":
+        text = render_html(results, analysis, folder)
+        drawn = sorted(folder.iterdir()) if folder is not None else []
+    else:
+        text = {"md": export.markdown, "json": export.to_json, "latex": latex.document}[fmt](results, analysis)
+    return _write({fmt: text}, fmt, directories, stem, output) + drawn
 
 
 def _write(texts: dict[str, str], fmt: str, directories: list[str | Path], stem: str, output: str | None) -> list[Path]:

@@ -8,13 +8,16 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
-from sklearn.metrics import confusion_matrix
 
 from octbench.plugins import PluginHost
-from octbench.report import plots
+from octbench.report import figures
 from octbench.report.analysis import ALPHA, Analysis
 from octbench.report.collect import Results
-from octbench.report.testsplit import headline_predictions
+from octbench.report.export import best_keys, leaderboard_rows
+from octbench.report.figures import Drawer
+from octbench.report.provenance import provenance_of
+from octbench.report.summary import summary
+from octbench.report.variants import changes, parameters
 
 LEADERBOARD = (
     ("accuracy", "Accuracy"),
@@ -22,89 +25,11 @@ LEADERBOARD = (
     ("f1_macro", "Macro F1"),
     ("auc_macro", "Macro AUC"),
 )
-STAGES = ("load", "preprocess", "resample", "to_device", "train", "validate", "evaluate")
 
 
-def _figures(results: Results, analysis: Analysis) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """Suite-wide figures, and per-variant figures keyed by variant key; a figure that cannot be drawn from what is
-    stored is left out, and the page says which and why (``Analysis.problems``)."""
-    names = results.class_names
-    per_variant: dict[str, dict[str, str]] = {}
-    for a in analysis.variants:
-        v = a.variant
-        if not v.cells:
-            continue
-        figures = {}
-        found = headline_predictions(a)
-        if found is not None:
-            y, scores, label = found
-            matrix = confusion_matrix(y, scores.predicted, labels=list(range(len(names))))
-            figures["confusion"] = analysis.attempt(
-                f"confusion matrix of {v.key}", plots.confusion, matrix, names, label
-            )
-            if len(np.unique(y)) > 1:
-                figures["roc"] = analysis.attempt(
-                    f"ROC of {v.key}", plots.roc, y, scores.log_odds, names, f"ROC, {label}", analysis.positive
-                )
-        histories = [c.curves for c in v.cells if c.curves]
-        if histories:
-            figures["curves"] = analysis.attempt(f"training curves of {v.key}", plots.training_curves, histories, v.key)
-        per_variant[v.key] = {k: f for k, f in figures.items() if f}
-
-    done = [a for a in analysis.variants if a.variant.cells]
-    suite_wide: dict[str, str] = {}
-    if done:
-        keys = [a.variant.key for a in done]
-        suite_wide["spread"] = analysis.attempt(
-            "fold spread",
-            plots.fold_spread,
-            {
-                a.variant.key: [
-                    c.metrics["heldout"][analysis.metric]
-                    for c in a.variant.cells
-                    if c.metrics.get("heldout", {}).get(analysis.metric) is not None
-                ]
-                for a in done
-            },
-            analysis.metric,
-        )
-        suite_wide["throughput"] = analysis.attempt(
-            "throughput figure",
-            plots.throughput,
-            keys,
-            [a.timing["train_images_per_s"].mean or 0 for a in done],
-            [a.timing["infer_images_per_s"].mean or 0 for a in done],
-            {s: [a.timing[s].mean or 0 for a in done] for s in STAGES},
-        )
-        calibrated = [a for a in done if a.clinical is not None]
-        if calibrated:
-            suite_wide["reliability"] = analysis.attempt(
-                "reliability diagram",
-                plots.reliability,
-                {
-                    a.variant.key: (
-                        a.clinical.reliability.confidence,
-                        a.clinical.reliability.observed,
-                        a.clinical.reliability.counts,
-                    )
-                    for a in calibrated
-                },
-                calibrated[0].clinical.reliability.what,
-            )
-    rows = [
-        (a.variant.key, c.test.mean_difference, c.test.low, c.test.high, c.mark)
-        for a in done
-        if (c := a.comparisons.get(analysis.metric))
-    ]
-    if rows and analysis.reference is not None:
-        suite_wide["effects"] = analysis.attempt(
-            "effects figure", plots.effects, rows, analysis.metric, analysis.reference.key
-        )
-    return {k: f for k, f in suite_wide.items() if f}, per_variant
-
-
-def build_context(results: Results, analysis: Analysis) -> dict[str, Any]:
-    suite_wide, per_variant = _figures(results, analysis)
+def build_context(results: Results, analysis: Analysis, figures_dir: Path | None = None) -> dict[str, Any]:
+    drawer = Drawer(analysis, figures_dir)
+    suite_figures, variant_figures = figures.suite_wide(results, drawer), figures.per_variant(results, drawer)
     first = results.runs[0]
     totals = {
         "planned": sum(v.planned for v in results.variants),
@@ -121,14 +46,24 @@ def build_context(results: Results, analysis: Analysis) -> dict[str, Any]:
         "class_names": results.class_names,
         "analysis": analysis,
         "variants": [
-            {"a": a, "v": a.variant, "anchor": f"v{i}", "figures": per_variant.get(a.variant.key, {})}
+            {
+                "a": a,
+                "v": a.variant,
+                "anchor": f"v{i}",
+                "figures": variant_figures.get(a.variant.key, {}),
+                "changes": changes(a.variant.spec, analysis.reference.spec) if analysis.reference else [],
+                "parameters": parameters(a.variant),
+            }
             for i, a in enumerate(analysis.variants)
         ],
-        "figures": suite_wide,
+        "figures": suite_figures,
+        "summary": summary(results, analysis),
+        "best": best_keys(leaderboard_rows(results, analysis), analysis),
+        "provenance": [provenance_of(run, results.variants) for run in results.runs],
         "leaderboard_columns": LEADERBOARD,
         "has_test": results.has_test,
         "devices": sorted({r.provenance["device"] for r in results.runs}),
-        "stages": STAGES,
+        "stages": figures.STAGES,
         "totals": totals,
         "reference": analysis.reference,
         "positive": analysis.positive,
@@ -188,5 +123,5 @@ def environment() -> Environment:
     return env
 
 
-def render_html(results: Results, analysis: Analysis) -> str:
-    return environment().get_template("report.html.j2").render(**build_context(results, analysis))
+def render_html(results: Results, analysis: Analysis, figures_dir: Path | None = None) -> str:
+    return environment().get_template("report.html.j2").render(**build_context(results, analysis, figures_dir))

@@ -94,8 +94,8 @@ def render(directories: list[str | Path], options: Options, fmt: str) -> str:
 
         figure = None
         if found.friedman is not None:
-            figure = plots.critical_difference(
-                found.names, found.friedman.average_ranks, found.friedman.critical_difference
+            figure = plots.to_data_uri(
+                plots.critical_difference(found.names, found.friedman.average_ranks, found.friedman.critical_difference)
             )
         return environment().get_template("study.html.j2").render(study=found, cd=figure, title=_title(found))
     rows = rows_of(found)

@@ -1,0 +1,69 @@
+"""What sets a variant apart from the reference, read from the resolved variants the store keeps (after defaults,
+``--set`` and ablation expansion), and what its cells recorded about the model (parameter count, memory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from octbench.report.collect import VariantResults
+
+BOOKKEEPING = ("name", "role", "where")
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _named(ref: dict[str, Any]) -> str:
+    params = ref.get("params") or {}
+    return f"{ref['name']}({_params(params)})" if params else ref["name"]
+
+
+def _techniques(key: str, mine: list[dict], theirs: list[dict]) -> list[str]:
+    found = []
+    names, reference_names = [t["name"] for t in mine], [t["name"] for t in theirs]
+    found += [f"+{_named(t)}" for t in mine if t["name"] not in reference_names]
+    found += [f"−{t['name']}" for t in theirs if t["name"] not in names]
+    by_name = {t["name"]: t for t in theirs}
+    for t in mine:
+        before = by_name.get(t["name"])
+        if before is not None and (before.get("params") or {}) != (t.get("params") or {}):
+            old, new = before.get("params") or {}, t.get("params") or {}
+            diff = [
+                f"{k}={old.get(k, '–')}→{new.get(k, '–')}"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ]
+            found.append(f"{t['name']}: {', '.join(diff)}")
+    common = [n for n in names if n in reference_names]
+    if not found and common != [n for n in reference_names if n in names]:
+        found.append(f"{key} reordered: {', '.join(names)}")
+    return found
+
+
+def changes(spec: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+    """Short descriptions of how ``spec`` differs from ``reference`` ('+clahe(clip_limit=2.0)', '−ema',
+    'model cnn→resnet18', 'early-stopping: patience=5→8'); empty when they are the same."""
+    found = []
+    model, base = spec.get("model") or {}, reference.get("model") or {}
+    if model.get("name") != base.get("name"):
+        found.append(f"model {base.get('name')}→{_named(model)}")
+    elif (model.get("params") or {}) != (base.get("params") or {}):
+        found += [f"model {x}" for x in _techniques("model", [model], [base])]
+    for key in sorted(set(spec) | set(reference)):
+        if key in (*BOOKKEEPING, "model"):
+            continue
+        mine, theirs = spec.get(key), reference.get(key)
+        if mine == theirs:
+            continue
+        if all(isinstance(x, list) for x in (mine or [], theirs or [])):
+            found += _techniques(key, mine or [], theirs or [])
+        else:
+            found.append(f"{key}: {theirs}→{mine}")
+    return found
+
+
+def parameters(variant: VariantResults) -> int | None:
+    """The model's trainable parameter count, as its cells recorded it (runs before this was recorded: None)."""
+    counts = {c.settings.get("parameters") for c in variant.cells if c.settings.get("parameters")}
+    return max(counts) if counts else None

@@ -1,0 +1,120 @@
+"""Paper-ready exports: LaTeX that pdflatex compiles, per-image predictions that reproduce the report's numbers,
+figures as SVG, PDF and 300-dpi PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from octbench.cli import cli
+from octbench.report.latex import escape
+
+
+def report(*args):
+    return CliRunner().invoke(cli, ["report", *map(str, args)], catch_exceptions=False)
+
+
+def test_latex_table_has_booktabs_bold_best_daggers_and_a_caption(run_dir, tmp_path):
+    out = tmp_path / "table.tex"
+    assert report(run_dir, "--format", "latex", "--output", out).exit_code == 0
+    tex = out.read_text()
+    for text in (r"\toprule", r"\midrule", r"\bottomrule", r"\usepackage{booktabs}", r"\caption{", r"$\pm$"):
+        assert text in tex, text
+    assert r"\textbf{" in tex, "the best value of each column is bold"
+    assert "3-fold cross-validation x 1 seed" in tex and "Holm-adjusted" in tex and "McNemar" in tex
+    body = tex[tex.index(r"\midrule") : tex.index(r"\bottomrule")]
+    assert body.count(r"\\") == 4 and "baseline (ref.)" in body
+    printed = report(run_dir, "--format", "latex", "--output", "-")
+    assert printed.exit_code == 0
+
+
+def test_latex_escapes_what_names_may_hold():
+    assert escape("a_b & 50% {x} #1 ~ ^ \\ $") == (
+        r"a\_b \& 50\% \{x\} \#1 \textasciitilde{} \textasciicircum{} \textbackslash{} \$"
+    )
+    assert escape("é→x") == "e?x"
+    assert escape("[/bold]x") == "{}[/bold]x", "a row may not start with '[' (it would read as \\\\[length])"
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None,
+    reason="no pdflatex here (Debian: apt-get install texlive-latex-base texlive-latex-recommended)",
+)
+def test_the_latex_export_compiles_with_pdflatex(run_dir, tmp_path):
+    tex = tmp_path / "report.tex"
+    assert report(run_dir, "--format", "latex", "--output", tex).exit_code == 0
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", tex.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "report.pdf").stat().st_size > 1000
+
+
+def test_predictions_reproduce_the_reports_numbers_with_scikit_learn(run_dir, tmp_path):
+    out = tmp_path / "predictions.csv"
+    assert report(run_dir, "--format", "predictions", "--output", out).exit_code == 0
+    with open(out) as handle:
+        rows = list(csv.DictReader(handle))
+    json_path = tmp_path / "report.json"
+    assert report(run_dir, "--format", "json", "--output", json_path).exit_code == 0
+    payload = json.loads(json_path.read_text())
+    classes = payload["dataset"]["class_names"]
+    # every image of every cell's two splits: per variant the 280-image pool once (one seed) and 3 x 60 test images
+    assert len(rows) == 4 * (280 + 3 * 60)
+
+    by_cell = defaultdict(list)
+    for row in rows:
+        by_cell[(row["variant"], int(row["seed"]), int(row["fold"]), row["split"])].append(row)
+    cells = {(c["variant"], c["seed"], c["fold"], c["split"]): c for c in payload["cells"]}
+    assert set(by_cell) == set(cells), "every stored cell and split is exported"
+    for key, found in by_cell.items():
+        y = np.array([int(r["label"]) for r in found])
+        probs = np.array([[float(r[f"p[{n}]"]) for n in classes] for r in found])
+        odds = np.array([[float(r[f"log_odds[{n}]"]) for n in classes] for r in found])
+        assert accuracy_score(y, probs.argmax(1)) == pytest.approx(cells[key]["accuracy"], abs=1e-12), key
+        if len(np.unique(y)) == len(classes):
+            auc = np.mean([roc_auc_score(y == c, odds[:, c]) for c in range(len(classes))])
+            assert auc == pytest.approx(cells[key]["auc_macro"], abs=1e-9), key
+
+    # the test split's ensemble: the fold models' probabilities averaged, image by image
+    for row in payload["leaderboard"]:
+        test = [r for r in rows if r["variant"] == row["variant"] and r["split"] == "test"]
+        by_image = defaultdict(list)
+        for r in test:
+            by_image[int(r["index"])].append(([float(r[f"p[{n}]"]) for n in classes], int(r["label"])))
+        y = np.array([members[0][1] for _, members in sorted(by_image.items())])
+        mean = np.array([np.mean([p for p, _ in members], axis=0) for _, members in sorted(by_image.items())])
+        assert accuracy_score(y, mean.argmax(1)) == pytest.approx(row["test_ensemble_accuracy"], abs=1e-12)
+        auc = np.mean([roc_auc_score(y == c, mean[:, c]) for c in range(len(classes))])
+        assert auc == pytest.approx(row["test_ensemble_auc"], abs=2e-3)  # probabilities near 1 tie; log-odds do not
+
+
+def test_figures_are_written_as_svg_pdf_and_300_dpi_png(run_dir, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "figures"
+    result = report(run_dir, "--format", "md", "--output", tmp_path / "r.md", "--figures", folder)
+    assert result.exit_code == 0 and "figures: " in result.output
+    stems = {p.stem for p in folder.iterdir()}
+    assert {"ROC-of-every-variant", "learning-curves-of-every-variant", "effects", "throughput"} <= stems
+    assert "confusion-matrix-of-baseline" in stems and len(stems) == 4 * 3 + 4 + 4
+    for stem in stems:
+        assert {p.suffix for p in folder.glob(f"{stem}.*")} == {".svg", ".pdf", ".png"}, stem
+    with Image.open(folder / "effects.png") as image:
+        assert round(image.info["dpi"][0]) == 300
+    assert (folder / "effects.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    again = tmp_path / "again"
+    report(run_dir, "--format", "md", "--output", tmp_path / "r2.md", "--figures", again)
+    assert (again / "effects.svg").read_bytes() == (folder / "effects.svg").read_bytes(), "no dates in the files"
