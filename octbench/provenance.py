@@ -36,8 +36,12 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+SOURCE_PATHS = ("octbench", "plugins", "pyproject.toml")
+
+
 def source_commit() -> str:
-    """The git commit of the octbench source tree, when it is a checkout (with '+dirty' if modified)."""
+    """The git commit of the octbench source tree, when it is a checkout, with '+dirty' if its code (the core, the
+    built-in plugins, the package metadata) differs from that commit."""
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return "unknown"
@@ -46,7 +50,8 @@ def source_commit() -> str:
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            # octbench's own code only: a results folder or a suite inside the checkout is not the code
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS],
             capture_output=True,
             text=True,
             timeout=5,

@@ -118,3 +118,35 @@ def test_figures_are_written_as_svg_pdf_and_300_dpi_png(run_dir, tmp_path):
     again = tmp_path / "again"
     report(run_dir, "--format", "md", "--output", tmp_path / "r2.md", "--figures", again)
     assert (again / "effects.svg").read_bytes() == (folder / "effects.svg").read_bytes(), "no dates in the files"
+
+
+def test_provenance_warns_of_an_unknown_or_modified_commit_and_says_who_shared_the_device():
+    from octbench.report.provenance import sharing, warnings
+
+    assert warnings({"octbench_commit": "abc1234"}) == []
+    assert "not in any commit" in warnings({"octbench_commit": "abc1234+dirty"})[0]
+    assert "unknown" in warnings({"octbench_commit": "unknown"})[0]
+    assert "to itself" in sharing({"executor": {"parallel": 1, "stack": 1}})
+    assert "up to 8 cells at once (2 processes × stacks of up to 4)" in sharing(
+        {"executor": {"parallel": 2, "stack": 4}}
+    )
+
+
+def test_only_octbench_code_makes_a_checkout_dirty(tmp_path, monkeypatch):
+    """A results folder or a suite inside the checkout is not the code that made the results."""
+    import octbench.provenance as provenance
+
+    root = tmp_path / "checkout"
+    (root / "octbench").mkdir(parents=True)
+    (root / "octbench" / "core.py").write_text("x = 1\n")
+    (root / "reports").mkdir()
+    (root / "reports" / "report.html").write_text("old\n")
+    git = ["git", "-C", str(root), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "start"], check=True)
+    monkeypatch.setattr(provenance, "__file__", str(root / "octbench" / "provenance.py"))
+    (root / "reports" / "report.html").write_text("new\n")
+    assert not provenance.source_commit().endswith("+dirty")
+    (root / "octbench" / "core.py").write_text("x = 2\n")
+    assert provenance.source_commit().endswith("+dirty")
