@@ -154,14 +154,15 @@ def _bold(text: str, best: bool) -> str:
 
 
 def _raw_holm(p: float | None, holm: float | None) -> str:
-    return "–" if p is None else f"{_p(p)} ({_p(holm)})"
+    return "–" if p is None else f"{p_text(p)} ({p_text(holm)})"
 
 
 def _delta(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:+.3f} [{row[f'{key}_low']:+.3f}, {row[f'{key}_high']:+.3f}]"
 
 
-def _p(p: float | None) -> str:
+def p_text(p: float | None) -> str:
+    """A p-value as the report prints it everywhere: three decimals, '< 0.001', or '–' when there is none."""
     return "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 

@@ -13,7 +13,7 @@ from octbench.plugins import PluginHost
 from octbench.report import figures
 from octbench.report.analysis import ALPHA, Analysis
 from octbench.report.collect import Results
-from octbench.report.export import best_keys, leaderboard_rows
+from octbench.report.export import best_keys, leaderboard_rows, p_text
 from octbench.report.figures import Drawer
 from octbench.report.provenance import provenance_of
 from octbench.report.summary import summary
@@ -112,7 +112,7 @@ def environment() -> Environment:
     env.filters["pm"] = lambda s, d=3: "–" if s.mean is None else f"{s.mean:.{d}f} ± {s.std:.{d}f}"
     env.filters["ci"] = lambda s, d=3: "" if s.low is None else f"[{s.low:.{d}f}, {s.high:.{d}f}]"
     env.filters["num"] = lambda v, d=0: "–" if v is None else f"{v:,.{d}f}"
-    env.filters["p"] = lambda p: "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+    env.filters["p"] = p_text
     env.filters["signed"] = lambda v, d=3: "–" if v is None else f"{v:+.{d}f}"
     env.filters["interval"] = lambda pair, d=3, sign="": (
         ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from octbench.report.analysis import ALPHA, Analysis, VariantAnalysis
 from octbench.report.collect import Results
+from octbench.report.export import p_text
 
 
 def _names(items: list[str]) -> str:
@@ -33,7 +34,7 @@ def _cv_sentence(analysis: Analysis, others: list[VariantAnalysis]) -> list[str]
         return []
     differ = [
         f"{a.variant.key} ({c.test.mean_difference:+.3f}, 95% CI [{c.test.low:+.3f}, {c.test.high:+.3f}], "
-        f"Holm p {_p(c.p_holm)})"
+        f"Holm p {p_text(c.p_holm)})"
         for a, c in compared
         if c.mark
     ]
@@ -76,9 +77,9 @@ def _test_sentence(analysis: Analysis, others: list[VariantAnalysis]) -> list[st
     for a, vs in compared:
         parts = []
         if vs.accuracy_mark:
-            parts.append(f"accuracy {vs.accuracy_delta:+.3f} (McNemar Holm p {_p(vs.mcnemar_holm)})")
+            parts.append(f"accuracy {vs.accuracy_delta:+.3f} (McNemar Holm p {p_text(vs.mcnemar_holm)})")
         if vs.auc_mark:
-            parts.append(f"AUC {vs.auc_delta:+.3f} ({vs.auc_method} Holm p {_p(vs.auc_holm)})")
+            parts.append(f"AUC {vs.auc_delta:+.3f} ({vs.auc_method} Holm p {p_text(vs.auc_holm)})")
         if parts:
             differ.append(f"{a.variant.key} ({'; '.join(parts)})")
     models = compared[0][0].test_split.models
@@ -110,10 +111,6 @@ def _best(results: Results, analysis: Analysis) -> list[str]:
         accuracy, best_test = max(tested)
         text += f"; the highest test-split accuracy is {best_test}'s ({accuracy:.3f})"
     return [text + "."]
-
-
-def _p(p: float | None) -> str:
-    return "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def summary(results: Results, analysis: Analysis) -> str:
