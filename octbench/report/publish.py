@@ -45,23 +45,22 @@ def publish(
     results = load(directories)
     analysis = analyse(results, options)
     stem = "report" if len(directories) == 1 else "comparison"
-    folder = Path(figures) if figures else None
-    drawn: list[Path] = []
-    if folder is not None and fmt != "html":  # the page draws them itself
-        drawer = Drawer(analysis, folder)
+    drawer = Drawer(analysis, Path(figures)) if figures else None
+    if drawer is not None and fmt != "html":  # the page draws them itself
         suite_wide(results, drawer), per_variant(results, drawer)
-        drawn = drawer.written
     if fmt == "csv":
-        return export.write_csv(results, analysis, Path(output) if output else Path(directories[0])) + drawn
-    if fmt == "predictions":
-        path = Path(output) if output else Path(directories[0]) / "predictions.csv"
-        return export.write_predictions(results, path) + drawn
-    if fmt == "html":
-        text = render_html(results, analysis, folder)
-        drawn = sorted(folder.iterdir()) if folder is not None else []
+        written = export.write_csv(results, analysis, Path(output) if output else Path(directories[0]))
+    elif fmt == "predictions":
+        written = export.write_predictions(
+            results, Path(output) if output else Path(directories[0]) / "predictions.csv"
+        )
     else:
-        text = {"md": export.markdown, "json": export.to_json, "latex": latex.document}[fmt](results, analysis)
-    return _write({fmt: text}, fmt, directories, stem, output) + drawn
+        if fmt == "html":
+            text = render_html(results, analysis, drawer)
+        else:
+            text = {"md": export.markdown, "json": export.to_json, "latex": latex.document}[fmt](results, analysis)
+        written = _write({fmt: text}, fmt, directories, stem, output)
+    return written + (drawer.written if drawer is not None else [])
 
 
 def _write(texts: dict[str, str], fmt: str, directories: list[str | Path], stem: str, output: str | None) -> list[Path]:

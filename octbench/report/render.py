@@ -27,8 +27,9 @@ LEADERBOARD = (
 )
 
 
-def build_context(results: Results, analysis: Analysis, figures_dir: Path | None = None) -> dict[str, Any]:
-    drawer = Drawer(analysis, figures_dir)
+def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = None) -> dict[str, Any]:
+    """Everything the page shows; ``drawer`` (with a folder) also writes each figure as files."""
+    drawer = drawer or Drawer(analysis)
     suite_figures, variant_figures = figures.suite_wide(results, drawer), figures.per_variant(results, drawer)
     first = results.runs[0]
     totals = {
@@ -123,5 +124,5 @@ def environment() -> Environment:
     return env
 
 
-def render_html(results: Results, analysis: Analysis, figures_dir: Path | None = None) -> str:
-    return environment().get_template("report.html.j2").render(**build_context(results, analysis, figures_dir))
+def render_html(results: Results, analysis: Analysis, drawer: Drawer | None = None) -> str:
+    return environment().get_template("report.html.j2").render(**build_context(results, analysis, drawer))
