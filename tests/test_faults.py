@@ -158,12 +158,12 @@ SLOW = "{name: slow, regularizers: [{name: slow-down, seconds: 0.3}]}"
 
 
 def test_sigterm_stops_the_run_renders_what_finished_and_resumes(tmp_path):
-    suite, out = (
-        suite_file(tmp_path, [SLOW, "{name: other, regularizers: [{name: slow-down, seconds: 0.3}]}"], epochs=2),
-        tmp_path / "out",
-    )
+    # the second variant's cells wait for a gate that stays shut: the signal surely lands while one is running
+    gate = tmp_path / "gate"
+    other = f"{{name: other, regularizers: [{{name: slow-down, seconds: 0.1, until: '{gate}'}}]}}"
+    suite, out = suite_file(tmp_path, [SLOW, other], epochs=2), tmp_path / "out"
     process = start(suite, out)
-    wait_for(lambda: len(cells(out)) >= 1, process)
+    wait_for(lambda: len(cells(out)) >= 1 and Path(f"{gate}.waiting").exists(), process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
@@ -171,7 +171,9 @@ def test_sigterm_stops_the_run_renders_what_finished_and_resumes(tmp_path):
     assert run_statuses(out)[-1] == "interrupted"
     assert (out / "report.html").exists() and not list(out.glob(".*.part"))
     before = len(cells(out))
+    assert 1 <= before < 4
     consistent(out)
+    gate.touch()
     summary = run_suite(suite, out=out, progress=False)
     assert summary.skipped == before and summary.skipped + summary.done == 4
     consistent(out)
@@ -179,10 +181,14 @@ def test_sigterm_stops_the_run_renders_what_finished_and_resumes(tmp_path):
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
 def test_stopping_a_parallel_run_leaves_no_workers_behind(tmp_path, how):
-    suite = suite_file(tmp_path, [SLOW], folds=4, epochs=2, executor="{parallel: 2, stack: 1}")
+    # every cell blocks at its first epoch's end until the gate opens: the signal surely lands mid-run (a timed
+    # slow-down once let the run finish first and exit 0 under load)
+    gate = tmp_path / "gate"
+    blocked = f"{{name: slow, regularizers: [{{name: slow-down, seconds: 0.1, until: '{gate}'}}]}}"
+    suite = suite_file(tmp_path, [blocked], folds=4, epochs=2, executor="{parallel: 2, stack: 1}")
     out = tmp_path / "out"
     process = start(suite, out, start_new_session=True)
-    wait_for(lambda: len(cells(out)) >= 1, process)
+    wait_for(lambda: Path(f"{gate}.waiting").exists(), process)
     workers = children(process.pid) - {process.pid}
     assert workers, "the parallel run should have worker processes"
     if how == "ctrl-c":
@@ -195,8 +201,10 @@ def test_stopping_a_parallel_run_leaves_no_workers_behind(tmp_path, how):
         process.kill()
         process.communicate(timeout=60)
     wait_for(lambda: not any(alive(w) for w in workers), timeout=30)
+    assert cells(out) == [], "no cell could finish while the gate was shut"
+    gate.touch()
     summary = run_suite(suite, out=out, progress=False, overrides=["executor.parallel=1"])
-    assert summary.skipped + summary.done == 4 and summary.failed == 0
+    assert summary.done == 4 and summary.failed == 0
     consistent(out)
 
 

@@ -143,16 +143,24 @@ class ExplodingModel(Model):
 
 
 class SlowDown(Regularizer):
-    """Sleeps after every epoch (for kill-and-resume tests)."""
+    """Sleeps after every epoch (for kill-and-resume tests). With ``until``, it first touches ``until + '.waiting'``
+    and then waits for the file ``until`` to exist, so a test can stop a run while its cells are surely running."""
 
     name = "slow-down"
 
     class Params(Params):
         seconds: float = 0.5
+        until: str | None = None
 
     def on_epoch_end(self, epoch, logs, model):
         import time
+        from pathlib import Path
 
+        if self.params.until:
+            Path(self.params.until + ".waiting").touch()
+            deadline = time.monotonic() + 300
+            while not Path(self.params.until).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         time.sleep(self.params.seconds)
         return False
 
