@@ -181,14 +181,13 @@ def test_sigterm_stops_the_run_renders_what_finished_and_resumes(tmp_path):
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
 def test_stopping_a_parallel_run_leaves_no_workers_behind(tmp_path, how):
-    # every cell blocks at its first epoch's end until the gate opens: the signal surely lands mid-run (a timed
-    # slow-down once let the run finish first and exit 0 under load)
-    gate = tmp_path / "gate"
-    blocked = f"{{name: slow, regularizers: [{{name: slow-down, seconds: 0.1, until: '{gate}'}}]}}"
-    suite = suite_file(tmp_path, [blocked], folds=4, epochs=2, executor="{parallel: 2, stack: 1}")
+    # each cell sleeps 3 s, so after the first finishes the others are still running when the signal lands (0.6 s
+    # cells once let the run finish first and exit 0 on a fresh clone)
+    slow = "{name: slow, regularizers: [{name: slow-down, seconds: 1.5}]}"
+    suite = suite_file(tmp_path, [slow], folds=4, epochs=2, executor="{parallel: 2, stack: 1}")
     out = tmp_path / "out"
     process = start(suite, out, start_new_session=True)
-    wait_for(lambda: Path(f"{gate}.waiting").exists(), process)
+    wait_for(lambda: len(cells(out)) >= 1, process)
     workers = children(process.pid) - {process.pid}
     assert workers, "the parallel run should have worker processes"
     if how == "ctrl-c":
@@ -201,10 +200,8 @@ def test_stopping_a_parallel_run_leaves_no_workers_behind(tmp_path, how):
         process.kill()
         process.communicate(timeout=60)
     wait_for(lambda: not any(alive(w) for w in workers), timeout=30)
-    assert cells(out) == [], "no cell could finish while the gate was shut"
-    gate.touch()
     summary = run_suite(suite, out=out, progress=False, overrides=["executor.parallel=1"])
-    assert summary.done == 4 and summary.failed == 0
+    assert summary.skipped + summary.done == 4 and summary.failed == 0
     consistent(out)
 
 
@@ -280,7 +277,8 @@ def test_cells_past_their_time_limit_are_recorded_as_failed(tmp_path, monkeypatc
         executor="{parallel: 2, stack: 1}",
         name="stuck",
     )
-    summary = run_suite(suite, out=tmp_path / "stuck", progress=False, overrides=["train.timeout=5"])
+    # 10 s: a baseline cell in a fresh worker process (imports included) must finish well within it on a busy machine
+    summary = run_suite(suite, out=tmp_path / "stuck", progress=False, overrides=["train.timeout=10"])
     assert (summary.done, summary.failed) == (2, 2)
     assert all("worker process was killed" in c[4] for c in cells(tmp_path / "stuck") if c[3] == "failed")
     consistent(tmp_path / "stuck")
