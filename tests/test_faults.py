@@ -116,6 +116,11 @@ def start(suite: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
+def foreground_job() -> None:
+    """In the child before exec: SIGINT as an interactive shell's foreground job has it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for(condition, process: subprocess.Popen | None = None, timeout: float = 180) -> None:
     """Poll ``condition``; if ``process`` ends first, or time runs out, fail (and never leave the process behind)."""
     deadline = time.monotonic() + timeout
@@ -186,7 +191,9 @@ def test_stopping_a_parallel_run_leaves_no_workers_behind(tmp_path, how):
     slow = "{name: slow, regularizers: [{name: slow-down, seconds: 1.5}]}"
     suite = suite_file(tmp_path, [slow], folds=4, epochs=2, executor="{parallel: 2, stack: 1}")
     out = tmp_path / "out"
-    process = start(suite, out, start_new_session=True)
+    # as a terminal's foreground job: Ctrl-C's default action restored, since a pytest started in the background
+    # (as CI may start it) passes on an ignored SIGINT, which octbench rightly keeps ignoring (as under nohup)
+    process = start(suite, out, start_new_session=True, preexec_fn=foreground_job)
     wait_for(lambda: len(cells(out)) >= 1, process)
     workers = children(process.pid) - {process.pid}
     assert workers, "the parallel run should have worker processes"
