@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,30 @@ def stored_metrics(out: Path) -> dict[tuple, float]:
     ).fetchall()
     conn.close()
     return {r[:4]: r[4] for r in rows}
+
+
+def cells(out: Path) -> list[tuple]:
+    """(variant, seed, fold, status, error) of every cell stored under ``out``, read while a run may be writing."""
+    if not (out / "results.sqlite").exists():
+        return []
+    conn = sqlite3.connect(out / "results.sqlite")
+    try:
+        return conn.execute("SELECT variant, seed, fold, status, error FROM cells").fetchall()
+    except sqlite3.OperationalError:  # the schema is not there yet: the run is starting
+        return []
+    finally:
+        conn.close()
+
+
+def wait_for(condition, process: subprocess.Popen | None = None, timeout: float = 240) -> None:
+    """Poll ``condition``; if ``process`` ends first, or time runs out, fail (and never leave the process behind)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process ended first: {process.communicate()}")
+        if time.monotonic() > deadline:
+            if process is not None:
+                process.kill()
+                process.communicate()
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)

@@ -29,7 +29,7 @@ from octbench import cache
 from octbench.cli import cli
 from octbench.runner import RunInterrupted
 from octbench.runner import run_suite as run_checked
-from tests.conftest import spy_plugin_path
+from tests.conftest import cells, spy_plugin_path, wait_for
 
 HOSTILE = Path(__file__).resolve().parent / "plugins" / "hostile.py"
 
@@ -67,18 +67,6 @@ def suite_file(tmp_path, variants, *, dataset=TINY, folds=2, epochs=1, extra="",
 
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def cells(out: Path) -> list[tuple]:
-    if not (out / "results.sqlite").exists():
-        return []
-    conn = sqlite3.connect(out / "results.sqlite")
-    try:
-        return conn.execute("SELECT variant, seed, fold, status, error FROM cells").fetchall()
-    except sqlite3.OperationalError:  # the schema is not there yet: the run is starting
-        return []
-    finally:
-        conn.close()
 
 
 def run_statuses(out: Path) -> list[str]:
@@ -119,20 +107,6 @@ def start(suite: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
 def foreground_job() -> None:
     """In the child before exec: SIGINT as an interactive shell's foreground job has it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def wait_for(condition, process: subprocess.Popen | None = None, timeout: float = 180) -> None:
-    """Poll ``condition``; if ``process`` ends first, or time runs out, fail (and never leave the process behind)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the process ended first: {process.communicate()}")
-        if time.monotonic() > deadline:
-            if process is not None:
-                process.kill()
-                process.communicate()
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
 
 
 def children(pid: int) -> set[int]:

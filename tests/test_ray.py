@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 
 from octbench.cli import cli
 from octbench.runner import run_suite
-from tests.conftest import stored_metrics
+from tests.conftest import cells, stored_metrics, wait_for
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'octbench[ray]'")
 
@@ -58,18 +57,6 @@ def spy_suite(tmp_path: Path, log: Path, seconds: float, variants: int = 2, fold
     return path
 
 
-def cells(out: Path) -> list[tuple]:
-    if not (out / "results.sqlite").exists():
-        return []
-    conn = sqlite3.connect(out / "results.sqlite")
-    try:
-        return conn.execute("SELECT variant, seed, fold, status, error FROM cells").fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
-
-
 def entries(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
@@ -78,19 +65,6 @@ def driver(suite: Path, out: Path, address: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "octbench", "run", str(suite), "--out", str(out), "--no-progress",
                "--executor", "ray", "--address", address, "--no-check"]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, process=None, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the driver ended first: {process.communicate()}")
-        if time.monotonic() > deadline:
-            if process is not None:
-                process.kill()
-                process.communicate()
-            raise AssertionError("timed out waiting")
-        time.sleep(0.1)
 
 
 @pytest.mark.slow

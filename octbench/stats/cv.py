@@ -49,6 +49,14 @@ def _scale(variance: float, n: int, test_train_ratio: float) -> float:
     return float(np.sqrt((1 / n + test_train_ratio) * variance))
 
 
+def _corrected_moments(differences: Sequence[float], test_train_ratio: float, test: str) -> tuple[int, float, float]:
+    """(J, mean, corrected scale) of the paired differences, the inputs both fold tests share."""
+    d = np.asarray(differences, dtype=float)
+    if len(d) < 2:
+        raise ValueError(f"{test} needs at least two paired differences")
+    return len(d), float(d.mean()), _scale(float(d.var(ddof=1)), len(d), test_train_ratio)
+
+
 @dataclass(frozen=True)
 class PairedTest:
     mean_difference: float
@@ -61,12 +69,7 @@ class PairedTest:
 
 def corrected_ttest(differences: Sequence[float], test_train_ratio: float, confidence: float = 0.95) -> PairedTest:
     """Nadeau & Bengio (2003): t = mean(d) / sqrt((1/J + n2/n1) * var(d)), J-1 degrees of freedom."""
-    d = np.asarray(differences, dtype=float)
-    j = len(d)
-    if j < 2:
-        raise ValueError("the corrected t-test needs at least two paired differences")
-    mean = float(d.mean())
-    scale = _scale(float(d.var(ddof=1)), j, test_train_ratio)
+    j, mean, scale = _corrected_moments(differences, test_train_ratio, "the corrected t-test")
     critical = float(stats.t.ppf(0.5 + confidence / 2, j - 1))
     if scale == 0:
         p = 1.0 if mean == 0 else 0.0
@@ -96,12 +99,7 @@ def bayesian_correlated_ttest(differences: Sequence[float], test_train_ratio: fl
     written here because baycomp derives rho from a number of runs that must divide the number of cells, which
     fails as soon as one cell of a run has failed, while the ratio measured on the folds always exists.
     """
-    d = np.asarray(differences, dtype=float)
-    j = len(d)
-    if j < 2:
-        raise ValueError("the Bayesian correlated t-test needs at least two paired differences")
-    mean = float(d.mean())
-    scale = _scale(float(d.var(ddof=1)), j, test_train_ratio)
+    j, mean, scale = _corrected_moments(differences, test_train_ratio, "the Bayesian correlated t-test")
     if scale == 0:
         worse, better = float(mean < -rope), float(mean > rope)
     else:
