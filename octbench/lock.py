@@ -21,6 +21,20 @@ from octbench.store import now
 LOCK_NAME = ".octbench.lock"
 
 
+def ensure_free(folder: Path) -> None:
+    """Fail at once when another run holds ``folder``, before a run loads data or tries its variants; writes
+    nothing. ``folder_lock`` still takes the lock itself (a run may start in between)."""
+    try:
+        handle = open(folder / LOCK_NAME)  # noqa: SIM115 - closed below, which releases the probe
+    except OSError:
+        return  # no lock file yet, or an unreadable folder, which folder_lock reports
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(folder, handle) from None
+
+
 @contextlib.contextmanager
 def folder_lock(folder: Path, command: str) -> Iterator[None]:
     path = folder / LOCK_NAME
@@ -33,16 +47,7 @@ def folder_lock(folder: Path, command: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            try:
-                holder = json.loads(handle.read() or "{}")
-            except ValueError:
-                holder = {}
-            who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('started', '?')}"
-            raise OctbenchError(
-                f"{folder} is in use by another octbench run ({who}: {holder.get('command', '?')}). "
-                "Wait for it to finish, stop it, or use another --out."
-            ) from None
+            raise _busy(folder, handle) from None
         handle.seek(0)
         handle.truncate()
         handle.write(
@@ -52,3 +57,16 @@ def folder_lock(folder: Path, command: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def _busy(folder: Path, handle) -> OctbenchError:
+    handle.seek(0)
+    try:
+        holder = json.loads(handle.read() or "{}")
+    except ValueError:
+        holder = {}
+    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('started', '?')}"
+    return OctbenchError(
+        f"{folder} is in use by another octbench run ({who}: {holder.get('command', '?')}). "
+        "Wait for it to finish, stop it, or use another --out."
+    )

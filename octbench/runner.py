@@ -25,7 +25,7 @@ from octbench.cell import CellResult, load_data
 from octbench.console import console
 from octbench.device import describe, resolve
 from octbench.errors import Interrupted, OctbenchError
-from octbench.lock import folder_lock
+from octbench.lock import ensure_free, folder_lock
 from octbench.plan import check_references, make_tasks, plugin_paths, weight_choosers
 from octbench.plugins import PluginHost
 from octbench.preflight import check_suite
@@ -89,6 +89,9 @@ def run_suite(
     check_references(suite, variants, host, text, str(suite_file))
     executor = host.create("executor", suite.executor.name, suite.executor.params)
     executor.check()
+    # quick runs never share a folder with full results: their cells would replace them
+    out_dir = Path(out) if out else Path("reports") / (f"{suite.name}-quick" if quick else suite.name)
+    ensure_free(out_dir)  # a busy folder is refused before the slow work below
     torch_device = resolve(device or suite.train.device)
     data = load_data(suite, host, data_dir, progress=progress)
     pool_labels = data.pool[1]
@@ -106,8 +109,6 @@ def run_suite(
     for warning in weight_choosers(variants, host):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
-    # quick runs never share a folder with full results: their cells would replace them
-    out_dir = Path(out) if out else Path("reports") / (f"{suite.name}-quick" if quick else suite.name)
     with folder_lock(out_dir, " ".join(sys.argv)):
         _remove_partial_files(out_dir)
         if fresh:

@@ -214,12 +214,16 @@ def test_a_stack_whose_worker_dies_is_retried_cell_by_cell(tmp_path):
 
 
 def test_a_second_run_into_a_busy_folder_exits_2_naming_the_first(tmp_path):
-    suite, out = suite_file(tmp_path, [SLOW], folds=3, epochs=2), tmp_path / "out"
+    # the first run's cells wait at a gate the test opens only after both attempts: it is surely still running
+    gate = tmp_path / "gate"
+    held = f"{{name: held, regularizers: [{{name: slow-down, seconds: 0, until: '{gate}'}}]}}"
+    suite, out = suite_file(tmp_path, [held], folds=3, epochs=1), tmp_path / "out"
     process = start(suite, out)
-    wait_for(lambda: (out / "results.sqlite").exists() and len(cells(out)) >= 1, process)
+    wait_for(lambda: Path(f"{gate}.waiting").exists(), process)
     for extra in ((), ("--fresh",)):
         second = invoke("run", suite, "--out", out, "--no-progress", *extra)
         assert second.exit_code == 2 and f"pid {process.pid}" in second.output, second.output
+    gate.touch()
     _, stderr = process.communicate(timeout=180)
     assert process.returncode == 0, stderr
     assert len(cells(out)) == 3, "the first run was not disturbed"
