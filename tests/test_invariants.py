@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from octbench.plugins import PluginHost
 from octbench.runner import run_suite
 from octbench.store import Store
 from octbench.suite import load_suite, resolve_variants
-from tests.conftest import spy_plugin_path, stored_metrics
+from tests.conftest import spy_plugin_path, stored_metrics, wait_for
 from tests.plugins.spies import POOL, read_log
 
 
@@ -129,13 +128,9 @@ def test_kill_minus_nine_then_resume_loses_only_cells_in_flight(tiny_suite, tmp_
     # --no-check: the preflight trial would wait at the gate too
     command = [sys.executable, "-m", "octbench", "run", str(suite), "--out", str(out), "--no-progress", "--no-check"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
     try:
-        while time.time() < deadline:
-            if (out / "results.sqlite").exists() and len(stored_cells(out)) >= 1 and Path(f"{gate}.waiting").exists():
-                break
-            assert process.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.05)
+        held = Path(f"{gate}.waiting")
+        wait_for(lambda: (out / "results.sqlite").exists() and len(stored_cells(out)) >= 1 and held.exists(), process)
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait()
