@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import re
+from html import unescape
 
 import markdown
 import pytest
 from click.testing import CliRunner
 
+from octbench import stats
 from octbench.cli import cli
 from octbench.runner import run_suite
 from tests.conftest import FOUR_VARIANTS as SUITE
@@ -63,6 +65,39 @@ def test_html_report_shows_statistics_and_figures(run_dir):
     assert html.count("<details>") >= 4, "each variant's detail is folded"
     assert 'class="best"' in html and "+batch-augment(hflip=0.5)" in html and "+smote" in html
     assert "http://" not in html and "https://" not in html, "the page must stand alone"
+
+
+def test_legends_name_the_test_and_the_family_that_set_each_mark(run_dir):
+    """Four classes: the macro-AUC mark is the paired bootstrap's alone; Holm's family is stated; the Brier score is
+    summed over classes; the detectable difference is stated at the level the marks clear; and the agreement of CV
+    and the test split is judged like with like."""
+    from octbench.report.analysis import analyse
+    from octbench.report.collect import load
+
+    html = unescape((run_dir / "report.html").read_text())
+    text = " ".join(html.split())
+    assert "DeLong (AUC, per-class DeLong" not in text
+    assert (
+        "on the test split by McNemar (accuracy) and a paired bootstrap of the macro AUC (the per-class DeLong tests "
+        "in each variant's section are unadjusted and set no mark)" in text
+    )
+    assert "Holm adjusts over the 3 variants compared with the reference, separately in each column" in text
+    assert (
+        "squared error of the predicted probabilities summed over the 4 classes, averaged over images (0 is "
+        "perfect, 2 the worst)" in text
+    )
+    assert "at the level Holm's first step tests (0.05/3, the level a ▲/▼ must clear)" in text
+    assert "compared like with like" in text or "CV and the test split disagree" in text
+    assert "differs between the CV pool and the test split by 0%" not in text
+    analysis = analyse(load([run_dir]))
+    compared = [a.comparisons["accuracy"] for a in analysis.variants if "accuracy" in a.comparisons]
+    assert len(compared) == analysis.comparisons == 3
+    for c in compared:
+        at_holm = stats.detectable_difference(c.std, c.test.n, analysis.test_train_ratio, alpha=0.05 / 3)
+        assert c.detectable == pytest.approx(at_holm)
+        assert c.detectable > stats.detectable_difference(c.std, c.test.n, analysis.test_train_ratio)
+    md = report(run_dir, "--format", "md", "--output", "-").output
+    assert "p < 0.05" in md and "&lt;" not in md and "&amp;" not in md
 
 
 def test_markdown_export_renders_as_a_table(run_dir):
@@ -140,24 +175,31 @@ def test_a_study_over_three_datasets_ranks_variants_with_a_critical_difference_d
     others = [_study_block(tmp_path, f"data{seed}", seed) for seed in (1, 2)]
     out = tmp_path / "study.html"
     assert report(run_dir, *others, "--output", out).exit_code == 0
-    html = out.read_text()
+    html = unescape(out.read_text())
     for text in (
-        "Iman and Davenport",
-        "Friedman",
+        "Friedman's test of the ranks over 3 datasets: exact permutation p = ",
+        "over all 13,824 ways the datasets could rank the variants",
         "average rank",
         'alt="critical difference diagram"',
         "Holm-adjusted",
+        # a study this small says what it can and cannot show
+        "A study of 3 datasets is small: the smallest p-value Friedman's test can give is 0.00174",
+        "It cannot show that variants are equivalent",
     ):
         assert text in html, text
+    assert "p = 0.000" not in html and "1 seeds" not in html and "1 seed," in html
+    assert "Iman and Davenport" not in html, "not where its approximation does not hold"
     assert "synthetic-oct (out)" in html and "synthetic-oct (data1)" in html, "blocks named after their folders"
     payload = json.loads(report(run_dir, *others, "--format", "json", "--output", "-").output)
     assert payload["datasets"] and len(payload["datasets"]) == 3 and payload["friedman"]["critical_difference"] > 0
+    assert payload["friedman"]["method"] == "exact" and 0 < payload["friedman"]["p"] <= 1
     assert [v["variant"] for v in payload["variants"]] == ["baseline", "flip", "smote", "class-weights"]
     reference = payload["variants"][0]
     assert reference["reference"] and reference["p_rank_vs_reference"] is None
     assert all(0 <= v["p_rank_vs_reference_holm"] <= 1 for v in payload["variants"][1:])
     md = report(run_dir, *others, "--format", "md", "--output", "-")
-    assert md.exit_code == 0 and "average rank" in md.output
+    assert md.exit_code == 0 and "average rank" in md.output and "exact permutation p" in md.output
+    assert "A study of 3 datasets is small" in md.output and "&lt;" not in md.output
     assert report(run_dir, others[0], others[0]).exit_code == 2, "two folders of one dataset in a study"
 
 

@@ -204,6 +204,116 @@ def test_corrected_summary_interval_is_wider_than_the_textbook_one():
     assert width == pytest.approx(math.sqrt((1 / 5 + 0.25) / (1 / 5)))
 
 
+def test_the_detectable_difference_has_80_percent_power_at_holms_first_step():
+    """Stated at the unadjusted level, the 'detectable' difference was found far less often than 80% by the
+    Holm-adjusted marks; stated at Holm's first step (alpha / comparisons) it is found 80% of the time."""
+    rng = np.random.default_rng(0)
+    cells, comparisons, sd, reps = 5, 2, 0.02, 4000
+    level = NOMINAL / comparisons
+    for alpha, expected in ((level, 0.80), (NOMINAL, None)):
+        delta = stats.detectable_difference(sd, cells, 0.0, alpha=alpha)
+        d = rng.normal(delta, sd, (reps, cells))
+        t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(cells))
+        power = float(np.mean(2 * sps.t.sf(np.abs(t), cells - 1) < level))
+        if expected is not None:
+            assert power == pytest.approx(expected, abs=0.03), power
+        else:
+            assert power < 0.65, f"the unadjusted figure promised 80% but Holm's first step finds {power:.0%}"
+
+
+def _variant(key, cv, test, cv_mark="", test_mark=""):
+    from types import SimpleNamespace as NS
+
+    summaries = {"heldout": {"accuracy": NS(mean=cv)}, "test": {"accuracy": NS(mean=test)}}
+    return NS(
+        variant=NS(key=key),
+        summaries=summaries,
+        comparisons={"accuracy": NS(mark=cv_mark)},
+        test_split=NS(versus=NS(accuracy_mark=test_mark)),
+    )
+
+
+def test_cv_and_test_disagree_only_on_evidence_beyond_noise():
+    from octbench.report.analysis import _agreement
+
+    prevalence = {"CV pool": [0.5, 0.5], "test": [0.5, 0.5]}
+    # the BreastMNIST case: four variants whose differences are all noise, Spearman negative
+    noise = [_variant("a", 0.80, 0.78), _variant("b", 0.81, 0.77), _variant("c", 0.79, 0.79), _variant("d", 0.82, 0.78)]
+    found = _agreement(noise, prevalence)
+    assert found.spearman < 0 and found.spearman_ci[0] < 0 < found.spearman_ci[1]
+    assert not found.disagree and not found.shift_worth_naming, "a class mix that differs by 0 is not named"
+    # a variant significantly better on CV and significantly worse on the test split
+    conflict = [*noise[:3], _variant("d", 0.85, 0.70, "better", "worse")]
+    found = _agreement(conflict, prevalence)
+    assert found.disagree and found.conflicts == ["d (better on CV, worse on the test split)"]
+    # a ranking reversed across many variants: the interval of the correlation lies below zero
+    reversed_ = [_variant(str(i), 0.70 + i / 100, 0.80 - i / 100) for i in range(12)]
+    found = _agreement(reversed_, {"CV pool": [0.6, 0.4], "test": [0.5, 0.5]})
+    assert found.disagree and found.spearman_ci[1] < 0 and found.shift_worth_naming
+
+
+def test_intervals_are_cut_to_the_metrics_range_and_say_so():
+    values = [0.0, 0.3, 0.1, 0.4, 0.0]  # a macro precision over folds where some fold models never hit a class
+    found = stats.summary(values, test_train_ratio=0.25, bounds=(0.0, 1.0))
+    assert found.low == 0.0 and found.clipped
+    plain = stats.summary(values, test_train_ratio=0.25)
+    assert plain.low < 0 and not plain.clipped and plain.high == found.high < 1
+    inside = stats.summary([0.5, 0.52, 0.51], bounds=(0.0, 1.0))
+    assert not inside.clipped
+
+
+# --- studies over datasets: few blocks need exact p-values ------------------------------------------------------
+
+
+def test_exact_friedman_p_on_the_worked_example():
+    # three datasets, three variants: 7 of the 36 equally likely pairs of later rankings are as extreme (7/36)
+    found = stats.friedman(np.array([[3, 2, 1], [3, 2, 1], [3, 1, 2]], dtype=float))
+    assert found.method == "exact" and found.p == pytest.approx(7 / 36) and found.patterns == 216
+    assert found.p_iman_davenport == pytest.approx(0.049, abs=5e-4), "what the asymptotic F claimed"
+    same = stats.friedman(np.array([[3, 2, 1]] * 3, dtype=float))
+    assert same.p == pytest.approx(1 / 36) == same.smallest_p and same.iman_davenport == float("inf")
+    # ties keep their mid-ranks: enumeration over the permutations of each dataset's own ranks
+    tied = np.array([[1, 1, 0], [2, 1, 1], [0, 1, 2], [3, 2, 2]], dtype=float)
+    ranks = sps.rankdata(-tied, axis=1)
+    brute = _brute_force_rank_sum_p(ranks)
+    assert stats.friedman(tied).p == pytest.approx(brute)
+
+
+def _brute_force_rank_sum_p(ranks: np.ndarray) -> float:
+    import itertools
+
+    observed = (ranks.sum(0) ** 2).sum()
+    rows = [list(itertools.permutations(r)) for r in ranks]
+    values = [(np.sum(combo, axis=0) ** 2).sum() for combo in itertools.product(*rows)]
+    return float(np.mean(np.array(values) >= observed - 1e-9))
+
+
+def test_permutation_p_agrees_with_the_exact_one_where_both_exist():
+    rng = np.random.default_rng(3)
+    scores = rng.random((4, 5)) + np.linspace(0, 0.4, 5)
+    ranks = sps.rankdata(-scores, axis=1)
+    exact = stats.ranks.exact_rank_sum_p(ranks)
+    drawn = stats.ranks.permutation_rank_sum_p(ranks, 20_000, seed=0)
+    assert abs(drawn - exact) < 4 * math.sqrt(exact * (1 - exact) / 20_000) + 1e-4
+    assert stats.ranks.exact_rank_sum_p(ranks, work=10) is None, "past its budget the exact path declines"
+
+
+@pytest.mark.parametrize("datasets", [3, 4, 5, 10])
+def test_the_study_test_keeps_its_level_with_few_datasets(datasets):
+    """Equal variants (scores drawn alike per dataset): the test the study decides by rejects at most 5% (within
+    simulation error), where Iman and Davenport's F, asymptotic, rejects 19% with 3 datasets."""
+    rng = np.random.default_rng(datasets)
+    reps, k = 400, 3
+    decided = asymptotic = 0
+    for _ in range(reps):
+        found = stats.friedman(rng.random((datasets, k)))
+        decided += found.p < NOMINAL
+        asymptotic += found.p_iman_davenport < NOMINAL
+    assert within_nominal(decided / reps, reps), decided / reps
+    if datasets == 3:
+        assert asymptotic / reps > 0.12, "why the study no longer decides by the F with few datasets"
+
+
 def test_iman_davenport_and_holm_against_a_control_follow_demsar():
     # Demšar (2006), section 3.2.2: 4 classifiers, 14 data sets, average ranks 3.143, 2.000, 2.893, 1.964
     ranks = [3.143, 2.000, 2.893, 1.964]

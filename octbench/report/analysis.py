@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import norm, spearmanr
 
 from octbench import stats
 from octbench.errors import OctbenchError
+from octbench.metrics import SCALARS
 from octbench.report.collect import Results, VariantResults
 from octbench.report.testsplit import Clinical, Headline, clinical, compare_on_test_split, resolve_positive
 
@@ -88,16 +89,29 @@ class VariantAnalysis:
 
 @dataclass
 class Agreement:
-    """Do CV and the test split rank the variants alike? (accuracy: CV mean against the test ensemble)"""
+    """Do CV and the test split tell the same story? Like is compared with like: each variant's fold models scored
+    on their held-out folds (CV accuracy) against the same fold models scored on the test split (their mean test
+    accuracy), and the verdicts each side gives against the reference.
+
+    They *disagree* only on evidence beyond noise: a variant significantly better than the reference on one side and
+    significantly worse on the other (``conflicts``), or a rank correlation whose 95% interval lies below zero.
+    A low correlation between variants whose differences are all within noise is not evidence of anything."""
 
     spearman: float | None
+    spearman_ci: tuple[float, float] | None
     mean_gap: float
-    flips: list[str]
+    conflicts: list[str]
     prevalence_shift: float | None
+    variants: int = 0
 
     @property
     def disagree(self) -> bool:
-        return bool(self.flips) or (self.spearman is not None and self.spearman < 0.5)
+        return bool(self.conflicts) or (self.spearman_ci is not None and self.spearman_ci[1] < 0)
+
+    @property
+    def shift_worth_naming(self) -> bool:
+        """A class-mix difference large enough to say (a total variation of at least one point)."""
+        return self.prevalence_shift is not None and self.prevalence_shift >= 0.01
 
 
 @dataclass
@@ -113,6 +127,7 @@ class Analysis:
     prevalence: dict[str, list[float]]
     agreement: Agreement | None = None
     advice: str = ""
+    comparisons: int = 0  # variants compared with the reference: the family Holm adjusts over, per metric
     problems: list[str] = field(default_factory=list)
     metric_names: list[str] = field(default_factory=list)
     higher_is_better: dict[str, bool] = field(default_factory=dict)
@@ -139,6 +154,16 @@ def _values(variant: VariantResults, split: str, metric: str) -> dict[tuple[int,
     }
 
 
+def metric_range(metric: str) -> tuple[float, float] | None:
+    """The range of one of octbench's own metrics (all between 0 and 1); a plugin's metric declares none."""
+    return (0.0, 1.0) if metric in SCALARS else None
+
+
+def difference_range(metric: str) -> tuple[float, float] | None:
+    found = metric_range(metric)
+    return None if found is None else (found[0] - found[1], found[1] - found[0])
+
+
 def fold_ratio(results: Results) -> float:
     """n_test / n_train of the folds, measured on the stored cells (1/(k-1) for k equal folds)."""
     ratios = [
@@ -159,7 +184,9 @@ def analyse(results: Results, options: Options | None = None) -> Analysis:
             variant=v,
             summaries={
                 "heldout": {
-                    m: stats.summary(list(_values(v, "heldout", m).values()), test_train_ratio=ratio)
+                    m: stats.summary(
+                        list(_values(v, "heldout", m).values()), test_train_ratio=ratio, bounds=metric_range(m)
+                    )
                     for m in results.metric_names
                 },
                 "test": {m: stats.summary(list(_values(v, "test", m).values())) for m in results.metric_names},
@@ -207,6 +234,12 @@ def analyse(results: Results, options: Options | None = None) -> Analysis:
     return analysis
 
 
+def first_holm_level(comparisons: int) -> float:
+    """The level Holm's first (hardest) step tests at: ALPHA over the number of variants compared. A design's
+    detectable difference is stated at this level, the one the marks need to clear, not at ALPHA."""
+    return ALPHA / max(comparisons, 1)
+
+
 def _cv_verdicts(analysis: Analysis, options: Options) -> None:
     reference = analysis.reference
     others = [a for a in analysis.variants if a.variant is not reference]
@@ -219,20 +252,21 @@ def _cv_verdicts(analysis: Analysis, options: Options) -> None:
             if len(common) < 2:
                 continue
             d = np.array([mine[k] - base[k] for k in common])
-            std = float(d.std(ddof=1))
             found.append(
                 (
                     a,
-                    stats.corrected_ttest(d, analysis.test_train_ratio),
+                    stats.corrected_ttest(d, analysis.test_train_ratio, bounds=difference_range(metric)),
                     stats.bayesian_correlated_ttest(d, analysis.test_train_ratio, options.rope),
-                    stats.detectable_difference(std, len(d), analysis.test_train_ratio, alpha=ALPHA, power=POWER),
-                    std,
+                    float(d.std(ddof=1)),
                 )
             )
         adjusted = stats.holm([t.p_value for _, t, *_ in found])
         higher = analysis.higher_is_better.get(metric, True)
-        for (a, t, bayes, detectable, std), p in zip(found, adjusted, strict=True):
+        level = first_holm_level(len(found))
+        for (a, t, bayes, std), p in zip(found, adjusted, strict=True):
+            detectable = stats.detectable_difference(std, t.n, analysis.test_train_ratio, alpha=level, power=POWER)
             a.comparisons[metric] = Comparison(t, p, bayes, detectable, std, higher)
+    analysis.comparisons = len(others)
     analysis.advice = _advice(analysis, options)
 
 
@@ -242,16 +276,30 @@ def _advice(analysis: Analysis, options: Options) -> str:
     if not found:
         return ""
     std = float(np.median([c.std for c in found]))
-    detectable = stats.detectable_difference(std, found[0].test.n, analysis.test_train_ratio)
+    level = first_holm_level(len(found))
+    detectable = stats.detectable_difference(std, found[0].test.n, analysis.test_train_ratio, alpha=level)
     if detectable is None or detectable <= options.rope:
         return ""
     design = f"{analysis.folds} folds × {analysis.seeds} seed{'s' if analysis.seeds > 1 else ''}"
-    text = (
-        f"At the typical spread of paired differences here (SD {std:.3f}), {design} can only reliably detect (80% "
-        f"power) differences in {options.metric.replace('_', ' ')} of about {detectable:.3f} or more, larger than "
-        f"the ±{options.rope:g} that counts as practically equivalent."
+    where = (
+        f"80% power at Holm's first step, α = {ALPHA:g}/{len(found)}, the level a ▲/▼ must clear first"
+        if len(found) > 1
+        else f"80% power at α = {ALPHA:g}"
     )
-    seeds = stats.seeds_to_detect(std, analysis.folds, analysis.test_train_ratio, options.rope)
+    metric = options.metric.replace("_", " ")
+    span = metric_range(options.metric)
+    if span is not None and detectable >= span[1] - span[0]:
+        found_text = (
+            f"cannot reliably detect any difference in {metric}: the detectable one ({detectable:.3f}) "
+            f"exceeds the metric's whole range ({where})"
+        )
+    else:
+        found_text = (
+            f"can only reliably detect differences in {metric} of about {detectable:.3f} or more ({where}), larger "
+            f"than the ±{options.rope:g} that counts as practically equivalent"
+        )
+    text = f"At the typical spread of paired differences here (SD {std:.3f}), {design} {found_text}."
+    seeds = stats.seeds_to_detect(std, analysis.folds, analysis.test_train_ratio, options.rope, alpha=level)
     if seeds is not None and seeds > analysis.seeds:
         return text + f" About {seeds} seeds (cv.seeds) would bring it down to ±{options.rope:g}."
     return text + (
@@ -282,25 +330,37 @@ def _prevalence(results: Results) -> dict[str, list[float]]:
     return found
 
 
+def spearman_interval(rho: float, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Fisher-z interval of a Spearman correlation, with Fieller, Hartley & Pearson's (1957) standard error
+    sqrt(1.06 / (n - 3)); None below four variants, where no interval is informative."""
+    if n < 4:
+        return None
+    z = float(np.arctanh(np.clip(rho, -0.999999, 0.999999)))
+    half = float(norm.ppf(0.5 + confidence / 2) * np.sqrt(1.06 / (n - 3)))
+    return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
 def _agreement(analysed: list[VariantAnalysis], prevalence: dict[str, list[float]]) -> Agreement | None:
     rows = [
-        (a.variant.key, a.summaries["heldout"]["accuracy"].mean, a.test_split.accuracy)
+        (a, a.summaries["heldout"]["accuracy"].mean, a.summaries["test"]["accuracy"].mean)
         for a in analysed
-        if a.test_split is not None and a.summaries["heldout"]["accuracy"].mean is not None
+        if a.summaries["heldout"]["accuracy"].mean is not None and a.summaries["test"]["accuracy"].mean is not None
     ]
     if len(rows) < 3:
         return None
-    names = [r[0] for r in rows]
     cv, test = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
-    rho = None
+    rho = interval = None
     if np.ptp(cv) > 0 and np.ptp(test) > 0:
         rho = float(spearmanr(cv, test).statistic)
-    flips = []
-    for first, second, label in ((cv, test, "best on CV, worst on test"), (test, cv, "best on test, worst on CV")):
-        best, worst = int(np.argmax(first)), int(np.argmin(second))
-        if best == worst and np.ptp(first) > 0 and np.ptp(second) > 0:
-            flips.append(f"{names[best]} ({label})")
+        interval = spearman_interval(rho, len(rows))
+    conflicts = []
+    for a, _, _ in rows:
+        comparison = a.comparisons.get("accuracy")
+        versus = a.test_split.versus if a.test_split is not None else None
+        on_cv, on_test = comparison.mark if comparison else "", versus.accuracy_mark if versus else ""
+        if {on_cv, on_test} == {"better", "worse"}:
+            conflicts.append(f"{a.variant.key} ({on_cv} on CV, {on_test} on the test split)")
     shift = None
     if "CV pool" in prevalence and "test" in prevalence:
         shift = float(0.5 * np.abs(np.array(prevalence["CV pool"]) - np.array(prevalence["test"])).sum())
-    return Agreement(rho, float(np.mean(test - cv)), flips, shift)
+    return Agreement(rho, interval, float(np.mean(test - cv)), conflicts, shift, len(rows))

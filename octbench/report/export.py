@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +272,7 @@ def _caption(results: Results, analysis: Analysis) -> str:
             f" †: differs from {reference} at Holm-adjusted p < 0.05 (CV: corrected resampled t-test, Nadeau & "
             "Bengio, on paired folds"
             + ("; test: McNemar for accuracy, DeLong or a paired bootstrap for AUC" if has_test else "")
+            + "; Holm adjusts over the variants compared with the reference, separately in each column"
             + f"). P(worse/≈/better): Bayesian correlated t-test, ROPE ±{analysis.options.rope:g}."
         )
     if any(r.row["quick"] for r in results.runs):
@@ -283,9 +284,15 @@ def _value(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+_OPENS_HTML = re.compile(r"<(?=[A-Za-z/!?])|&(?=#?\w+;)")
+
+
 def md_cell(text: str) -> str:
-    """A Markdown table cell: pipes escaped, HTML in names shown as text, one line."""
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+    """A Markdown table cell, one line: pipes escaped, and HTML in names shown as text. Only a ``<`` that could open
+    a tag and an ``&`` that could start an entity are written as entities (every Markdown renderer honours those;
+    Python-Markdown ignores a backslash before ``<``), so ordinary text such as "p < 0.05" stays as written."""
+    escaped = _OPENS_HTML.sub(lambda m: "&lt;" if m.group(0) == "<" else "&amp;", str(text))
+    return escaped.replace("|", "\\|").replace("\n", " ")
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -111,7 +111,9 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["pm"] = lambda s, d=3: "–" if s.mean is None else f"{s.mean:.{d}f} ± {s.std:.{d}f}"
-    env.filters["ci"] = lambda s, d=3: "" if s.low is None else f"[{s.low:.{d}f}, {s.high:.{d}f}]"
+    env.filters["ci"] = lambda s, d=3: (
+        "" if s.low is None else f"[{s.low:.{d}f}, {s.high:.{d}f}]" + ("*" if getattr(s, "clipped", False) else "")
+    )
     env.filters["num"] = lambda v, d=0: "–" if v is None else f"{v:,.{d}f}"
     env.filters["p"] = p_text
     env.filters["signed"] = lambda v, d=3: "–" if v is None else f"{v:+.{d}f}"

@@ -2,9 +2,10 @@
 
 Within a dataset the verdicts are each folder's own (corrected t-test on its CV cells). Across datasets, each
 dataset's mean CV score is one observation per variant, so blocks really are independent and the rank tests
-apply: Friedman with Iman and Davenport's F, Holm-adjusted comparisons of every variant's average rank with the
+apply: Friedman's test (an exact permutation p-value where it can be enumerated, which is what a study of few
+datasets needs; ``octbench.stats.ranks``), Holm-adjusted comparisons of every variant's average rank with the
 reference's, and the critical-difference diagram (Nemenyi). Two variants get a Wilcoxon signed-rank test over
-the datasets instead.
+the datasets instead. Below ``FEW`` datasets the page says what so small a study can and cannot show.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from octbench.errors import OctbenchError
 from octbench.report import export, plots
 from octbench.report.analysis import Analysis, Options, analyse
 from octbench.report.collect import Results, dataset_identity, load
+from octbench.report.export import p_text
+
+# autorank refuses fewer than 5 datasets; octbench reports them, saying what they can and cannot show
+FEW = 5
 
 
 @dataclass
@@ -41,6 +46,44 @@ class Study:
     versus: dict[int, stats.RankComparison] = field(default_factory=dict)
     wilcoxon: float | None = None
     dropped: list[str] = field(default_factory=list)
+
+    def test_text(self) -> str:
+        """The sentence that says which test of ranks decided, on how many datasets, and its p-value."""
+        f = self.friedman
+        if f is None:
+            return ""
+        n = f"{f.blocks} dataset{'s' if f.blocks != 1 else ''}"
+        if f.method == "exact":
+            how = (
+                f"exact permutation p = {p_text(f.p)} over all {f.patterns:,} ways the datasets could rank the variants"
+            )
+        elif f.method == "permutation":
+            how = f"permutation p = {p_text(f.p)} from {f.permutations:,} random rank permutations within datasets"
+        else:
+            how = (
+                f"Iman and Davenport's F = {f.iman_davenport:.2f}, p = {p_text(f.p)} (its approximation holds from "
+                f"{stats.ranks.ASYMPTOTIC_FROM} datasets on)"
+            )
+        return f"Friedman's test of the ranks over {n}: {how}."
+
+    def small_study_text(self) -> str:
+        """What a study of fewer than ``FEW`` datasets can and cannot show (empty for larger ones)."""
+        n, k = len(self.blocks), len(self.names)
+        if n >= FEW or k < 2:
+            return ""
+        if self.friedman is not None:
+            floor = (
+                f"the smallest p-value Friedman's test can give is {self.friedman.smallest_p:.3g} (every dataset "
+                "ranking the variants identically)"
+            )
+        else:
+            floor = f"the smallest p-value the Wilcoxon test can give is {2 / 2**n:.3g}"
+        return (
+            f"A study of {n} dataset{'s' if n != 1 else ''} is small: {floor}, so it can show a difference only "
+            "when the datasets agree almost perfectly, and a non-significant result says little. It cannot show "
+            "that variants are equivalent, nor how they would rank on other datasets; each dataset's own verdicts "
+            f"(its folds) carry most of the evidence. Rank tests are usually reported from {FEW} datasets on."
+        )
 
     def cell(self, block: int, name: str):
         """(CV summary of the compared metric, its verdict mark) of one variant on one dataset."""
@@ -108,8 +151,12 @@ def render(directories: list[str | Path], options: Options, fmt: str) -> str:
             "friedman": None
             if found.friedman is None
             else {
+                "p": found.friedman.p,
+                "method": found.friedman.method,
+                "permutations": found.friedman.permutations,
+                "smallest_possible_p": found.friedman.smallest_p,
                 "chi2": found.friedman.statistic,
-                "p": found.friedman.p_value,
+                "p_chi2": found.friedman.p_value,
                 "iman_davenport_f": found.friedman.iman_davenport,
                 "p_iman_davenport": found.friedman.p_iman_davenport,
                 "critical_difference": found.friedman.critical_difference,
@@ -160,13 +207,13 @@ def _markdown(found: Study, rows: list[dict]) -> str:
             cells.append(f"{m:.3f} ± {sd:.3f}" + {"better": " ▲", "worse": " ▼"}.get(mark, ""))
         if found.friedman is not None:
             p = row["p_rank_vs_reference_holm"]
-            cells += [f"{row['average_rank']:.2f}", "–" if p is None else f"{p:.3f}"]
+            cells += [f"{row['average_rank']:.2f}", p_text(p)]
         lines.append("| " + " | ".join(export.md_cell(c) for c in cells) + " |")
     note = "\nEach dataset is one block; mean ± SD over its CV cells. ▲/▼: the dataset's own corrected t-test."
     if found.friedman is not None:
-        f = found.friedman
-        note += (
-            f" Friedman over {f.blocks} datasets: Iman-Davenport F = {f.iman_davenport:.2f}, "
-            f"p = {f.p_iman_davenport:.3f}; average ranks against the reference, Holm-adjusted."
-        )
+        note += f" {found.test_text()} Average ranks against the reference: z-test, Holm-adjusted."
+    elif found.wilcoxon is not None:
+        note += f" Wilcoxon signed-rank test over the datasets: p = {p_text(found.wilcoxon)}."
+    if found.small_study_text():
+        note += f"\n\n{found.small_study_text()}"
     return "\n".join(lines) + "\n" + note + "\n"

@@ -58,7 +58,8 @@ def _cv_sentence(analysis: Analysis, others: list[VariantAnalysis]) -> list[str]
             span = f"{low:.3f}" if abs(high - low) < 0.0005 else f"{low:.3f} ({first}) to {high:.3f} ({last})"
             text.append(
                 f"For {_names(same)} no difference was detected; this design finds a true difference of about "
-                f"{span} in {metric} 80% of the time, so smaller effects remain possible"
+                f"{span} in {metric} 80% of the time at the Holm-adjusted level the verdicts use, so smaller "
+                "effects remain possible"
                 + (
                     f", and only {_names(equivalent)} {'is' if len(equivalent) == 1 else 'are'} shown practically "
                     f"equivalent (P(within ±{analysis.options.rope:g}) ≥ 95%)."
@@ -130,7 +131,7 @@ def summary(results: Results, analysis: Analysis) -> str:
         text += _test_sentence(analysis, others)
     text += _best(results, analysis)
     if analysis.agreement is not None and analysis.agreement.disagree:
-        text.append("CV and the test split rank the variants differently (see the note under the leaderboard).")
+        text.append("CV and the test split disagree beyond noise (see the note under the leaderboard).")
     if any(r.row["quick"] for r in results.runs):
         text.append("This was a --quick run: a first look, not results to publish.")
     return " ".join(text)

@@ -25,8 +25,13 @@ if TYPE_CHECKING:
 
 ALPHA = 0.05
 RESAMPLES = 1000
-# a difference this many standard errors from 0 is found 80% of the time by a two-sided test at 5%
-DETECTABLE_Z = float(norm.ppf(1 - ALPHA / 2) + norm.ppf(0.8))
+POWER = 0.8
+
+
+def detectable_z(comparisons: int) -> float:
+    """A difference this many standard errors from 0 is found with 80% power by a two-sided test at Holm's first
+    step (ALPHA / comparisons), the level a mark must clear first."""
+    return float(norm.ppf(1 - ALPHA / max(comparisons, 1) / 2) + norm.ppf(POWER))
 
 
 @dataclass
@@ -109,7 +114,7 @@ def _headline(variant: VariantResults, num_classes: int) -> Headline | None:
     )
 
 
-def _versus(mine: Headline, base: Headline, num_classes: int) -> Versus:
+def _versus(mine: Headline, base: Headline, num_classes: int, z: float) -> Versus:
     y = mine.y_true
     # the same seed and test size drew the same resamples for both: their differences are a paired bootstrap
     accuracy_deltas = mine.accuracy_draws - base.accuracy_draws
@@ -117,7 +122,7 @@ def _versus(mine: Headline, base: Headline, num_classes: int) -> Versus:
         accuracy_delta=mine.accuracy - base.accuracy,
         accuracy_ci=stats.percentile_interval(accuracy_deltas),
         mcnemar=stats.mcnemar(mine.scores.predicted == y, base.scores.predicted == y),
-        accuracy_detectable=DETECTABLE_Z * float(np.nanstd(accuracy_deltas, ddof=1)),
+        accuracy_detectable=z * float(np.nanstd(accuracy_deltas, ddof=1)),
     )
     if mine.auc is None or base.auc is None:
         return versus
@@ -125,7 +130,7 @@ def _versus(mine: Headline, base: Headline, num_classes: int) -> Versus:
     if num_classes == 2:
         result = stats.delong(y == 1, mine.scores.log_odds[:, 1], base.scores.log_odds[:, 1])
         versus.auc_ci, versus.auc_p, versus.auc_method = (result.low, result.high), result.p_value, "DeLong"
-        versus.auc_detectable = DETECTABLE_Z * result.se
+        versus.auc_detectable = z * result.se
         return versus
     versus.per_class = [
         (c, stats.delong(y == c, mine.scores.log_odds[:, c], base.scores.log_odds[:, c]))
@@ -135,7 +140,7 @@ def _versus(mine: Headline, base: Headline, num_classes: int) -> Versus:
     auc_deltas = mine.auc_draws - base.auc_draws
     versus.auc_ci, versus.auc_p = stats.percentile_interval(auc_deltas), stats.bootstrap_p(auc_deltas)
     versus.auc_method = "paired bootstrap"
-    versus.auc_detectable = DETECTABLE_Z * float(np.nanstd(auc_deltas, ddof=1))
+    versus.auc_detectable = z * float(np.nanstd(auc_deltas, ddof=1))
     return versus
 
 
@@ -143,14 +148,18 @@ def compare_on_test_split(analysed: list[VariantAnalysis], reference: VariantRes
     for a in analysed:
         a.test_split = _headline(a.variant, num_classes)
     base = next((a.test_split for a in analysed if a.variant is reference), None)
+    pairs = [
+        a.test_split
+        for a in analysed
+        if base is not None
+        and a.test_split is not None
+        and a.variant is not reference
+        and np.array_equal(a.test_split.y_true, base.y_true)
+    ]
+    z = detectable_z(len(pairs))
     compared = []
-    for a in analysed:
-        mine = a.test_split
-        if base is None or mine is None or a.variant is reference or len(mine.y_true) != len(base.y_true):
-            continue
-        if not np.array_equal(mine.y_true, base.y_true):
-            continue
-        mine.versus = _versus(mine, base, num_classes)
+    for mine in pairs:
+        mine.versus = _versus(mine, base, num_classes, z)
         compared.append(mine.versus)
     for versus, p in zip(compared, stats.holm([v.mcnemar.p_value for v in compared]), strict=True):
         versus.mcnemar_holm = p

@@ -22,14 +22,29 @@ class Summary:
     low: float | None
     high: float | None
     n: int
+    clipped: bool = False  # the interval reached past the metric's range and was cut to it
+
+
+def clip_interval(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float, bool]:
+    """(low, high) cut to ``bounds`` (a metric's range), and whether that cut anything: a t interval knows
+    nothing of a metric's range, and an interval for a precision that reaches -0.096 says nothing true."""
+    if bounds is None:
+        return low, high, False
+    cut_low, cut_high = max(low, bounds[0]), min(high, bounds[1])
+    return cut_low, cut_high, (cut_low, cut_high) != (low, high)
 
 
 def _finite(values: Sequence[float | None]) -> np.ndarray:
     return np.array([v for v in values if v is not None and np.isfinite(v)], dtype=float)
 
 
-def summary(values: Sequence[float | None], confidence: float = 0.95, test_train_ratio: float = 0.0) -> Summary:
-    """Mean, sample SD, and a t interval of the mean over ``values``.
+def summary(
+    values: Sequence[float | None],
+    confidence: float = 0.95,
+    test_train_ratio: float = 0.0,
+    bounds: tuple[float, float] | None = None,
+) -> Summary:
+    """Mean, sample SD, and a t interval of the mean over ``values``, cut to ``bounds`` where given.
 
     With ``test_train_ratio`` (n_test / n_train of the folds) the interval is the corrected one, for values that
     come from overlapping cross-validation training sets; 0 gives the textbook interval for independent values.
@@ -42,7 +57,8 @@ def summary(values: Sequence[float | None], confidence: float = 0.95, test_train
         return Summary(mean, 0.0, None, None, 1)
     std = float(finite.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, len(finite) - 1) * _scale(std**2, len(finite), test_train_ratio))
-    return Summary(mean, std, mean - half, mean + half, len(finite))
+    low, high, clipped = clip_interval(mean - half, mean + half, bounds)
+    return Summary(mean, std, low, high, len(finite), clipped)
 
 
 def _scale(variance: float, n: int, test_train_ratio: float) -> float:
@@ -65,10 +81,17 @@ class PairedTest:
     statistic: float
     p_value: float
     n: int
+    clipped: bool = False
 
 
-def corrected_ttest(differences: Sequence[float], test_train_ratio: float, confidence: float = 0.95) -> PairedTest:
-    """Nadeau & Bengio (2003): t = mean(d) / sqrt((1/J + n2/n1) * var(d)), J-1 degrees of freedom."""
+def corrected_ttest(
+    differences: Sequence[float],
+    test_train_ratio: float,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+) -> PairedTest:
+    """Nadeau & Bengio (2003): t = mean(d) / sqrt((1/J + n2/n1) * var(d)), J-1 degrees of freedom. ``bounds``: the
+    range a difference can take (-1 to 1 for a metric between 0 and 1), which the interval is cut to."""
     j, mean, scale = _corrected_moments(differences, test_train_ratio, "the corrected t-test")
     critical = float(stats.t.ppf(0.5 + confidence / 2, j - 1))
     if scale == 0:
@@ -76,7 +99,8 @@ def corrected_ttest(differences: Sequence[float], test_train_ratio: float, confi
         return PairedTest(mean, mean, mean, float("inf") if mean else 0.0, p, j)
     t = mean / scale
     p = float(2 * stats.t.sf(abs(t), j - 1))
-    return PairedTest(mean, mean - critical * scale, mean + critical * scale, float(t), p, j)
+    low, high, clipped = clip_interval(mean - critical * scale, mean + critical * scale, bounds)
+    return PairedTest(mean, low, high, float(t), p, j, clipped)
 
 
 @dataclass(frozen=True)
