@@ -6,6 +6,7 @@ the rule and the value given.
 """
 
 import difflib
+import re
 import reprlib
 import typing
 from typing import Any
@@ -45,8 +46,10 @@ def validate_params(params_model: type[BaseModel], technique: str, raw: dict[str
 
 def describe_param_error(params_model: type[BaseModel], technique: str, exc: ValidationError) -> str:
     err = exc.errors()[0]
-    param = ".".join(str(p) for p in err["loc"]) or "?"
     known = list(params_model.model_fields)
+    if not err["loc"]:  # a model validator: a rule across parameters, which pydantic does not attach to one
+        return _describe_cross_field(technique, known, err)
+    param = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         hint = closest_hint(param, known)
         listed = ", ".join(known) if known else "none"
@@ -57,6 +60,24 @@ def describe_param_error(params_model: type[BaseModel], technique: str, exc: Val
     if err["type"] == "value_error":
         return f"The '{param}' parameter of {technique} is invalid: {rule}. Got {shown(err['input'])}."
     return f"The '{param}' parameter of {technique} {rule}. Got {shown(err['input'])} instead."
+
+
+def _describe_cross_field(technique: str, known: list[str], err: dict[str, Any]) -> str:
+    """'The 'low' and 'high' parameters of percentile-clip are invalid together: low must be below high. Got
+    low=60, high=40.' The parameters named are those the rule's message mentions, else every one given."""
+    rule = err["msg"].replace("Value error, ", "").replace("Assertion failed, ", "")
+    given = err["input"] if isinstance(err["input"], dict) else {}
+    named = [k for k in known if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", rule)] or [
+        k for k in known if k in given
+    ]
+    if not named:
+        return f"The parameters of {technique} are invalid together: {rule}. Got {shown(err['input'])}."
+    listed = " and ".join(", ".join(f"'{k}'" for k in named).rsplit(", ", 1))
+    values = ", ".join(f"{k}={shown(given[k])}" for k in named if k in given)
+    got = f" Got {values}." if values else ""
+    noun = "parameter" if len(named) == 1 else "parameters"
+    together = "" if len(named) == 1 else " together"
+    return f"The {listed} {noun} of {technique} {'is' if len(named) == 1 else 'are'} invalid{together}: {rule}.{got}"
 
 
 _SHOWN = reprlib.Repr()

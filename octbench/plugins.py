@@ -98,7 +98,7 @@ class PluginHost:
                     impl.function(register=self._registrar(kind, impl.plugin_name, impl.plugin))
                 except PluginError:
                     raise
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
                     raise PluginError(
                         f"plugin '{impl.plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}"
                     ) from None
@@ -205,10 +205,10 @@ def _load_entry_points(manager: pluggy.PluginManager) -> list[BrokenPlugin]:
             continue
         try:
             plugin = entry.load()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             distribution = entry.dist.name if entry.dist else "an unknown distribution"
             version = entry.dist.version if entry.dist else ""
-            found = BrokenPlugin(entry.name, distribution, version, f"{type(exc).__name__}: {exc}"[:300])
+            found = BrokenPlugin(entry.name, distribution, version, import_failure(exc)[:300])
             if os.environ.get("OCTBENCH_STRICT_PLUGINS", "") not in ("", "0"):
                 raise PluginError(f"{found} (OCTBENCH_STRICT_PLUGINS is set). Fix or uninstall it.") from None
             if str(found) not in _REPORTED:
@@ -265,8 +265,8 @@ def _import_target(target: str | Path) -> list[ModuleType]:
         return [_import_file(path)]
     try:
         return [importlib.import_module(str(target))]
-    except Exception as exc:
-        raise PluginError(f"could not import plugin module '{target}': {exc!r}") from None
+    except (Exception, SystemExit) as exc:
+        raise PluginError(f"could not import plugin module '{target}': {import_failure(exc)}") from None
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -288,7 +288,14 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin that exits while imported must not end octbench with 0
         del sys.modules[module_name]
-        raise PluginError(f"plugin file {path} failed to import: {exc!r}") from None
+        raise PluginError(f"plugin file {path} failed to import: {import_failure(exc)}") from None
     return module
+
+
+def import_failure(exc: BaseException) -> str:
+    """What went wrong importing a plugin, for its author: its exception, or its call to ``sys.exit``."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while being imported; a plugin registers techniques, it must not exit"
+    return repr(exc)

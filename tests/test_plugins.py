@@ -145,6 +145,62 @@ def test_a_plugin_that_fails_to_import_is_named(tmp_path):
         PluginHost.load([path])
 
 
+def test_a_plugin_that_exits_while_imported_is_exit_2_naming_the_file(tmp_path):
+    from click.testing import CliRunner
+
+    from octbench.cli import cli
+
+    path = write_plugin(tmp_path, "import sys\nsys.exit(0)\n")
+    with pytest.raises(PluginError, match=r"my_plugins\.py failed to import: it called sys\.exit\(0\)"):
+        PluginHost.load([path])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"name: exits\nplugins: [{path}]\ndataset: {{name: synthetic-oct}}\nvariants: [{{name: baseline}}]\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2 and "my_plugins.py failed to import: it called sys.exit(0)" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cross_field_parameter_error_names_the_parameters_it_involves(tmp_path):
+    path = write_plugin(
+        tmp_path,
+        """
+        from pydantic import model_validator
+        from octbench.params import Params
+
+        class PercentileClip(Preprocessor):
+            name = "percentile-clip"
+            stateless = True
+
+            class Params(Params):
+                low: float = 1
+                high: float = 99
+                keep_dtype: bool = True
+
+                @model_validator(mode="after")
+                def ordered(self):
+                    if self.low >= self.high:
+                        raise ValueError("low must be below high")
+                    return self
+
+            def transform(self, images):
+                return images
+
+        @hookimpl
+        def register_preprocessors(register):
+            register(PercentileClip)
+        """,
+    )
+    host = PluginHost.load([path])
+    with pytest.raises(PluginError) as info:
+        host.create("preprocessor", "percentile-clip", {"high": 40, "low": 60})
+    assert str(info.value) == (
+        "The 'low' and 'high' parameters of percentile-clip are invalid together: low must be below high. "
+        "Got low=60, high=40."
+    )
+
+
 def test_a_hook_that_raises_is_named(tmp_path):
     path = write_plugin(tmp_path, "@hookimpl\ndef register_models(register):\n    raise KeyError('oops')\n")
     with pytest.raises(PluginError, match="failed in register_models: KeyError"):
