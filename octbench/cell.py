@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from octbench import folds, validate
+from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.device import describe, deterministic_algorithms, resolve
 from octbench.errors import CellFailed, Interrupted, OctbenchError
 from octbench.metrics import evaluate
@@ -126,12 +127,30 @@ def execute_stack(tasks: list[CellTask], host: PluginHost | None = None, on_epoc
 
     Any failure inside a cell becomes that cell's failed result with its reason, never an exception, and the
     other cells go on. Only an interruption of the whole run (Ctrl-C, SIGTERM) passes through; a plugin's
-    ``sys.exit`` fails its cell.
+    ``sys.exit`` fails its cell. The stack shares one ``train.timeout`` clock, enforced wherever the cells hang
+    (``octbench.deadline``): past it, every cell of the stack without a result fails with where it was stopped.
     """
+    limit = tasks[0].suite.train.timeout
+    results: dict[int, CellResult] = {}
+    try:
+        with time_limit(limit):
+            _execute_stack(tasks, host, on_epoch, results)
+    except TimeLimitExceeded as exc:
+        reason = (
+            f"the cell ran past train.timeout ({limit:g} s) and was stopped in {exc.where}: a plugin may be stuck "
+            "there; raise the limit if the cell is merely slow"
+        )
+        for i, task in enumerate(tasks):
+            results.setdefault(i, failed_result(task, reason))
+    return [results[i] for i in range(len(tasks))]
+
+
+def _execute_stack(
+    tasks: list[CellTask], host: PluginHost | None, on_epoch: Any, results: dict[int, CellResult]
+) -> None:
     host = host or PluginHost.load(tasks[0].plugin_paths)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # the stack's own peak, for the report's provenance
-    results: dict[int, CellResult] = {}
     prepared: dict[int, Prepared] = {}
     for i, task in enumerate(tasks):
         try:
@@ -163,7 +182,6 @@ def execute_stack(tasks: list[CellTask], host: PluginHost | None = None, on_epoc
             raise
         except (Exception, SystemExit) as exc:
             results[i] = failure(p.task, exc, traceback.format_exc())
-    return [results[i] for i in range(len(tasks))]
 
 
 def failure(task: CellTask, exc: BaseException, detail: str) -> CellResult:

@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from octbench import validate
 from octbench.cell import failure_reason
+from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.errors import Interrupted
 from octbench.pipeline import apply_preprocessors
 from octbench.plugins import PluginHost
@@ -26,6 +27,7 @@ from octbench.technique import Splits
 from octbench.train import Learner, scoring_logits, to_device, train_stack
 
 SAMPLE = 512  # images fitted and resampled on: enough for SMOTE's neighbours in OCTMNIST's smallest class
+LIMIT = 300.0  # seconds a variant's trial may take where the suite sets no train.timeout
 
 
 @dataclass
@@ -39,62 +41,90 @@ class Problem:
 
 
 def check_suite(suite: Suite, variants: list[Variant], host: PluginHost, data: Splits, device: str) -> list[Problem]:
-    """Every problem a short trial of each variant finds (an empty list when all pass)."""
+    """Every problem a short trial of each variant finds (an empty list when all pass). Each trial has a time limit
+    (``train.timeout``, else ``LIMIT``), so a plugin that never returns is a problem named, not a hung command."""
     x, y = data.pool
     index = _sample(y, SAMPLE, seed=0)
     train_index, held_index = train_test_split(index, test_size=0.25, stratify=_stratify(y[index]), random_state=0)
+    sample = Sample(x, y, np.sort(train_index), np.sort(held_index))
+    limit = suite.train.timeout or LIMIT
     problems = []
     for variant in variants:
-        stage = "preprocessing"
+        trial = Trial(variant, "preprocessing")
         try:
-            parts = {
-                "train": (x[np.sort(train_index)], y[np.sort(train_index)]),
-                "heldout": (x[np.sort(held_index)], y[np.sort(held_index)]),
-            }
-            steps = [host.create("preprocessor", r.name, r.params) for r in variant.preprocessors]
-            parts, _ = apply_preprocessors(
-                steps, variant.preprocessors, parts, 0, ["preflight", time.time()], data.num_classes, use_cache=False
-            )
-            stage = f"building model '{variant.model.name}'"
-            train_x, train_y = parts["train"]
-            torch.manual_seed(0)
-            model = host.create("model", variant.model.name, variant.model.params).build(
-                int(train_x.shape[-1]), data.num_classes, int(train_x.shape[1])
-            )
-            augmenters = [host.create("augmenter", r.name, r.params) for r in variant.augmenters]
-            regularizers = [host.create("regularizer", r.name, r.params) for r in variant.regularizers]
-            for reg in regularizers:
-                model = reg.configure_model(model)
-            stage = "training"
-            batch = min(suite.train.batch_size, 32)
-            config = suite.train.model_copy(update={"batch_size": batch, "epochs": 1, "compile": False})
-            dev = torch.device(device)
-            keep = slice(0, 2 * batch)  # two steps
-            learner = Learner(
-                model.to(dev),
-                to_device(train_x[keep], train_y[keep], dev),
-                to_device(*parts["heldout"], dev),
-                config=config,
-                epochs=1,
-                augmenters=augmenters,
-                regularizers=regularizers,
-                seed=0,
-                num_classes=data.num_classes,
-                host=host,
-            )
-            train_stack([learner], config=config, epochs=1)
-            if learner.error is not None:
-                raise learner.error
-            stage = "evaluation"
-            held = to_device(*parts["heldout"], dev)[0]
-            logits = scoring_logits(learner.model, held, 256, learner.use_amp, learner.channels_last)
-            validate.check_logits(logits.cpu().numpy(), len(held), data.num_classes, variant.model.name)
+            with time_limit(limit):
+                _try(trial, suite, host, data, sample, device)
         except (KeyboardInterrupt, Interrupted):
             raise
+        except TimeLimitExceeded as exc:
+            source = "train.timeout" if suite.train.timeout else "the trial's own limit"
+            reason = (
+                f"did not finish within {limit:g} s ({source}); stopped in {exc.where}, where a plugin may be stuck"
+            )
+            problems.append(Problem(variant.name, trial.stage, reason))
         except (Exception, SystemExit) as exc:
-            problems.append(Problem(variant.name, stage, failure_reason(exc)))
+            problems.append(Problem(variant.name, trial.stage, failure_reason(exc)))
             traceback.clear_frames(exc.__traceback__)
     return problems
+
+
+@dataclass
+class Sample:
+    """The stratified sample every variant is tried on: the pool, and the sample's training and held-out rows."""
+
+    x: np.ndarray
+    y: np.ndarray
+    train: np.ndarray
+    held: np.ndarray
+
+
+@dataclass
+class Trial:
+    variant: Variant
+    stage: str  # where the trial is, for the problem's message
+
+
+def _try(trial: Trial, suite: Suite, host: PluginHost, data: Splits, sample: Sample, device: str) -> None:
+    variant, x, y = trial.variant, sample.x, sample.y
+    parts = {"train": (x[sample.train], y[sample.train]), "heldout": (x[sample.held], y[sample.held])}
+    steps = [host.create("preprocessor", r.name, r.params) for r in variant.preprocessors]
+    parts, _ = apply_preprocessors(
+        steps, variant.preprocessors, parts, 0, ["preflight", time.time()], data.num_classes, use_cache=False
+    )
+    trial.stage = f"building model '{variant.model.name}'"
+    train_x, train_y = parts["train"]
+    torch.manual_seed(0)
+    model = host.create("model", variant.model.name, variant.model.params).build(
+        int(train_x.shape[-1]), data.num_classes, int(train_x.shape[1])
+    )
+    augmenters = [host.create("augmenter", r.name, r.params) for r in variant.augmenters]
+    regularizers = [host.create("regularizer", r.name, r.params) for r in variant.regularizers]
+    for reg in regularizers:
+        model = reg.configure_model(model)
+    trial.stage = "training"
+    batch = min(suite.train.batch_size, 32)
+    config = suite.train.model_copy(update={"batch_size": batch, "epochs": 1, "compile": False})
+    dev = torch.device(device)
+    keep = slice(0, 2 * batch)  # two steps
+    learner = Learner(
+        model.to(dev),
+        to_device(train_x[keep], train_y[keep], dev),
+        to_device(*parts["heldout"], dev),
+        config=config,
+        epochs=1,
+        augmenters=augmenters,
+        regularizers=regularizers,
+        seed=0,
+        num_classes=data.num_classes,
+        host=host,
+    )
+    train_stack([learner], config=config, epochs=1)
+    if learner.error is not None:
+        raise learner.error
+    trial.stage = "evaluation"
+    held = to_device(*parts["heldout"], dev)[0]
+    logits = scoring_logits(learner.model, held, 256, learner.use_amp, learner.channels_last)
+    validate.check_logits(logits.cpu().numpy(), len(held), data.num_classes, variant.model.name)
 
 
 def _stratify(labels: np.ndarray) -> np.ndarray | None:

@@ -30,13 +30,17 @@ def oversubscription(parallel: int, threads: int, device: str) -> str | None:
 
 
 class Local(Executor):
-    """This machine: stacks one after another in this process, or ``parallel`` worker processes."""
+    """This machine: stacks one after another in this process, or ``parallel`` worker processes. With a
+    ``train.timeout``, even one stack at a time runs in a worker process: a cell stuck where no signal reaches it (a
+    hung C extension) can only be stopped by killing its process (``octbench.workers``)."""
 
     name = "local"
 
     class Params(Params):
         parallel: int | Literal["auto"] = Field(
-            "auto", description="worker processes, each running stacks with train.threads threads (auto: 1)"
+            "auto",
+            description="worker processes, each running stacks with train.threads threads (auto: 1, in this "
+            "process unless train.timeout is set: a cell that can be stopped wherever it hangs runs in a worker)",
         )
 
     def parallelism(self, device: str, stacks: int) -> tuple[int, str]:
@@ -47,12 +51,19 @@ class Local(Executor):
     def run(self, stacks, on_result, context: RunContext) -> None:
         workers, _ = self.parallelism(context.device, len(stacks))
         total = sum(len(stack) for stack in stacks)
-        if workers > 1:  # asked for worker processes: even one stack runs in one, isolated from the driver
+        # a time limit holds wherever a cell hangs only if the cell can be killed: then it runs in a worker process
+        limited = bool(stacks) and stacks[0][0].suite.train.timeout is not None
+        if workers > 1 or limited:  # worker processes: even one stack runs in one, isolated from the driver
             warning = oversubscription(workers, context.threads, context.device)
             if warning:
                 console.print(f"[yellow]warning:[/yellow] {warning}")
             with task_progress() as bars:
-                cells = bars.add_task("cells", total=total, status=f"{workers} processes", visible=context.progress)
+                cells = bars.add_task(
+                    "cells",
+                    total=total,
+                    status=f"{workers} worker process{'es' if workers != 1 else ''}",
+                    visible=context.progress,
+                )
 
                 def done(result: CellResult) -> None:
                     on_result(result)

@@ -21,6 +21,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import markdown
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -255,12 +256,12 @@ def test_cells_past_their_time_limit_are_recorded_as_failed(tmp_path, monkeypatc
     summary = run_suite(suite, out=tmp_path / "in-training", progress=False, overrides=["train.timeout=8"])
     assert (summary.done, summary.failed) == (2, 2)
     assert all("train.timeout" in c[4] for c in cells(tmp_path / "in-training") if c[3] == "failed")
-    # stuck outside the training loop: only a worker process can be stopped, and is
+    # stuck where no signal reaches (a hung C extension): only its worker process can be stopped, and is, in the
+    # default executor too (a cell with a time limit runs in a worker)
     monkeypatch.setattr(workers, "HARD_TIMEOUT_GRACE", 1.0)
     suite = suite_file(
         tmp_path,
-        ["{name: baseline}", "{name: stuck, preprocessors: [stuck]}"],
-        executor="{parallel: 2, stack: 1}",
+        ["{name: baseline}", "{name: stuck, preprocessors: [{name: stuck, block_signals: true}]}"],
         name="stuck",
     )
     # 10 s: a baseline cell in a fresh worker process (imports included) must finish well within it on a busy machine
@@ -268,6 +269,33 @@ def test_cells_past_their_time_limit_are_recorded_as_failed(tmp_path, monkeypatc
     assert (summary.done, summary.failed) == (2, 2)
     assert all("worker process was killed" in c[4] for c in cells(tmp_path / "stuck") if c[3] == "failed")
     consistent(tmp_path / "stuck")
+
+
+HANGS = ["{name: baseline}", "{name: hangs, regularizers: [hangs]}"]
+
+
+@pytest.mark.parametrize("executor", ["{stack: 1}", "{stack: 1, parallel: 2}"], ids=["default", "parallel"])
+def test_a_plugin_that_never_returns_fails_only_its_cells_in_every_executor(tmp_path, executor):
+    """A hang outside the training loop (configure_model), with the preflight skipped: stopped at the limit, where
+    it hangs, by the alarm of octbench.deadline (the worker survives; no kill needed). tests/test_ray.py runs the
+    same on Ray."""
+    suite = suite_file(tmp_path, HANGS, executor=executor)
+    started = time.monotonic()
+    summary = run_suite(suite, out=tmp_path / "out", progress=False, overrides=["train.timeout=8"])
+    assert (summary.done, summary.failed) == (2, 2)
+    failed = [c[4] for c in cells(tmp_path / "out") if c[3] == "failed"]
+    assert all("ran past train.timeout (8 s) and was stopped in configure_model (hostile.py:" in e for e in failed)
+    assert time.monotonic() - started < 120, "stopped at the limit, not after the worker's grace period"
+    consistent(tmp_path / "out")
+
+
+def test_the_trial_of_each_variant_has_a_time_limit_too(tmp_path):
+    suite = suite_file(tmp_path, HANGS)
+    result = invoke("run", suite, "--out", tmp_path / "out", "--no-progress", "--set", "train.timeout=6")
+    assert result.exit_code == 2, result.output
+    assert "variant 'hangs', building model 'cnn': did not finish within 6 s (train.timeout)" in result.output
+    assert "stopped in configure_model (hostile.py:" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists(), "nothing is written when the trial finds a problem"
 
 
 # --- hostile plugins and datasets --------------------------------------------------------------------------------
@@ -358,7 +386,9 @@ def test_hostile_names_in_every_place_a_name_appears(tmp_path):
     leaderboard = (out / "leaderboard.csv").read_text()
     assert "'=HYPERLINK" in leaderboard and "\n=HYPERLINK" not in leaderboard and ",=HYPERLINK" not in leaderboard
     md = invoke("report", out, "--format", "md", "--output", "-").output
-    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert "<script>" not in md and "&lt;script>" in md
+    rendered = markdown.markdown(md, extensions=["tables"])
+    assert "<script>" not in rendered and "&lt;script&gt;alert(1)" in rendered, "the name is text, not HTML"
     figures = tmp_path / "figures"
     assert invoke("report", out, "--format", "latex", "--figures", figures).exit_code == 0
     assert r"../../up 50\% \& \#\_\{x\}\textbackslash{}end\{document\}" in (out / "report.tex").read_text()

@@ -135,6 +135,26 @@ def test_a_driver_killed_mid_run_resumes_without_retraining(cluster, tmp_path):
     assert len(cells(out)) == 9
 
 
+@pytest.mark.slow
+def test_a_plugin_that_never_returns_fails_only_its_cells_on_ray(cluster, tmp_path):
+    """The hang of tests/test_faults.py (configure_model never returns) in Ray tasks: each is stopped at the limit
+    where it hangs, in the task's own process, and the suite goes on."""
+    hostile = Path(__file__).resolve().parent / "plugins" / "hostile.py"
+    suite = tmp_path / "hangs.yaml"
+    suite.write_text(
+        f"name: hangs\nplugins: [{hostile}]\n"
+        "dataset: {name: synthetic-oct, n_train: 160, n_val: 40, n_test: 40}\n"
+        "cv: {folds: 2}\ntrain: {epochs: 1, batch_size: 32, device: cpu, threads: 1, timeout: 8}\n"
+        "defaults: {model: {name: cnn, widths: [8], hidden: 8}}\nexecutor: {stack: 1}\n"
+        "variants:\n  - {name: baseline}\n  - {name: hangs, regularizers: [hangs]}\n"
+    )
+    overrides = ["executor.name=ray", f"executor.address={cluster.address}"]
+    summary = run_suite(suite, out=tmp_path / "out", progress=False, overrides=overrides, check=False)
+    assert (summary.done, summary.failed) == (2, 2)
+    failed = [c[4] for c in cells(tmp_path / "out") if c[3] == "failed"]
+    assert all("ran past train.timeout (8 s) and was stopped in configure_model (hostile.py:" in e for e in failed)
+
+
 def test_asking_for_ray_without_ray_is_one_line_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     suite = spy_suite(tmp_path, tmp_path / "log", seconds=0)

@@ -81,15 +81,32 @@ class Suicide(Regularizer):
         return model
 
 
+class Hangs(Regularizer):
+    """Never returns from configure_model, and swallows every ordinary exception on the way."""
+
+    name = "hangs"
+
+    def configure_model(self, model):
+        while True:
+            try:  # noqa: SIM105 (written as a careless plugin would)
+                time.sleep(0.5)
+            except Exception:
+                pass
+
+
 class Stuck(Preprocessor):
-    """Hangs in fit (outside training), so only a killed worker ends it."""
+    """Hangs in fit (outside training). With ``block_signals`` it blocks SIGALRM first, as code stuck in a C
+    extension is out of every signal's reach, so only a killed worker ends it."""
 
     name = "stuck"
 
     class Params(Params):
         seconds: float = 3600
+        block_signals: bool = False
 
     def fit(self, images, labels):
+        if self.params.block_signals:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         time.sleep(self.params.seconds)
         return self
 
@@ -248,5 +265,5 @@ def register_models(register):
 
 @hookimpl
 def register_regularizers(register):
-    for cls in (Exits, Suicide, SlowBatches, OrderSpy, NanLoss):
+    for cls in (Exits, Hangs, Suicide, SlowBatches, OrderSpy, NanLoss):
         register(cls)
