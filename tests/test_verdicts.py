@@ -314,6 +314,32 @@ def test_the_study_test_keeps_its_level_with_few_datasets(datasets):
         assert asymptotic / reps > 0.12, "why the study no longer decides by the F with few datasets"
 
 
+def test_rank_differences_against_the_reference_are_exact_with_few_datasets():
+    import itertools
+
+    rng = np.random.default_rng(5)
+    scores = rng.random((3, 4))
+    scores[1, 2] = scores[1, 3]  # a tie: mid-ranks
+    ranks = stats.ranks.rank_matrix(scores)
+    observed = abs(ranks[:, 1].sum() - ranks[:, 0].sum())
+    rows = [list(itertools.permutations(r)) for r in ranks]
+    brute = np.mean(
+        [
+            abs(sum(p[1] for p in combo) - sum(p[0] for p in combo)) >= observed - 1e-9
+            for combo in itertools.product(*rows)
+        ]
+    )
+    assert stats.ranks.exact_rank_difference_p(ranks, 1, 0) == pytest.approx(brute)
+    # under the null the Holm-adjusted comparisons with the reference keep the family-wise error at 5%
+    reps, false = 400, 0
+    for _ in range(reps):
+        found = rng.random((3, 3))
+        averages = stats.ranks.rank_matrix(found).mean(0)
+        versus = stats.holm_against_control(averages, 0, 3, ranks=stats.ranks.rank_matrix(found))
+        false += any(c.p_holm < NOMINAL for c in versus.values())
+    assert within_nominal(false / reps, reps), false / reps
+
+
 def test_iman_davenport_and_holm_against_a_control_follow_demsar():
     # Demšar (2006), section 3.2.2: 4 classifiers, 14 data sets, average ranks 3.143, 2.000, 2.893, 1.964
     ranks = [3.143, 2.000, 2.893, 1.964]

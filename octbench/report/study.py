@@ -66,6 +66,15 @@ class Study:
             )
         return f"Friedman's test of the ranks over {n}: {how}."
 
+    def versus_text(self) -> str:
+        """How each variant's rank difference from the reference is tested."""
+        if len(self.blocks) < stats.ranks.ASYMPTOTIC_FROM:
+            return (
+                "the exact permutation test of the rank-sum difference (the normal z-test is too liberal with few "
+                "datasets)"
+            )
+        return "the z-test of the rank difference (Demšar 2006)"
+
     def small_study_text(self) -> str:
         """What a study of fewer than ``FEW`` datasets can and cannot show (empty for larger ones)."""
         n, k = len(self.blocks), len(self.names)
@@ -123,7 +132,10 @@ def analyse_study(directories: list[str | Path], options: Options) -> Study:
         found.friedman = stats.friedman(scores)
         if reference_name is not None:
             found.versus = stats.holm_against_control(
-                found.friedman.average_ranks, everywhere.index(reference_name), len(blocks)
+                found.friedman.average_ranks,
+                everywhere.index(reference_name),
+                len(blocks),
+                ranks=stats.ranks.rank_matrix(scores),
             )
     elif k == 2 and len(blocks) >= 2:
         found.wilcoxon = stats.wilcoxon(scores[:, 1] - scores[:, 0])
@@ -211,7 +223,7 @@ def _markdown(found: Study, rows: list[dict]) -> str:
         lines.append("| " + " | ".join(export.md_cell(c) for c in cells) + " |")
     note = "\nEach dataset is one block; mean ± SD over its CV cells. ▲/▼: the dataset's own corrected t-test."
     if found.friedman is not None:
-        note += f" {found.test_text()} Average ranks against the reference: z-test, Holm-adjusted."
+        note += f" {found.test_text()} Average ranks against the reference: {found.versus_text()}, Holm-adjusted."
     elif found.wilcoxon is not None:
         note += f" Wilcoxon signed-rank test over the datasets: p = {p_text(found.wilcoxon)}."
     if found.small_study_text():

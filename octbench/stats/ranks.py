@@ -67,7 +67,7 @@ def friedman(scores: np.ndarray, alpha: float = 0.05, seed: int = 0) -> Friedman
     blocks, k = scores.shape
     statistic, p = stats.friedmanchisquare(*scores.T)
     f, p_f = iman_davenport(float(statistic), blocks, k)
-    ranks = stats.rankdata(-scores, axis=1)
+    ranks = rank_matrix(scores)
     common = dict(
         statistic=float(statistic),
         p_value=float(p),
@@ -89,6 +89,11 @@ def friedman(scores: np.ndarray, alpha: float = 0.05, seed: int = 0) -> Friedman
         p_permutation=permutation_rank_sum_p(ranks, PERMUTATIONS, seed),
         permutations=PERMUTATIONS,
     )
+
+
+def rank_matrix(scores: np.ndarray) -> np.ndarray:
+    """Each dataset's ranks of the variants, 1 for the best (highest score), mid-ranks for ties."""
+    return stats.rankdata(-np.asarray(scores, dtype=float), axis=1)
 
 
 def _rank_sum_statistic(ranks: np.ndarray) -> np.ndarray:
@@ -155,19 +160,47 @@ class RankComparison:
     p_holm: float
 
 
-def holm_against_control(average_ranks: Sequence[float], control: int, blocks: int) -> dict[int, RankComparison]:
+def holm_against_control(
+    average_ranks: Sequence[float], control: int, blocks: int, ranks: np.ndarray | None = None
+) -> dict[int, RankComparison]:
     """Demšar (2006), section 3.2.2: z = (R_i - R_control) / sqrt(k (k + 1) / (6 N)) for each other variant,
-    two-sided normal p-values, Holm-adjusted over the k - 1 comparisons. Keyed by variant index."""
-    ranks = np.asarray(average_ranks, dtype=float)
-    k = len(ranks)
+    two-sided p-values, Holm-adjusted over the k - 1 comparisons. Keyed by variant index.
+
+    Given the (blocks, variants) ``ranks`` of a study of fewer than ``ASYMPTOTIC_FROM`` datasets, each p-value is
+    the exact permutation p of the same rank difference (``exact_rank_difference_p``) instead of the normal one,
+    which with few datasets is too small."""
+    average = np.asarray(average_ranks, dtype=float)
+    k = len(average)
     se = np.sqrt(k * (k + 1) / (6 * blocks))
     others = [i for i in range(k) if i != control]
-    z = [(ranks[i] - ranks[control]) / se for i in others]
-    p = [float(2 * stats.norm.sf(abs(v))) for v in z]
+    z = [(average[i] - average[control]) / se for i in others]
+    if ranks is not None and blocks < ASYMPTOTIC_FROM:
+        p = [exact_rank_difference_p(ranks, i, control) for i in others]
+    else:
+        p = [float(2 * stats.norm.sf(abs(v))) for v in z]
     return {
-        i: RankComparison(float(ranks[i] - ranks[control]), float(zi), pi, ph)
+        i: RankComparison(float(average[i] - average[control]), float(zi), pi, ph)
         for i, zi, pi, ph in zip(others, z, p, holm(p), strict=True)
     }
+
+
+def exact_rank_difference_p(ranks: np.ndarray, first: int, second: int) -> float:
+    """Two-sided P(|R_first - R_second| >= observed) when each dataset's ranks are permuted uniformly: in each
+    dataset the two variants' ranks are a uniformly drawn ordered pair of that dataset's ranks, and the datasets'
+    differences add up (a convolution, exact and cheap at any number of datasets)."""
+    doubled = np.rint(2 * np.asarray(ranks, dtype=float)).astype(int)
+    k = doubled.shape[1]
+    distribution: dict[int, float] = {0: 1.0}
+    for row in doubled:
+        pairs = Counter(int(row[a] - row[b]) for a in range(k) for b in range(k) if a != b)
+        total = k * (k - 1)
+        grown: dict[int, float] = defaultdict(float)
+        for value, weight in distribution.items():
+            for step, count in pairs.items():
+                grown[value + step] += weight * count / total
+        distribution = grown
+    observed = abs(int(doubled[:, first].sum() - doubled[:, second].sum()))
+    return float(min(1.0, sum(w for value, w in distribution.items() if abs(value) >= observed)))
 
 
 def wilcoxon(differences: Sequence[float]) -> float:
