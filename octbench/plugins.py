@@ -208,7 +208,9 @@ def _load_entry_points(manager: pluggy.PluginManager) -> list[BrokenPlugin]:
         except (Exception, SystemExit) as exc:
             distribution = entry.dist.name if entry.dist else "an unknown distribution"
             version = entry.dist.version if entry.dist else ""
-            found = BrokenPlugin(entry.name, distribution, version, import_failure(exc)[:300])
+            found = BrokenPlugin(
+                entry.name, distribution, version, import_failure(exc, f"{type(exc).__name__}: {exc}")[:300]
+            )
             if os.environ.get("OCTBENCH_STRICT_PLUGINS", "") not in ("", "0"):
                 raise PluginError(f"{found} (OCTBENCH_STRICT_PLUGINS is set). Fix or uninstall it.") from None
             if str(found) not in _REPORTED:
@@ -266,7 +268,7 @@ def _import_target(target: str | Path) -> list[ModuleType]:
     try:
         return [importlib.import_module(str(target))]
     except (Exception, SystemExit) as exc:
-        raise PluginError(f"could not import plugin module '{target}': {import_failure(exc)}") from None
+        raise PluginError(f"could not import plugin module '{target}': {import_failure(exc, repr(exc))}") from None
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -290,12 +292,12 @@ def _import_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # a plugin that exits while imported must not end octbench with 0
         del sys.modules[module_name]
-        raise PluginError(f"plugin file {path} failed to import: {import_failure(exc)}") from None
+        raise PluginError(f"plugin file {path} failed to import: {import_failure(exc, repr(exc))}") from None
     return module
 
 
-def import_failure(exc: BaseException) -> str:
-    """What went wrong importing a plugin, for its author: its exception, or its call to ``sys.exit``."""
+def import_failure(exc: BaseException, otherwise: str) -> str:
+    """What went wrong importing a plugin, for its author: its call to ``sys.exit``, or ``otherwise``."""
     if isinstance(exc, SystemExit):
         return f"it called sys.exit({exc.code!r}) while being imported; a plugin registers techniques, it must not exit"
-    return repr(exc)
+    return otherwise
