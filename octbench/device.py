@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -60,3 +61,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def as_float(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A batch as float32 (uint8 scaled by 1/255), channels-last when asked."""
+    x = batch.float().div_(255) if batch.dtype == torch.uint8 else batch.float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on ``device`` when ``enabled``, else nothing."""
+    if enabled:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -226,6 +226,22 @@ class Optimizer(Technique):
     def build(self, parameters: Any, *, lr: float, weight_decay: float, device: Any) -> Any:
         raise NotImplementedError
 
+    def update(self, params: list[Any], grads: list[Any], state: dict[str, Any], hyper: dict[str, Any]) -> None:
+        """Optional: one step for a stack of cells trained as one computation, so a stack of any size costs the
+        same number of kernel launches. ``params[i]`` holds every member's copy of one parameter along its first
+        dimension (G, ...), ``grads[i]`` its gradient; ``state`` is this optimizer's own, empty at the first step.
+        ``hyper`` holds each member's current optimizer settings as tensors: ``hyper["lr"]`` (G,), and so on for
+        every number in the members' param group (``weight_decay``, ``momentum``; a pair such as ``betas`` is
+        (G, 2)), as their schedulers have set them; ``hyper["mask"]`` (G,) is 1 for members that step now and 0
+        for the others, which must be left exactly as they are, parameters and state. Members step as they would
+        alone under ``build``'s optimizer, to float rounding. Without it, every member steps its own optimizer."""
+        raise NotImplementedError
+
+    @classmethod
+    def stacks(cls) -> bool:
+        """Whether this optimizer can step a whole stack at once (it defines ``update``)."""
+        return cls.update is not Optimizer.update
+
 
 class Metric(Technique):
     """A number computed for every cell on each split from the labels and the model's probabilities, stored beside

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from octbench.data.files import cache_dir
-from octbench.device import clock
+from octbench.device import as_float, autocast, clock
 from octbench.errors import CellFailed
 from octbench.params import validate_params
 from octbench.plugins import default_host
-from octbench.stack import GroupedModel, probe, signature, unstackable
+from octbench.stack import probe, signature, unstackable
+from octbench.stacked import Stack, guard
 from octbench.suite import Train
 from octbench.technique import Regularizer
 
@@ -46,11 +47,6 @@ def to_device(images: np.ndarray, labels: np.ndarray, device: torch.device) -> t
     return x, torch.from_numpy(np.require(labels, dtype=np.int64, requirements=["W"])).to(device)
 
 
-def as_float(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    x = batch.float().div_(255) if batch.dtype == torch.uint8 else batch.float()
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
 def bf16_native(device: torch.device) -> bool:
     """Whether bf16 arithmetic is fast here: CUDA from Ampere on, CPUs with AVX512-BF16 or AMX."""
     if device.type == "cuda":
@@ -70,28 +66,28 @@ def fast_path(config: Train, device: torch.device) -> tuple[bool, bool]:
     return bf16, device.type in ("cpu", "cuda")
 
 
-def autocast(device: torch.device, enabled: bool):
-    if enabled:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def eval_batch_size(config: Train, device: torch.device) -> int:
     """The suite's choice, else what measured fastest: moderate batches stay in cache on a CPU (seed CNN, 2 cores,
     bf16 and channels-last: 10.2k images/s at 512, 7.2k at 4096), large ones fill a GPU."""
     return config.eval_batch_size or (4096 if device.type == "cuda" else 512)
 
 
-def make_optimizer(
-    model: torch.nn.Module, options: dict[str, Any], device: torch.device, host: Any = None
-) -> torch.optim.Optimizer:
-    """The optimizer plugin ``options['name']`` built over ``model``'s parameters, with ``lr``, ``weight_decay``
-    and whichever of the other options are that plugin's parameters (a regularizer may have added others)."""
+def optimizer_technique(options: dict[str, Any], host: Any = None) -> Any:
+    """The optimizer plugin ``options['name']`` with whichever of ``options`` are its parameters (a regularizer
+    may have added others)."""
     host = host or default_host()
     cls = host.get("optimizer", options["name"]).cls
     own = {k: v for k, v in options.items() if k in cls.Params.model_fields}
-    optimizer = cls(validate_params(cls.Params, cls.name, own))
-    return optimizer.build(
+    return cls(validate_params(cls.Params, cls.name, own))
+
+
+def make_optimizer(
+    model: torch.nn.Module, options: dict[str, Any], device: torch.device, host: Any = None, technique: Any = None
+) -> torch.optim.Optimizer:
+    """The optimizer plugin ``options['name']`` built over ``model``'s parameters, with ``lr`` and
+    ``weight_decay``."""
+    technique = technique or optimizer_technique(options, host)
+    return technique.build(
         model.parameters(), lr=options["lr"], weight_decay=options.get("weight_decay", 0.0), device=device
     )
 
@@ -166,6 +162,8 @@ class Learner:
         self.augment_streams = [stream(device, seed, "augmenter", i) for i in range(len(augmenters))]
         self.regularizer_streams = [stream(device, seed, "regularizer", i) for i in range(len(regularizers))]
         self.dropout = stream(device, seed, "model")
+        # a stacked model's dropout draws from a counter-based stream keyed by this (``GroupedModel.uniform``)
+        self.dropout_key = int(np.random.SeedSequence([seed, STREAMS.index("model"), 1]).generate_state(1)[0])
         self.global_seed = int(np.random.SeedSequence([seed, STREAMS.index("model")]).generate_state(1)[0])
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.forward = compiled(self.model, config.compile) if config.compile else self.model
@@ -173,7 +171,8 @@ class Learner:
         options: dict[str, Any] = config.optimizer.options()
         for reg in regularizers:
             options = reg.configure_optimizer(options)
-        self.optimizer = make_optimizer(self.model, options, device, host)
+        self.optimizer_technique = optimizer_technique(options, host)
+        self.optimizer = make_optimizer(self.model, options, device, technique=self.optimizer_technique)
         class_counts = np.bincount(self.y_all.cpu().numpy(), minlength=num_classes)  # CUDA's is not deterministic
         loss_options: dict[str, Any] = {"function": F.cross_entropy, "weight": None, "label_smoothing": 0.0}
         for reg in regularizers:
@@ -184,6 +183,10 @@ class Learner:
         self.loss_options = loss_options
         self.step_hooks = [reg for reg in regularizers if type(reg).after_step is not Regularizer.after_step]
         self.gradient_hooks = [reg for reg in regularizers if type(reg).before_step is not Regularizer.before_step]
+        batch_hooks = [reg for reg in regularizers if type(reg).on_batch is not Regularizer.on_batch]
+        #: plugins that see each batch of this cell on their own (a stack runs them member by member)
+        self.batch_hooks = [*augmenters, *batch_hooks]
+        self.plain_loss = self.loss_fn is F.cross_entropy
         self.epochs = epochs
         for reg in regularizers:
             reg.epoch, reg.epochs = 0, epochs
@@ -220,18 +223,25 @@ class Learner:
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.order = torch.randperm(self.n, generator=self.shuffle, device=self.device)
 
-    def next_batch(self, epoch: int, step: int) -> tuple[torch.Tensor, Any, torch.Tensor]:
-        """(images, targets, labels) of this step, augmented and passed through ``on_batch``."""
+    def check_time(self, epoch: int) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise CellFailed(f"the cell ran past train.timeout in epoch {epoch + 1}; raise the limit or train less")
+
+    def next_batch(self, epoch: int, step: int) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """(images, targets, labels) of this step, augmented and passed through ``on_batch``."""
+        self.check_time(epoch)
         index = self.order[step * self.batch : (step + 1) * self.batch]
-        x, y = as_float(self.x_all[index], self.channels_last), self.y_all[index]
+        y = self.y_all[index]
+        return (*self.transform(as_float(self.x_all[index], self.channels_last), y), y)
+
+    def transform(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """(images, targets) of a batch after the augmenters and the regularizers' ``on_batch``."""
         for augmenter, generator in zip(self.augmenters, self.augment_streams, strict=True):
             x = augmenter(x, generator)
         targets = y
         for reg, generator in zip(self.regularizers, self.regularizer_streams, strict=True):
             x, targets = reg.on_batch(x, targets, generator)
-        return x, targets, y
+        return x, targets
 
     def loss(self, logits: torch.Tensor, targets: Any, first: bool) -> torch.Tensor:
         if first and tuple(logits.shape) != (len(logits), self.num_classes):
@@ -242,15 +252,21 @@ class Learner:
         return self.loss_fn(logits.float(), targets, **self.loss_options)
 
     def after_backward(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.before_step()
+        self.optimizer.step()
+        self.after_step()
+        self.loss_sum += loss.detach() * len(y)
+        self.correct += (logits.detach().argmax(1) == y).sum()
+
+    def before_step(self) -> None:
         for reg in self.gradient_hooks:
             reg.before_step(self.model)
-        self.optimizer.step()
+
+    def after_step(self) -> None:
         for scheduler in self.batch_schedulers:
             scheduler.step_batch()
         for reg in self.step_hooks:
             reg.after_step(self.model)
-        self.loss_sum += loss.detach() * len(y)
-        self.correct += (logits.detach().argmax(1) == y).sum()
 
     def end_epoch(self, epoch: int, seconds: float, on_epoch: Any) -> None:
         self.epoch_times.append(seconds)
@@ -312,8 +328,8 @@ def stack_signature(learner: Learner) -> tuple | None:
 
 def train_stack(learners: list[Learner], *, config: Train, epochs: int, on_epoch: Any = None) -> str | None:
     """Train every learner for ``epochs`` (or until its early stop), as one grouped computation when their models
-    can be stacked (``octbench.stack``), else one after the other in the same loop. A learner whose plugin fails,
-    whose loss turns NaN or whose time runs out fails alone (``Learner.error``); the rest go on.
+    can be stacked (``octbench.stacked``), else one after the other. A learner whose plugin fails, whose loss turns
+    NaN or whose time runs out fails alone (``Learner.error``); the rest go on.
 
     Returns why the learners could not be stacked (None when they were, or when there is one).
     """
@@ -322,40 +338,41 @@ def train_stack(learners: list[Learner], *, config: Train, epochs: int, on_epoch
         for learner in learners:
             train_stack([learner], config=config, epochs=epochs, on_epoch=on_epoch)
         return reason
-    if stack_signature(learners[0]) is not None:
-        grouped = GroupedModel(learners[0].model)  # a stack of one draws dropout as it would in a stack
-    else:  # a model that cannot be stacked draws its dropout from torch's global generator: seed it per cell
-        grouped = None
-        torch.manual_seed(learners[0].global_seed)
-    device = learners[0].device
-    for epoch in range(epochs):
-        active = [learner for learner in learners if learner.running]
-        if not active:
-            break
-        for learner in active:
-            _guard(learner, learner.begin_epoch, epoch)
-        start = clock(device)
-        for step in range(max(learner.steps for learner in active)):
-            batches = {}
-            for learner in active:
-                if learner.running and step < learner.steps:
-                    batch = _guard(learner, learner.next_batch, epoch, step)
-                    if batch is not None:
-                        batches[learner] = batch
-            groups: dict[Any, list[Learner]] = {}
-            for learner, (x, _, _) in batches.items():
-                key = tuple(x.shape) if grouped is not None else id(learner)
-                groups.setdefault(key, []).append(learner)
-            for members in groups.values():
-                _step(members, [batches[m] for m in members], grouped, first=epoch == 0 and step == 0)
-        seconds = clock(device) - start
-        for learner in active:
-            if learner.running:
-                _guard(learner, learner.end_epoch, epoch, seconds, on_epoch if learner is learners[0] else None)
-    for learner in learners:
-        if learner.running:
-            _guard(learner, learner.finish)
+    if stack_signature(learners[0]) is not None:  # a stack of one trains as it would in a stack
+        Stack(learners).train(epochs, on_epoch)
+    else:
+        _train_alone(learners[0], epochs, on_epoch)
     return None
+
+
+def _train_alone(learner: Learner, epochs: int, on_epoch: Any) -> None:
+    """A model that cannot be stacked, step by step; its dropout draws from torch's global generator, seeded per
+    cell."""
+    torch.manual_seed(learner.global_seed)
+    for epoch in range(epochs):
+        if not learner.running:
+            break
+        guard(learner, learner.begin_epoch, epoch)
+        start = clock(learner.device)
+        for step in range(learner.steps):
+            if not learner.running:
+                break
+            guard(learner, _step_alone, learner, epoch, step)
+        seconds = clock(learner.device) - start
+        if learner.running:
+            guard(learner, learner.end_epoch, epoch, seconds, on_epoch)
+    if learner.running:
+        guard(learner, learner.finish)
+
+
+def _step_alone(learner: Learner, epoch: int, step: int) -> None:
+    x, targets, y = learner.next_batch(epoch, step)
+    with autocast(learner.device, learner.use_amp):
+        logits = learner.forward(x)
+        loss = learner.loss(logits, targets, first=epoch == 0 and step == 0)
+    learner.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    learner.after_backward(loss, logits, y)
 
 
 def partition(learners: list[Learner]) -> list[list[Learner]]:
@@ -377,36 +394,7 @@ def _why_not_stacked(learners: list[Learner]) -> str | None:
     if len({stack_signature(learner) for learner in learners}) > 1:
         return "the models differ in architecture, precision or batch size"
     shape = tuple(first.x_all.shape[1:])
-    return probe(GroupedModel(first.model), [learner.model for learner in learners], shape, first.device)
-
-
-def _guard(learner: Learner, action: Any, *args: Any) -> Any:
-    try:
-        return action(*args)
-    except (Exception, SystemExit) as exc:  # a plugin's failure (even sys.exit) fails its own cell
-        learner.fail(exc)
-        return None
-
-
-def _step(members: list[Learner], batches: list[tuple], grouped: GroupedModel | None, first: bool) -> None:
-    """One optimizer step for ``members`` (each with its own batch of the same shape), as one computation."""
-    device = members[0].device
-    try:
-        with autocast(device, members[0].use_amp):
-            if grouped is not None:
-                logits = grouped.run([m.model for m in members], [b[0] for b in batches], [m.dropout for m in members])
-            else:
-                logits = [members[0].forward(batches[0][0])]
-            losses = [m.loss(lg, b[1], first) for m, lg, b in zip(members, logits, batches, strict=True)]
-        for member in members:
-            member.optimizer.zero_grad(set_to_none=True)
-        torch.stack(losses).sum().backward()
-    except (Exception, SystemExit) as exc:
-        for member in members:
-            member.fail(exc)
-        return
-    for member, loss, lg, batch in zip(members, losses, logits, batches, strict=True):
-        _guard(member, member.after_backward, loss, lg, batch[2])
+    return probe([learner.model for learner in learners], shape, first.device)
 
 
 STREAMS = ("shuffle", "augmenter", "regularizer", "model")

@@ -14,6 +14,36 @@ def _fused(device) -> dict:
     return {"fused": True} if torch.device(device).type == "cuda" else {}
 
 
+def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(G,) values shaped to multiply a stacked tensor (G, ...)."""
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _adam_update(params, grads, state, hyper, decoupled: bool) -> None:
+    """Adam or AdamW over stacked members, as torch.optim.Adam(W) computes it, with per-member settings; a member
+    whose mask is 0 keeps its parameters, moments and step count."""
+    mask, lr, decay = hyper["mask"], hyper["lr"], hyper["weight_decay"]
+    beta1, beta2, eps = hyper["betas"][:, 0], hyper["betas"][:, 1], hyper["eps"]
+    if not state:
+        state["step"] = torch.zeros_like(mask, dtype=torch.float64)
+        state["exp_avg"] = [torch.zeros_like(p) for p in params]
+        state["exp_avg_sq"] = [torch.zeros_like(p) for p in params]
+    step = state["step"].add_(mask)
+    done = step.clamp(min=1)  # a member that never stepped divides by nothing: its step size is 0 anyway
+    correction1 = 1 - beta1.double() ** done
+    correction2 = (1 - beta2.double() ** done).sqrt().float()
+    step_size = (lr.double() * mask / correction1).float()
+    for param, grad, exp_avg, exp_avg_sq in zip(params, grads, state["exp_avg"], state["exp_avg_sq"], strict=True):
+        if decoupled:
+            param.mul_(1 - _per_member(lr * decay * mask, param))
+        else:
+            grad = grad.add(param * _per_member(decay, param))
+        exp_avg.lerp_(grad, _per_member((1 - beta1) * mask, param))
+        exp_avg_sq.lerp_(grad * grad, _per_member((1 - beta2) * mask, param))
+        denom = (exp_avg_sq.sqrt() / _per_member(correction2, param)).add_(_per_member(eps, param))
+        param.sub_(exp_avg / denom * _per_member(step_size, param))
+
+
 class Adam(Optimizer):
     """Adam (torch.optim.Adam); weight decay is L2 added to the gradient."""
 
@@ -27,6 +57,9 @@ class Adam(Optimizer):
         betas = (self.params.beta1, self.params.beta2)
         return torch.optim.Adam(parameters, lr=lr, betas=betas, weight_decay=weight_decay, **_fused(device))
 
+    def update(self, params, grads, state, hyper):
+        _adam_update(params, grads, state, hyper, decoupled=False)
+
 
 class AdamW(Adam):
     """AdamW (torch.optim.AdamW): Adam with decoupled weight decay."""
@@ -36,6 +69,9 @@ class AdamW(Adam):
     def build(self, parameters, *, lr, weight_decay, device):
         betas = (self.params.beta1, self.params.beta2)
         return torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay, **_fused(device))
+
+    def update(self, params, grads, state, hyper):
+        _adam_update(params, grads, state, hyper, decoupled=True)
 
 
 class SGD(Optimizer):
@@ -50,6 +86,20 @@ class SGD(Optimizer):
     def build(self, parameters, *, lr, weight_decay, device):
         p = self.params
         return torch.optim.SGD(parameters, lr=lr, weight_decay=weight_decay, momentum=p.momentum, nesterov=p.nesterov)
+
+    def update(self, params, grads, state, hyper):
+        """SGD as torch.optim.SGD computes it (the first step's buffer is the gradient: a zero buffer times the
+        momentum plus it), per member; a member whose mask is 0 keeps its parameters and buffer."""
+        mask, lr, decay, momentum = hyper["mask"], hyper["lr"], hyper["weight_decay"], hyper["momentum"]
+        if not state:
+            state["buffer"] = [torch.zeros_like(p) for p in params]
+        keep = torch.where(mask > 0, momentum, torch.ones_like(momentum))
+        for param, grad, buffer in zip(params, grads, state["buffer"], strict=True):
+            grad = grad.add(param * _per_member(decay, param))
+            # with momentum 0 the buffer is the gradient: plain SGD, as torch computes it without a buffer
+            buffer.mul_(_per_member(keep, param)).add_(grad * _per_member(mask, param))
+            grad = grad.add(buffer * _per_member(momentum, param)) if self.params.nesterov else buffer
+            param.sub_(grad * _per_member(lr * mask, param))
 
 
 @hookimpl

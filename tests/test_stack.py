@@ -34,13 +34,17 @@ def _model(seed: int, dropout: float = 0.3):
 
 
 def _step(models, images, labels, seeds):
-    """One forward and backward of ``models`` as one stack, dropout drawn from generators seeded ``seeds``."""
+    """One forward and backward of ``models`` as one stack, dropout keyed by ``seeds``; the members' gradients and
+    batch-norm statistics as they are after it."""
     for model in models:
         model.train()
-        model.zero_grad()
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    logits = GroupedModel(models[0]).run(models, images, generators)
+    grouped = GroupedModel(models, seeds)
+    logits = grouped.run(images)
     sum(torch.nn.functional.cross_entropy(o, y) for o, y in zip(logits, labels, strict=True)).backward()
+    for model in models:
+        for own, stacked in zip(model.parameters(), grouped.params, strict=True):
+            own.grad = stacked.grad[models.index(model)]
+    grouped.release()
     return logits
 
 
@@ -65,9 +69,9 @@ def test_models_that_cannot_be_stacked_are_found():
     assert "LayerNorm" in unstackable(layernorm)
     mixers = [host.create("model", "channel-mixer").build(1, 4, 28) for _ in range(2)]
     assert unstackable(mixers[0]) is None, "every layer has a grouped form"
-    assert probe(GroupedModel(mixers[0]), mixers, (1, 28, 28), torch.device("cpu")) is not None
+    assert probe(mixers, (1, 28, 28), torch.device("cpu")) is not None
     plain = [_model(s) for s in range(2)]
-    assert probe(GroupedModel(plain[0]), plain, (1, 28, 28), torch.device("cpu")) is None
+    assert probe(plain, (1, 28, 28), torch.device("cpu")) is None
 
 
 STACK_SUITE = f"""
