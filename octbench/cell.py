@@ -348,6 +348,7 @@ def evaluate_cell(p: Prepared) -> CellResult:
         "channels_last": learner.channels_last,
         "stack_size": int(timings.get("stack_size", 1)),
         "not_stacked_because": p.unstacked,
+        "per_member": learner.per_member,
         "parameters": sum(t.numel() for t in learner.model.parameters() if t.requires_grad),
         "threads": torch.get_num_threads(),
         "deterministic": bool(task.suite.train.deterministic),

@@ -14,6 +14,7 @@ import sqlite3
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from statistics import median
 
@@ -32,6 +33,7 @@ from octbench.preflight import check_suite
 from octbench.provenance import collect
 from octbench.report.publish import publish
 from octbench.signals import stop_on_sigterm
+from octbench.stack import unstackable
 from octbench.store import Store
 from octbench.suite import LIST_KINDS, QUICK_POOL, load_suite, resolve_variants
 from octbench.technique import RunContext
@@ -139,7 +141,10 @@ def run_suite(
             | {("model", v.model.name) for v in variants}
             | {("dataset", suite.dataset.name)}
         )
-        plan = tuning.executor(suite, executor, torch_device, len(tasks))
+        plan = tuning.executor(
+            suite, executor, torch_device, len(tasks), measure=partial(measure_stack, suite, variants, host, data,
+                                                                       torch_device, precisions)
+        )  # fmt: skip
         provenance = collect(
             executor=plan,
             device=describe(torch_device),
@@ -224,6 +229,27 @@ def run_suite(
     return summary
 
 
+def measure_stack(suite, variants, host, data, device, precisions, most: int) -> tuple[int, str]:
+    """(stack size, why) for a GPU, from a trial of the first variant's model (``octbench.tuning.stack_size``);
+    at most ``most``."""
+    variant = variants[0]
+    try:
+        model = host.create("model", variant.model.name, variant.model.params).build(
+            data.channels, data.num_classes, data.image_size
+        )
+    except Exception:  # the model's cells fail with the reason when they run
+        return most, f"the model '{variant.model.name}' could not be built for a trial"
+    why = unstackable(model)
+    if why is not None:
+        return 1, f"the model '{variant.model.name}' cannot be stacked: {why}"
+    config = suite.train.model_copy(update={"precision": precisions.get(variant.name) or suite.train.precision})
+    image = (data.channels, data.image_size, data.image_size)
+    found = tuning.stack_size(config, variant.model.name, model, image, data.num_classes, device)
+    speeds = ", ".join(f"{size}: {speed:,.0f}" for size, speed in found["images_per_s"].items())
+    size = min(int(found["choice"]), most)
+    return size, f"fastest in a trial of '{variant.model.name}' (images/s by stack size: {speeds})"
+
+
 def choose_precisions(suite, variants, host, data, device) -> dict[str, str]:
     """bf16 or fp32 per variant, by the suite or by a measured trial per model plugin (``octbench.tuning``)."""
     chosen: dict[str, str] = {}
@@ -257,6 +283,10 @@ def _run(todo, plan, executor, suite, host, data, paths, store: Store, run_id: i
         if reason and reason not in notes:
             notes.add(reason)
             console.print(escape(f"note: {result.variant} trained alone, not stacked: {reason}"))
+        for part in result.settings.get("per_member") or ():
+            if part not in notes:  # the stack shares the rest of its step; this part costs a call per member
+                notes.add(part)
+                console.print(escape(f"note: in {result.variant}'s stack, {part}: it runs member by member"))
 
     stacks = [todo[i : i + plan["stack"]] for i in range(0, len(todo), plan["stack"])]
     context = RunContext(

@@ -52,6 +52,8 @@ class Stack:
         self.optimizer = StackedOptimizer.of(learners, self.grouped.params)
         self.loss = BatchedCrossEntropy.of(learners)
         self.per_member = _per_member(learners, self.optimizer, self.loss)
+        for learner in learners:
+            learner.per_member = self.per_member if self.size > 1 else []
         self._rows: dict[tuple[int, ...], torch.Tensor] = {}
 
     def _data(self) -> None:
@@ -91,6 +93,32 @@ class Stack:
                     guard(learner, learner.finish)
         finally:
             self.grouped.release(self.learners[0].channels_last)
+
+    def images_per_s(self, seconds: float) -> float:
+        """Training images per second summed over the members, timed for about ``seconds`` after two warm-up
+        steps on the members' first batch (the trial that sizes stacks, ``octbench.tuning.stack_size``); the
+        members train, so give it copies."""
+        rows = tuple(range(self.size))
+        for learner in self.learners:
+            learner.begin_epoch(0)
+        self.grouped.train()
+        self.loss_sum = torch.zeros(self.size, device=self.device)
+        self.correct = torch.zeros(self.size, device=self.device, dtype=torch.long)
+        index = self._order(list(rows), self.batch).reshape(-1)
+        try:
+            for _ in range(2):
+                self._step(rows, index, first=False)
+            steps, start = 0, clock(self.device)
+            while clock(self.device) - start < seconds:
+                self._step(rows, index, first=False)
+                steps += 1
+            elapsed = clock(self.device) - start
+        finally:
+            self.grouped.release()
+        failed = [learner.error for learner in self.learners if learner.error is not None]
+        if failed:
+            raise failed[0]
+        return steps * self.size * self.batch / elapsed
 
     def _epoch(self, epoch: int, on_epoch: Any) -> bool:
         """One epoch of every running member; False when none was running."""
@@ -200,11 +228,16 @@ class Stack:
                 self.correct.index_add_(0, row_index, correct)
 
     def _hooks(self, members: list[Any], x: torch.Tensor, y: torch.Tensor) -> dict[int, Any] | None:
-        """Each member's own batch plugins on its slice of ``x`` (written back in place); the targets any of them
-        changed (a mix of labels), by member, or None when none did."""
+        """Each member's own batch plugins on its slice of ``x`` (written back in place): members that share their
+        augmenters (``Learner.augment_key``) as one batch, the others one by one. The targets any of them changed
+        (a mix of labels), by member, or None when none did."""
         changed: dict[int, Any] = {}
+        shared: dict[tuple, list[int]] = {}
         for i, member in enumerate(members):
             if not member.batch_hooks or not member.running:
+                continue
+            if member.augment_key is not None:
+                shared.setdefault(member.augment_key, []).append(i)
                 continue
             out = guard(member, member.transform, x[i], y[i])
             if out is None:
@@ -213,7 +246,27 @@ class Stack:
             x[i] = images
             if targets is not y[i]:
                 changed[i] = targets
+        for group in shared.values():
+            self._augment_together([members[i] for i in group], x, group)
         return changed or None
+
+    def _augment_together(self, members: list[Any], x: torch.Tensor, group: list[int]) -> None:
+        """The shared augmenters of ``members`` (rows ``group`` of ``x``) applied once to their stacked batch,
+        each member drawing from its own streams."""
+        whole = len(group) == len(x)
+        chosen = x if whole else x[group]
+        flat = chosen.reshape(-1, *x.shape[2:])
+        try:
+            for k, augmenter in enumerate(members[0].augmenters):
+                flat = augmenter.apply_stacked(flat, [member.augment_streams[k] for member in members])
+        except (Exception, SystemExit) as exc:
+            for member in members:
+                member.fail(exc)
+            return
+        if whole:
+            x.copy_(flat.view(x.shape))
+        else:
+            x[group] = flat.view(chosen.shape)
 
     def _update(self, rows: tuple[int, ...], members: list[Any]) -> None:
         """The optimizer step of ``members``: one over the stacked parameters when they share an optimizer that
@@ -342,11 +395,13 @@ def _per_member(learners: list[Any], optimizer: Any, loss: Any) -> list[str]:
     """The plugins whose code runs member by member in this stack (what keeps a step's cost growing with it)."""
     notes = set()
     for learner in learners:
-        notes.update(f"{type(p).kind} '{p.name}' sees each member's batch" for p in learner.batch_hooks)
-        notes.update(f"regularizer '{r.name}' hooks the optimizer step" for r in learner.gradient_hooks)
+        own = learner.batch_hooks if learner.augment_key is None else []
+        notes.update(f"{type(p).kind} '{p.name}' sees each member's batch" for p in own)
+        hooks = [*learner.gradient_hooks, *learner.step_hooks]
+        notes.update(f"regularizer '{r.name}' hooks the optimizer step" for r in hooks)
     if optimizer is None and len(learners) > 1:
         names = sorted({m.optimizer_technique.name for m in learners})
-        notes.add(f"optimizer {', '.join(repr(n) for n in names)} steps each member on its own")
+        notes.add(f"optimizer {', '.join(repr(n) for n in names)} has no stacked update, or the members' differ")
     if loss is None:
-        notes.add("a loss other than cross-entropy is computed member by member")
+        notes.add("the loss is not plain cross-entropy")
     return sorted(notes)

@@ -102,6 +102,19 @@ class Augmenter(Technique):
     def __call__(self, batch: Any, generator: Any) -> Any:
         raise NotImplementedError
 
+    def apply_stacked(self, batch: Any, generators: list[Any]) -> Any:
+        """Optional: the batches of several stacked cells that share this augmenter (same class, parameters and
+        value range) at once, so a stack pays for the transform once. Member g's images are
+        ``batch[g*B:(g+1)*B]`` and must get exactly what ``self(those images, generators[g])`` gives them: draw
+        from each member's own generator, in the order one call draws. Without it, each member's batch is
+        augmented on its own."""
+        raise NotImplementedError
+
+    @classmethod
+    def stacks(cls) -> bool:
+        """Whether this augmenter can augment a stack's batches at once (it defines ``apply_stacked``)."""
+        return cls.apply_stacked is not Augmenter.apply_stacked
+
 
 class Model(Technique):
     """Builds a torch ``nn.Module`` mapping (B, in_channels, size, size) to (B, num_classes) logits."""

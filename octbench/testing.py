@@ -256,6 +256,20 @@ def check_augmenter_batch(cls):
             _fail(cls, "check_augmenter_batch", "is not deterministic for a seeded generator")
 
 
+def check_stacked_augment_matches_call(cls):
+    """An augmenter with ``apply_stacked`` gives three members' stacked batch what three calls give each member's
+    batch with its own generator."""
+    if not cls.stacks():
+        _skip("it has no apply_stacked: a stack augments each member's batch on its own")
+    for device in _devices():
+        batches = [torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(g)).to(device) for g in range(3)]
+        alone = [_make(cls)(b, torch.Generator(device=device).manual_seed(10 + g)) for g, b in enumerate(batches)]
+        generators = [torch.Generator(device=device).manual_seed(10 + g) for g in range(3)]
+        together = _make(cls).apply_stacked(torch.cat(batches), generators)
+        if not torch.allclose(together, torch.cat(alone), rtol=1e-5, atol=1e-6):
+            _fail(cls, "check_stacked_augment_matches_call", "a member's stacked batch differs from its own call's")
+
+
 # --- models --------------------------------------------------------------------------------------------------
 
 
@@ -370,6 +384,54 @@ def check_optimizer_steps(cls):
         _fail(cls, "check_optimizer_steps", "one step made parameters non-finite")
 
 
+def check_stacked_update_matches_build(cls):
+    """An optimizer with ``update`` steps a stack of three members as ``build``'s optimizer steps each alone, with
+    each member's own learning rate and weight decay, and leaves a member whose mask is 0 exactly as it was."""
+    if not cls.stacks():
+        _skip("it has no update: a stack steps each member's own optimizer")
+    problem = stacked_update_problem(_make(cls))
+    if problem:
+        _fail(cls, "check_stacked_update_matches_build", problem)
+
+
+def stacked_update_problem(technique: Optimizer) -> str | None:
+    """How ``technique.update`` over three stacked members (each with its own learning rate and weight decay, one
+    of them sitting a step out) departs from ``technique.build``'s optimizer stepping each alone, or None."""
+    generator = torch.Generator().manual_seed(0)
+    members, shapes, lrs, decays = 3, [(4, 3), (3,)], [0.1, 0.01, 0.05], [0.0, 0.01, 0.1]
+    stacked = [torch.randn(members, *shape, generator=generator) for shape in shapes]
+    own = [[t[g].clone().requires_grad_() for t in stacked] for g in range(members)]
+    cpu = torch.device("cpu")
+    optimizers = [technique.build(own[g], lr=lrs[g], weight_decay=decays[g], device=cpu) for g in range(members)]
+    state: dict = {}
+    for mask in ([1, 1, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]):
+        grads = [torch.randn(members, *shape, generator=generator) for shape in shapes]
+        groups = [optimizer.param_groups[0] for optimizer in optimizers]
+        hyper = {
+            key: torch.tensor([group[key] for group in groups], dtype=torch.float32)
+            for key, value in groups[0].items()
+            if isinstance(value, int | float | tuple) and not isinstance(value, bool)
+        }
+        before = [t.clone() for t in stacked]
+        technique.update(stacked, grads, state, {**hyper, "mask": torch.tensor(mask, dtype=torch.float32)})
+        for g in range(members):
+            if not mask[g]:
+                if not all(torch.equal(now[g], then[g]) for now, then in zip(stacked, before, strict=True)):
+                    return f"member {g}, whose mask was 0, changed"
+                continue
+            for tensor, grad in zip(own[g], grads, strict=True):
+                tensor.grad = grad[g].clone()
+            optimizers[g].step()
+            for tensor, whole in zip(own[g], stacked, strict=True):
+                if not torch.allclose(whole[g], tensor.detach(), rtol=1e-5, atol=1e-6):
+                    return f"member {g} stepped unlike build's optimizer (largest difference {_gap(whole[g], tensor)})"
+    return None
+
+
+def _gap(a: torch.Tensor, b: torch.Tensor) -> str:
+    return f"{(a - b.detach()).abs().max().item():.2e}"
+
+
 def check_metric_value(cls):
     """A finite float for binary and four-class predictions, the same twice; perfect predictions are scored at
     least as well as random ones (in the metric's own direction)."""
@@ -462,12 +524,12 @@ BY_BASE: list[tuple[type, list[Check]]] = [
             check_stateless_preprocessor,
         ],
     ),
-    (Augmenter, [check_augmenter_batch]),
+    (Augmenter, [check_augmenter_batch, check_stacked_augment_matches_call]),
     (Model, [check_model_shapes]),
     (Regularizer, [check_regularizer_trains]),
     (Dataset, [check_dataset_layout]),
     (Executor, [check_executor_runs_every_cell_once]),
-    (Optimizer, [check_optimizer_steps]),
+    (Optimizer, [check_optimizer_steps, check_stacked_update_matches_build]),
     (Metric, [check_metric_value]),
     (ReportSection, [check_report_section_renders]),
 ]

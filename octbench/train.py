@@ -193,6 +193,12 @@ class Learner:
         span = (0.0, 1.0) if self.x_all.dtype == torch.uint8 else (float(self.x_all.min()), float(self.x_all.max()))
         for augmenter in augmenters:
             augmenter.value_range = span
+        #: what a stack's members must share to augment their batches as one (None: this one augments alone)
+        self.augment_key = (
+            tuple((type(a), a.params.model_dump_json(), tuple(a.value_range)) for a in augmenters)
+            if augmenters and len(self.batch_hooks) == len(augmenters) and all(type(a).stacks() for a in augmenters)
+            else None
+        )
 
         self.n, self.batch = len(self.y_all), config.batch_size
         # a trailing batch of one sample would break batch norm; it is skipped (the order is reshuffled each epoch)
@@ -206,6 +212,8 @@ class Learner:
         self.error: BaseException | None = None
         self.detail = ""
         self.running = True
+        #: what of this cell's step ran member by member in its stack (a plugin's own hook), and why
+        self.per_member: list[str] = []
 
     @property
     def seen(self) -> int:

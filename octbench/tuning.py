@@ -24,9 +24,10 @@ from typing import Any
 import torch
 
 from octbench.data.files import cache_dir, write_atomically
-from octbench.device import cpu_model, describe
+from octbench.device import as_float, autocast, cpu_model, describe
+from octbench.stacked import Stack
 from octbench.suite import Suite, Train, canonical_json
-from octbench.train import as_float, autocast, bf16_native, make_optimizer
+from octbench.train import Learner, bf16_native, make_optimizer
 
 TRIAL_SECONDS = 0.25
 PRECISIONS = ("bf16", "fp32")
@@ -35,6 +36,12 @@ PRECISIONS = ("bf16", "fp32")
 BF16_MARGIN = 1.2
 # a stack shares one batched computation; past this many members a GPU gains little (the prototype's peak was 45)
 MOST_STACKED = 48
+#: the stack sizes a GPU's trial times; the smallest within STACK_MARGIN of the fastest is chosen (a smaller stack
+#: holds less memory and loses fewer cells to one failure)
+STACK_SIZES = (1, 4, 12, 24, 48)
+STACK_MARGIN = 0.95
+#: whole-step CUDA graphs (issue 19, part 3) are not built yet: every step runs eager
+GRAPHS = (False, "whole-step CUDA graphs are not built yet; every step runs eager")
 
 
 def _path() -> Path:
@@ -118,23 +125,60 @@ def _images_per_s(model: torch.nn.Module, image, num_classes: int, config, devic
     return steps * config.batch_size / (time.perf_counter() - start)
 
 
-def executor(suite: Suite, runner: Any, device, cells: int) -> dict[str, Any]:
-    """How many cells to stack into one computation, how many stacks the executor runs at once, the CPU threads
-    each cell gets, and why.
+def stack_size(
+    config: Train, name: str, model: torch.nn.Module, image: tuple[int, int, int], num_classes: int, device
+) -> dict[str, Any]:
+    """The stack size that trained fastest in a short trial of the model plugin ``name`` (``model`` one of its
+    instances) at the suite's batch size on ``device``: {"choice": size, "images_per_s": {size: summed speed}},
+    measured once per machine and remembered like the precision."""
+    key = canonical_json(
+        ["stack", name, image, num_classes, config.batch_size, config.precision, machine(device), torch.__version__]
+    )
+    found = _remembered().get(key)
+    if found is None:
+        speeds = {size: _stack_images_per_s(model, size, image, num_classes, config, device) for size in STACK_SIZES}
+        best = max(speeds.values())
+        found = {"choice": min(s for s, v in speeds.items() if v >= STACK_MARGIN * best), "images_per_s": speeds}
+        _remember(key, found)
+    return found
 
-    A GPU is launch-bound by one small model at batch 64, so cells stack there (up to ``MOST_STACKED``). A CPU is
-    bound by arithmetic, and stacking only adds work: on 2 cores (Xeon with AMX, bf16) the scaled-down ablation took
-    69.5 s with 8 cells per stack against 57.4 s one at a time, so a CPU stacks 1.
+
+def _stack_images_per_s(model: torch.nn.Module, size: int, image, num_classes: int, config: Train, device) -> float:
+    generator = torch.Generator(device=device).manual_seed(0)
+    x = torch.randint(0, 256, (config.batch_size, *image), generator=generator, device=device, dtype=torch.uint8)
+    y = torch.randint(0, num_classes, (config.batch_size,), generator=generator, device=device)
+    learners = [
+        Learner(copy.deepcopy(model).to(device), (x, y), (x, y), config=config, epochs=1, augmenters=[],
+                regularizers=[], seed=seed, num_classes=num_classes)
+        for seed in range(size)
+    ]  # fmt: skip
+    return Stack(learners).images_per_s(TRIAL_SECONDS)
+
+
+def executor(suite: Suite, runner: Any, device, cells: int, measure: Any = None) -> dict[str, Any]:
+    """How many cells to stack into one computation, how many stacks the executor runs at once, the CPU threads
+    each cell gets, whether steps run as CUDA graphs, and why.
+
+    A GPU is launch-bound by one small model at batch 64, so cells stack there: ``measure(most)`` times the suite's
+    model at a few stack sizes (``stack_size``) and gives (size, why); without it, as many as ``MOST_STACKED``. A
+    CPU is bound by arithmetic, and stacking only adds work: on 2 cores (Xeon with AMX, bf16) the scaled-down
+    ablation took 69.5 s with 8 cells per stack against 57.4 s one at a time, so a CPU stacks 1.
     """
     stack = suite.executor.stack
     why = []
     if stack == "auto":
-        if device.type == "cuda":
-            stack = max(1, min(cells, MOST_STACKED))
+        most = max(1, min(cells, MOST_STACKED))
+        if device.type == "cuda" and measure is not None:
+            stack, reason = measure(most)
+            why.append(f"stack {stack}: {reason}")
+        elif device.type == "cuda":
+            stack = most
             why.append(f"stack {stack}: one small model cannot fill a GPU")
         else:
             stack = 1
             why.append("stack 1: on a CPU stacking adds work (measured 1.2x slower on 2 cores)")
+    graphs, graphs_why = GRAPHS
+    why.append(f"CUDA graphs {'on' if graphs else 'off'}: {graphs_why}")
     stacks = -(-cells // int(stack)) if cells else 0
     parallel, reason = runner.parallelism(str(device), stacks)
     why.append(f"{runner.name} runs {parallel} at once: {reason}")
@@ -146,5 +190,6 @@ def executor(suite: Suite, runner: Any, device, cells: int) -> dict[str, Any]:
         "stack": int(stack),
         "parallel": int(parallel),
         "threads": threads,
+        "graphs": graphs,
         "why": "; ".join(why),
     }

@@ -34,14 +34,20 @@ class BatchAugment(Augmenter):
         clip: bool = Field(True, description="clamp the result to the batch's value range ([0, 1] for uint8 images)")
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply_stacked(batch, [generator])
+
+    def apply_stacked(self, batch: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """Member g's images are ``batch[g*n:(g+1)*n]`` and draw from ``generators[g]``, in the order one member's
+        call draws them: each member gets what it gets alone, and the warps run once for all."""
         p = self.params
-        n, device = batch.shape[0], batch.device
+        n, device = batch.shape[0] // len(generators), batch.device
 
         def uniform(low: float = -1.0, high: float = 1.0) -> torch.Tensor:
-            return torch.rand(n, generator=generator, device=device) * (high - low) + low
+            draws = [torch.rand(n, generator=generator, device=device) for generator in generators]
+            return (draws[0] if len(draws) == 1 else torch.cat(draws)) * (high - low) + low
 
         def per_image(values: torch.Tensor) -> torch.Tensor:
-            return values.view(n, 1, 1, 1).to(batch.dtype)
+            return values.view(-1, 1, 1, 1).to(batch.dtype)
 
         x = batch
         if p.hflip:
@@ -53,7 +59,7 @@ class BatchAugment(Augmenter):
             zoom = 1 + uniform() * p.scale
             cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
             shift_x, shift_y = uniform() * 2 * p.translate, uniform() * 2 * p.translate
-            theta = torch.stack([cos, -sin, shift_x, sin, cos, shift_y], dim=1).view(n, 2, 3).to(x.dtype)
+            theta = torch.stack([cos, -sin, shift_x, sin, cos, shift_y], dim=1).view(-1, 2, 3).to(x.dtype)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if p.brightness:
@@ -62,7 +68,9 @@ class BatchAugment(Augmenter):
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = (x - mean) * per_image(1 + uniform() * p.contrast) + mean
         if p.noise:
-            x = x + torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype) * p.noise
+            shape = (n, *x.shape[1:])
+            noise = [torch.randn(shape, generator=g, device=device, dtype=x.dtype) for g in generators]
+            x = x + (noise[0] if len(noise) == 1 else torch.cat(noise)) * p.noise
         low, high = self.value_range
         return x.clamp(low, high) if p.clip else x
 

@@ -115,6 +115,8 @@ def test_a_stacked_run_gives_every_cell_what_it_gets_alone(tmp_path):
     one, many = _cells(tmp_path / "alone"), _cells(tmp_path / "stacked")
     assert {s["stack_size"] for _, s, _, _ in one.values()} == {1}
     assert {s["stack_size"] for _, s, _, _ in many.values()} == {16}, "SMOTE's larger training parts stack too"
+    # batch-augment augments the stack's batches at once; nothing else in these variants has a hook of its own
+    assert all(s["per_member"] == [] for _, s, _, _ in many.values())
     lengths = {len(curves) for _, _, _, curves in many.values()}
     assert len(lengths) > 1, "early stopping ended some members before the others"
     for key, (_, _, metrics, curves) in one.items():

@@ -13,54 +13,22 @@ import torch.nn.functional as F
 from octbench.plugins import PluginHost
 from octbench.stacked import STEP, BatchedCrossEntropy, Stack
 from octbench.suite import Train
+from octbench.testing import stacked_update_problem
 from octbench.train import Learner, train_stack
 
 OPTIMIZERS = [
-    ("adam", {"beta1": 0.8}, 0.01),
-    ("adamw", {}, 0.05),
-    ("sgd", {"momentum": 0.9, "nesterov": True}, 0.01),
-    ("sgd", {"momentum": 0.0}, 0.0),
+    ("adam", {"beta1": 0.8, "beta2": 0.99}),
+    ("adamw", {}),
+    ("sgd", {"momentum": 0.9, "nesterov": True}),
+    ("sgd", {"momentum": 0.0}),
 ]
 
 
-@pytest.mark.parametrize(("name", "params", "decay"), OPTIMIZERS)
-def test_one_stacked_optimizer_steps_each_member_as_its_own_torch_optimizer(name, params, decay):
-    host = PluginHost.load()
-    technique = host.create("optimizer", name, params)
-    generator = torch.Generator().manual_seed(0)
-    shapes = [(4, 3), (5,)]
-    members = 3
-    stacked = [torch.randn(members, *shape, generator=generator) for shape in shapes]
-    own = [[t[g].clone().requires_grad_() for t in stacked] for g in range(members)]
-    lrs = [0.1, 0.01, 0.05]
-    optimizers = [technique.build(own[g], lr=lrs[g], weight_decay=decay, device="cpu") for g in range(members)]
-    state: dict = {}
-    masks = [[1, 1, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]]  # member 1 sits out step 2, member 0 step 3
-    for mask in masks:
-        grads = [torch.randn(members, *shape, generator=generator) for shape in shapes]
-        group = [optimizer.param_groups[0] for optimizer in optimizers]
-        hyper = {
-            "lr": torch.tensor([g["lr"] for g in group]),
-            "weight_decay": torch.tensor([g["weight_decay"] for g in group]),
-            "mask": torch.tensor(mask, dtype=torch.float32),
-        }
-        if "betas" in group[0]:
-            hyper["betas"] = torch.tensor([g["betas"] for g in group])
-            hyper["eps"] = torch.tensor([g["eps"] for g in group])
-        else:
-            hyper["momentum"] = torch.tensor([g["momentum"] for g in group])
-        before = [t.clone() for t in stacked]
-        technique.update(stacked, grads, state, hyper)
-        for g in range(members):
-            if not mask[g]:
-                for now, then in zip(stacked, before, strict=True):
-                    assert torch.equal(now[g], then[g]), "a member that does not step must not change"
-                continue
-            for tensor, grad in zip(own[g], grads, strict=True):
-                tensor.grad = grad[g].clone()
-            optimizers[g].step()
-            for tensor, whole in zip(own[g], stacked, strict=True):
-                torch.testing.assert_close(whole[g], tensor.detach(), rtol=1e-6, atol=1e-7)
+@pytest.mark.parametrize(("name", "params"), OPTIMIZERS)
+def test_one_stacked_optimizer_steps_each_member_as_its_own_torch_optimizer(name, params):
+    """The conformance kit's check (``check_stacked_update_matches_build``), over settings it leaves at defaults:
+    Nesterov momentum, SGD without momentum (no buffer in torch), Adam's betas."""
+    assert stacked_update_problem(PluginHost.load().create("optimizer", name, params)) is None
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -160,3 +128,48 @@ def test_stacked_members_get_their_own_tensors_back():
     assert first[0].untyped_storage().data_ptr() != second[0].untyped_storage().data_ptr()
     assert first[0].untyped_storage().nbytes() == first[0].numel() * first[0].element_size()
     assert not torch.equal(first[0], next(before[0].parameters())), "the member trained"
+
+
+def test_a_gpu_stack_size_is_measured_once_per_machine_and_the_plan_says_why(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from octbench import tuning
+
+    monkeypatch.setenv("OCTBENCH_TUNING_FILE", str(tmp_path / "tuning.json"))  # not the session's record
+    speeds = {1: 100.0, 4: 350.0, 12: 600.0, 24: 620.0, 48: 610.0}
+    trials = []
+    monkeypatch.setattr(tuning, "_stack_images_per_s", lambda model, size, *a: trials.append(size) or speeds[size])
+    (learner,), config = _learners(1)
+    cpu = torch.device("cpu")
+    found = tuning.stack_size(config, "cnn", learner.model, (1, 16, 16), 3, cpu)
+    assert found["choice"] == 12, "the smallest within 5% of the fastest (620)"
+    assert tuning.stack_size(config, "cnn", learner.model, (1, 16, 16), 3, cpu)["choice"] == 12
+    assert trials == list(tuning.STACK_SIZES), "measured once, then remembered"
+
+    suite = SimpleNamespace(executor=SimpleNamespace(stack="auto"), train=SimpleNamespace(threads=1))
+    runner = SimpleNamespace(name="local", parallelism=lambda device, stacks: (1, "one process"),
+                             threads_per_cell=lambda: None)  # fmt: skip
+    plan = tuning.executor(suite, runner, torch.device("cuda"), 100, measure=lambda most: (min(12, most), "trial"))
+    assert plan["stack"] == 12 and plan["graphs"] is False
+    assert "stack 12: trial" in plan["why"] and "CUDA graphs off" in plan["why"]
+    assert tuning.executor(suite, runner, torch.device("cuda"), 5, measure=lambda most: (most, "few"))["stack"] == 5
+    assert tuning.executor(suite, runner, cpu, 100, measure=lambda most: (most, "never asked"))["stack"] == 1
+
+
+def test_the_stack_size_trial_trains_real_stacks(monkeypatch):
+    from octbench import tuning
+
+    monkeypatch.setattr(tuning, "TRIAL_SECONDS", 0.05)
+    (learner,), config = _learners(1)
+    speed = tuning._stack_images_per_s(learner.model, 3, (1, 16, 16), 3, config, torch.device("cpu"))
+    assert speed > 0
+
+
+def test_a_shared_augmenter_gives_each_member_what_it_gets_alone():
+    everything = {"hflip": 0.5, "vflip": 0.5, "rotate": 20, "translate": 0.1, "scale": 0.1, "brightness": 0.2,
+                  "contrast": 0.2, "noise": 0.05}  # fmt: skip
+    augmenter = PluginHost.load().create("augmenter", "batch-augment", everything)
+    batches = [torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(g)) for g in range(4)]
+    alone = [augmenter(b, torch.Generator().manual_seed(100 + g)) for g, b in enumerate(batches)]
+    together = augmenter.apply_stacked(torch.cat(batches), [torch.Generator().manual_seed(100 + g) for g in range(4)])
+    torch.testing.assert_close(together, torch.cat(alone), rtol=0, atol=1e-6)
