@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_run.sh core
 #       cuda_tests: tests/test_cuda.py (repeatable, parallel = sequential, stacked = alone, device-smote = smote)
 #       vs_seed_loop: the seed-style loop, octbench at batch 64/512/2048, and 1/5/15/45 cells stacked at batch 64
+#       stack_dispatch: operators (and profiled seconds) per stacked step for 1 and 45 members
 #       suite_wall: the full-size ablation (45 cells, about 40 million training images) with the executor's own
 #           choice (executor: {stack: auto, parallel: auto}); the target is under 120 s
 #   bash benchmarks/gpu_run.sh extra    # if device time is left: processes and CUDA graphs, pytest benchmarks
@@ -34,11 +35,11 @@ fi
 if [ "${SMALL:-0}" = 1 ]; then
     device=cpu seed="--steps 40 --workers 2 --batch 64 512 --stack 1 4 --epoch-images 3000"
     concurrent="--cells 2 --batch 64 --images 3000" graphs="--cells 1 --batch 64 --images 1000" scale=0.1
-    wall="--scale 0.02 --epochs 1 --folds 2 --threads 1"
+    wall="--scale 0.02 --epochs 1 --folds 2 --threads 1" dispatch="--sizes 1 4 --batch 16 --steps 2"
 else
     device=cuda seed="--steps 600 --workers 8 --batch 64 512 2048 --stack 1 5 15 45 --epoch-images 97477"
     concurrent="--cells 4 --batch 64 256 --images 30000" graphs="--cells 4 --batch 64 --images 30000" scale=1
-    wall="--threads 2"
+    wall="--threads 2" dispatch="--sizes 1 45 --batch 64 --steps 8"
 fi
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log it, keep its last JSON line
@@ -61,6 +62,8 @@ core)
     # CUDA-only checks (repeatability, parallel = sequential, stacked = alone, device-smote = smote); skip on a CPU
     step cuda_tests 90 $py -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider -W default
     step vs_seed_loop 150 $py benchmarks/vs_seed_loop.py --device $device $seed
+    # operators per stacked step at 1 and 45 members (issue 19: the same count whatever the stack's size)
+    step stack_dispatch 40 $py benchmarks/stack_dispatch.py --device $device $dispatch
     step suite_wall 240 $py benchmarks/suite_wall.py --device $device $wall
     ;;
 extra)

@@ -161,8 +161,9 @@ def executor(suite: Suite, runner: Any, device, cells: int, measure: Any = None)
 
     A GPU is launch-bound by one small model at batch 64, so cells stack there: ``measure(most)`` times the suite's
     model at a few stack sizes (``stack_size``) and gives (size, why); without it, as many as ``MOST_STACKED``. A
-    CPU is bound by arithmetic, and stacking only adds work: on 2 cores (Xeon with AMX, bf16) the scaled-down
-    ablation took 69.5 s with 8 cells per stack against 57.4 s one at a time, so a CPU stacks 1.
+    CPU is bound by arithmetic, and stacking gains nothing clear there: on 2 cores (EPYC, float32) the scaled-down
+    ablation took 160.0 s and 131.7 s as one stack of 18 against 137.5 s and 140.4 s one cell at a time, so a CPU
+    stacks 1.
     """
     stack = suite.executor.stack
     why = []
@@ -176,7 +177,7 @@ def executor(suite: Suite, runner: Any, device, cells: int, measure: Any = None)
             why.append(f"stack {stack}: one small model cannot fill a GPU")
         else:
             stack = 1
-            why.append("stack 1: on a CPU stacking adds work (measured 1.2x slower on 2 cores)")
+            why.append("stack 1: on a CPU the arithmetic is the limit and stacking gains nothing measurable")
     graphs, graphs_why = GRAPHS
     why.append(f"CUDA graphs {'on' if graphs else 'off'}: {graphs_why}")
     stacks = -(-cells // int(stack)) if cells else 0

@@ -61,3 +61,12 @@ def test_suite_wall_splits_the_wall_time_into_stages(tmp_path):
     assert sum(result["stages_s"].values()) < result["wall_s"]
     assert 0 < result["overhead_share"] < 1
     assert (tmp_path / "run" / "report.html").exists()
+
+
+def test_stack_dispatch_counts_the_operators_of_a_step(tmp_path):
+    result = run_script(
+        "stack_dispatch.py", "--sizes", "1", "3", "--batch", "8", "--steps", "2", tmp_path=tmp_path
+    )  # fmt: skip
+    assert [row["members"] for row in result["rows"]] == [1, 3]
+    assert all(row["steps"] == 2 and 0 < row["direct_per_step"] < row["all_per_step"] for row in result["rows"])
+    assert result["growth"] < 0.1, result
