@@ -46,8 +46,8 @@ class Stack:
         first = learners[0]
         self.device, self.batch, self.size = first.device, first.batch, len(learners)
         self.grouped = GroupedModel([learner.model for learner in learners], [m.dropout_key for m in learners])
-        for learner in learners:  # in the order of ``grouped.params``
-            learner.stacked_params = list(learner.model.parameters())
+        # each member's own parameters, in the order of ``grouped.params`` (for hooks that read their gradients)
+        self.own_params = [list(learner.model.parameters()) for learner in learners]
         self._data()
         self.optimizer = StackedOptimizer.of(learners, self.grouped.params)
         self.loss = BatchedCrossEntropy.of(learners)
@@ -101,9 +101,7 @@ class Stack:
         rows = tuple(range(self.size))
         for learner in self.learners:
             learner.begin_epoch(0)
-        self.grouped.train()
-        self.loss_sum = torch.zeros(self.size, device=self.device)
-        self.correct = torch.zeros(self.size, device=self.device, dtype=torch.long)
+        self._begin()
         index = self._order(list(rows), self.batch).reshape(-1)
         try:
             for _ in range(2):
@@ -128,9 +126,7 @@ class Stack:
         active = [r for r in active if self.learners[r].running]
         if not active:
             return False
-        self.grouped.train()
-        self.loss_sum = torch.zeros(self.size, device=self.device)
-        self.correct = torch.zeros(self.size, device=self.device, dtype=torch.long)
+        self._begin()
         batch = self.batch
         full = min(self.learners[r].n // batch for r in active)  # steps where every member has a whole batch
         order = self._order(active, full * batch)
@@ -157,6 +153,12 @@ class Stack:
             if learner.running:
                 guard(learner, learner.end_epoch, epoch, seconds, on_epoch if r == 0 else None)
         return True
+
+    def _begin(self) -> None:
+        """Training mode and zero running sums (each member's loss and correct predictions) for an epoch."""
+        self.grouped.train()
+        self.loss_sum = torch.zeros(self.size, device=self.device)
+        self.correct = torch.zeros(self.size, device=self.device, dtype=torch.long)
 
     def _order(self, active: list[int], length: int) -> torch.Tensor:
         """(members, length): each member's shuffled order of this epoch, as positions in the stack's data."""
@@ -291,7 +293,7 @@ class Stack:
         """Each member's parameters' ``grad`` as a view of the stack's, for hooks and optimizers of its own."""
         for position, stacked in enumerate(self.grouped.params):
             for r in rows:
-                own = self.learners[r].stacked_params[position]
+                own = self.own_params[r][position]
                 own.grad = None if stacked.grad is None else stacked.grad[r]
 
 
@@ -303,7 +305,7 @@ class StackedOptimizer:
         self.technique, self.learners = technique, learners
         self.params = [p for p in params if p.requires_grad]
         self.groups = [learner.optimizer.param_groups[0] for learner in learners]
-        self.keys = sorted(set.intersection(*({k for k, v in g.items() if _number(v)} for g in self.groups)))
+        self.keys = numeric_keys(self.groups)
         self.state: dict[str, Any] = {}
         self.device = learners[0].device
         self._settings: list | None = None
@@ -330,11 +332,7 @@ class StackedOptimizer:
         settings = [[group[k] for k in self.keys] for group in self.groups]
         if settings != self._settings:  # a scheduler changed a member's learning rate (or momentum): new tensors
             self._settings = settings
-            columns = list(zip(*settings, strict=True))
-            self._hyper = {
-                k: torch.tensor(column, dtype=torch.float32, device=self.device)
-                for k, column in zip(self.keys, columns, strict=True)
-            }
+            self._hyper = settings_tensors(self.groups, self.keys, self.device)
         if rows not in self._masks:
             mask = torch.zeros(len(self.learners), device=self.device)
             mask[list(rows)] = 1
@@ -381,6 +379,17 @@ class BatchedCrossEntropy:
             return loss
         eps = self.smoothing if rows is None else self.smoothing.index_select(0, rows)
         return (1 - eps) * loss + eps * smooth
+
+
+def numeric_keys(groups: list[dict[str, Any]]) -> list[str]:
+    """The settings every one of these optimizer param groups holds as a number or a tuple of numbers."""
+    return sorted(set.intersection(*({k for k, v in group.items() if _number(v)} for group in groups)))
+
+
+def settings_tensors(groups: list[dict[str, Any]], keys: list[str], device: Any) -> dict[str, torch.Tensor]:
+    """``Optimizer.update``'s ``hyper`` (less the mask): setting ``k`` of every member, (members,) or
+    (members, 2) for a pair."""
+    return {k: torch.tensor([group[k] for group in groups], dtype=torch.float32, device=device) for k in keys}
 
 
 def _number(value: Any) -> bool:

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from octbench.errors import PluginError
 from octbench.plugins import NAME_PATTERN
+from octbench.stacked import numeric_keys, settings_tensors
 from octbench.suite import Train
 from octbench.technique import (
     Augmenter,
@@ -407,11 +408,7 @@ def stacked_update_problem(technique: Optimizer) -> str | None:
     for mask in ([1, 1, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]):
         grads = [torch.randn(members, *shape, generator=generator) for shape in shapes]
         groups = [optimizer.param_groups[0] for optimizer in optimizers]
-        hyper = {
-            key: torch.tensor([group[key] for group in groups], dtype=torch.float32)
-            for key, value in groups[0].items()
-            if isinstance(value, int | float | tuple) and not isinstance(value, bool)
-        }
+        hyper = settings_tensors(groups, numeric_keys(groups), cpu)
         before = [t.clone() for t in stacked]
         technique.update(stacked, grads, state, {**hyper, "mask": torch.tensor(mask, dtype=torch.float32)})
         for g in range(members):
