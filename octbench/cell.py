@@ -23,7 +23,7 @@ from octbench.errors import CellFailed, Interrupted, OctbenchError
 from octbench.metrics import evaluate
 from octbench.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform_whole
 from octbench.plugins import PluginHost
-from octbench.suite import QUICK_EPOCHS, QUICK_POOL, Suite, Variant
+from octbench.suite import QUICK_POOL, Suite, Variant
 from octbench.technique import Splits
 from octbench.train import (
     Learner,
@@ -47,13 +47,16 @@ class CellTask:
     config_hash: str
     device: str
     data_dir: str | None = None
-    quick: bool = False
     plugin_paths: tuple[str, ...] = ()
     precision: str = ""  # 'bf16' or 'fp32' as chosen for the run (octbench.tuning); '' lets the trainer decide
 
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.variant.name, self.seed, self.fold)
+
+    @property
+    def quick(self) -> bool:
+        return self.suite.quick
 
     @property
     def cell_seed(self) -> int:
@@ -235,9 +238,8 @@ def prepare(task: CellTask, host: PluginHost) -> Prepared:
     start = time.perf_counter()
     data = load_data(suite, host, task.data_dir)
     pool_x, pool_y = data.pool
-    pool_index = np.arange(len(pool_y))
-    if task.quick:
-        pool_index = folds.quick_subset(pool_y, QUICK_POOL, task.seed)
+    pool_index = folds.pool_rows(suite, pool_y, task.seed)
+    if len(pool_index) < len(pool_y):  # a quick run's subset (a full run's pool is not copied)
         pool_x, pool_y = pool_x[pool_index], pool_y[pool_index]
     train_idx, held_idx = folds.fold_indices(pool_y, suite.cv.folds, task.seed, task.fold)
     inner_idx, val_idx = folds.inner_split(train_idx, pool_y, suite.cv.val_fraction, task.seed, task.fold)
@@ -290,7 +292,7 @@ def prepare(task: CellTask, host: PluginHost) -> Prepared:
     start = time.perf_counter()
     on_device = {name: to_device(x, y, device) for name, (x, y) in parts.items()}
     timings["to_device"] = time.perf_counter() - start
-    epochs = min(suite.train.epochs, QUICK_EPOCHS) if task.quick else suite.train.epochs
+    epochs = suite.epochs
     precision = (task.precision == "bf16", fast_path(suite.train, device)[1]) if task.precision else None
     learner = Learner(
         model,

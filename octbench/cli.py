@@ -11,6 +11,7 @@ import click
 from octbench.errors import Interrupted, OctbenchError
 from octbench.metrics import SCALARS
 from octbench.signals import stop_on_sigterm
+from octbench.starter import KINDS as STARTER_KINDS
 
 
 class UserError(click.ClickException):
@@ -55,9 +56,7 @@ def run(suite, out, data_dir, device, overrides, executor_name, address, fresh, 
     """Train and evaluate every variant of SUITE (a file, or the name of a shipped suite such as smoke); resume where
     a previous run stopped."""
     from octbench.runner import RunInterrupted, run_suite
-    from octbench.suite import find_suite
 
-    suite = find_suite(suite)
     overrides = list(overrides)
     if executor_name:
         overrides.append(f"executor.name={executor_name}")
@@ -96,34 +95,25 @@ def run(suite, out, data_dir, device, overrides, executor_name, address, fresh, 
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with MedMNIST .npz files.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides the suite's train.device.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a suite key, e.g. cv.folds=3.")
-def check(suite, data_dir, device, overrides) -> None:
+@click.option("--quick", is_flag=True, help="Try the variants on the sample a --quick run would fold.")
+def check(suite, data_dir, device, overrides, quick) -> None:
     """Try every variant of SUITE on a sample of its data (fit, two training steps, evaluation), in seconds, and
     report each problem with the variant and plugin named. Writes nothing; exits 2 when something fails."""
     import time
 
-    from octbench.cell import load_data
-    from octbench.device import resolve
-    from octbench.plan import check_references, plugin_paths
-    from octbench.plugins import PluginHost
     from octbench.preflight import check_suite
-    from octbench.suite import find_suite, load_suite, resolve_variants
+    from octbench.runplan import plan_run
 
     started = time.perf_counter()
-    path = find_suite(suite)
-    loaded, text = load_suite(path, list(overrides))
-    host = PluginHost.load(plugin_paths(loaded, path))
-    variants = resolve_variants(loaded)
-    check_references(loaded, variants, host, text, str(path))
-    host.create("executor", loaded.executor.name, loaded.executor.params).check()
-    data = load_data(loaded, host, data_dir, progress=True)
-    problems = check_suite(loaded, variants, host, data, str(resolve(device or loaded.train.device)))
+    plan = plan_run(suite, overrides=list(overrides), quick=quick, device=device, data_dir=data_dir, progress=True)
+    problems = check_suite(plan)
     seconds = time.perf_counter() - started
     if problems:
-        raise UserError(
-            f"{len(problems)} of {len(variants)} variants failed their trial:\n  " + "\n  ".join(map(str, problems))
-        )
+        listed = "\n  ".join(map(str, problems))
+        raise UserError(f"{len(problems)} of {len(plan.variants)} variants failed their trial:\n  {listed}")
     click.echo(
-        f"all {len(variants)} variants passed their trial on a sample of {loaded.dataset.name} ({seconds:.1f} s)"
+        f"all {len(plan.variants)} variants passed their trial on a sample of {plan.suite.dataset.name} "
+        f"({seconds:.1f} s)"
     )
 
 
@@ -280,7 +270,7 @@ def new() -> None:
 @click.argument("name")
 @click.option(
     "--kind",
-    type=click.Choice(["preprocessor", "augmenter", "model", "regularizer", "optimizer", "metric"]),
+    type=click.Choice(STARTER_KINDS),
     default="preprocessor",
     show_default=True,
 )
@@ -362,4 +352,7 @@ def data_verify(data_dir) -> None:
 
 
 def main() -> None:
+    from octbench.cpu_wait import decide
+
+    decide()  # before anything loads torch: OpenMP reads the policy once, when torch loads
     cli(prog_name="octbench")

@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from octbench.errors import OctbenchError
+from octbench.suite import QUICK_POOL, Suite
 
 
 def quick_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -14,6 +15,14 @@ def quick_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
         return np.arange(len(labels))
     keep, _ = train_test_split(np.arange(len(labels)), train_size=size, stratify=labels, random_state=seed)
     return np.sort(keep)
+
+
+def pool_rows(suite: Suite, labels: np.ndarray, seed: int) -> np.ndarray:
+    """The rows of the pool that ``seed``'s cells fold: every row, or in a quick run a stratified subset drawn
+    with the seed. The plan's checks, every cell and the provenance all take it from here."""
+    if suite.quick:
+        return quick_subset(labels, QUICK_POOL, seed)
+    return np.arange(len(labels))
 
 
 def check_foldable(labels: np.ndarray, folds: int, class_names: list[str]) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 from octbench.cache import source_hash
 from octbench.cell import CellTask
 from octbench.errors import OctbenchError, SuiteError
+from octbench.kinds import VARIANT_LISTS
 from octbench.plugins import PluginHost
-from octbench.suite import LIST_KINDS, Suite, Techniques, Variant, canonical_json, yaml_line
+from octbench.suite import Suite, Techniques, Variant, canonical_json, yaml_line
 
 
 def plugin_paths(suite: Suite, suite_file: str | Path | None) -> tuple[str, ...]:
@@ -35,7 +36,7 @@ def check_references(suite: Suite, variants: list[Variant], host: PluginHost, te
     def check_techniques(block: Techniques, loc: list) -> None:
         if block.model is not None:
             check("model", block.model.name, block.model.params, [*loc, "model"])
-        for key, kind in LIST_KINDS.items():
+        for key, kind in VARIANT_LISTS.items():
             for i, ref in enumerate(getattr(block, key)):
                 check(kind, ref.name, ref.params, [*loc, key, i])
 
@@ -61,11 +62,11 @@ ENGINE = 2
 def technique_sources(host: PluginHost, suite: Suite, variant: Variant) -> dict[str, str]:
     """A hash of the source file of every plugin class a cell of ``variant`` uses, keyed ``kind:name``."""
     refs = [("dataset", suite.dataset.name), ("model", variant.model.name)]
-    refs += [(kind, ref.name) for key, kind in LIST_KINDS.items() for ref in getattr(variant, key)]
+    refs += [(kind, ref.name) for key, kind in VARIANT_LISTS.items() for ref in getattr(variant, key)]
     return {f"{kind}:{name}": source_hash(host.get(kind, name).cls) for kind, name in refs}
 
 
-def weight_choosers(variants: list[Variant], host: PluginHost) -> list[str]:
+def weight_conflicts(variants: list[Variant], host: PluginHost) -> list[str]:
     """A warning per variant with several regularizers that each replace the weights evaluated after training."""
     warnings = []
     for variant in variants:
@@ -118,7 +119,6 @@ def make_tasks(
     data_md5: str,
     device: str,
     data_dir: str | None,
-    quick: bool,
     paths: tuple[str, ...],
     precisions: dict[str, str] | None = None,
 ) -> list[CellTask]:
@@ -136,13 +136,12 @@ def make_tasks(
                 seed,
                 fold,
                 data_md5,
-                quick,
+                suite.quick,
                 sources[variant.name],
                 (precisions or {}).get(variant.name, ""),
             ),
             device=device,
             data_dir=data_dir,
-            quick=quick,
             plugin_paths=paths,
             precision=(precisions or {}).get(variant.name, ""),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from octbench.pipeline import apply_preprocessors
 from octbench.plugins import PluginHost
 from octbench.suite import Suite, Variant
 from octbench.technique import Splits
+
+if TYPE_CHECKING:
+    from octbench.runplan import RunPlan
 from octbench.train import Learner, scoring_logits, to_device, train_stack
 
 SAMPLE = 512  # images fitted and resampled on: enough for SMOTE's neighbours in OCTMNIST's smallest class
@@ -40,16 +44,19 @@ class Problem:
         return f"variant '{self.variant}', {self.stage}: {self.reason}"
 
 
-def check_suite(suite: Suite, variants: list[Variant], host: PluginHost, data: Splits, device: str) -> list[Problem]:
-    """Every problem a short trial of each variant finds (an empty list when all pass). Each trial has a time limit
-    (``train.timeout``, else ``LIMIT``), so a plugin that never returns is a problem named, not a hung command."""
+def check_suite(plan: RunPlan) -> list[Problem]:
+    """Every problem a short trial of each variant of ``plan`` finds (an empty list when all pass). The sample is
+    drawn from the rows the first seed's cells fold (a quick run's subset in a quick run). Each trial has a time
+    limit (``train.timeout``, else ``LIMIT``), so a plugin that never returns is a problem named, not a hung
+    command."""
+    suite, host, data, device = plan.suite, plan.host, plan.data, str(plan.device)
     x, y = data.pool
-    index = _sample(y, SAMPLE, seed=0)
+    index = sample_rows(plan)
     train_index, held_index = train_test_split(index, test_size=0.25, stratify=_stratify(y[index]), random_state=0)
     sample = Sample(x, y, np.sort(train_index), np.sort(held_index))
     limit = suite.train.timeout or LIMIT
     problems = []
-    for variant in variants:
+    for variant in plan.variants:
         trial = Trial(variant, "preprocessing")
         try:
             with time_limit(limit):
@@ -132,8 +139,11 @@ def _stratify(labels: np.ndarray) -> np.ndarray | None:
     return labels if counts[counts > 0].min() >= 2 else None
 
 
-def _sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    if len(labels) <= size:
-        return np.arange(len(labels))
-    keep, _ = train_test_split(np.arange(len(labels)), train_size=size, stratify=_stratify(labels), random_state=seed)
+def sample_rows(plan: RunPlan) -> np.ndarray:
+    """The pool rows every variant's trial uses: a stratified sample of ``SAMPLE`` of the first seed's rows."""
+    rows = plan.pool_rows(plan.suite.cv.seeds[0])
+    labels = plan.data.pool[1][rows]
+    if len(labels) <= SAMPLE:
+        return rows
+    keep, _ = train_test_split(rows, train_size=SAMPLE, stratify=_stratify(labels), random_state=0)
     return keep

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
 
-from octbench import WAIT_POLICY
+from octbench.cpu_wait import decide as wait_policy
 from octbench.plugins import distribution_of
 
 
@@ -97,12 +97,14 @@ def collect(
     data_md5: str,
     data_source: str,
     quick: bool,
+    pools: dict[str, Any] | None = None,
     plugins: dict[str, Any] | None = None,
     executor: dict[str, Any] | None = None,
     host: Any = None,
     plugin_paths: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """``plugins``: for each technique the suite uses (``kind:name``), its plugin, file, distribution, version and
+    """``pools``: per seed, how many pool rows its cells fold and a digest of which (``RunPlan.pools``).
+    ``plugins``: for each technique the suite uses (``kind:name``), its plugin, file, distribution, version and
     source hash (``PluginHost.provenance``). With the run's ``host``: every installed plugin distribution and its
     version, the metric plugins and whether higher is better, and entry points that failed to import."""
     installed, metrics, broken = {}, {}, []
@@ -119,7 +121,7 @@ def collect(
         "plugin_paths": list(plugin_paths),
         "metrics": metrics,
         "broken_plugins": broken,
-        "cpu_wait": WAIT_POLICY,
+        "cpu_wait": wait_policy(),
         "executor": executor or {},
         "versions": package_versions(),
         "accelerator": accelerator(),
@@ -130,5 +132,6 @@ def collect(
         "data_md5": data_md5,
         "data_source": data_source,
         "quick": quick,
+        "pools": pools or {},
         "command": " ".join(sys.argv),
     }

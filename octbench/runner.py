@@ -14,28 +14,23 @@ import sqlite3
 import sys
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from statistics import median
 
-import numpy as np
 from rich.markup import escape
 
-from octbench import folds, tuning
-from octbench.cell import CellResult, load_data
+from octbench.cell import CellResult, CellTask
 from octbench.console import console
-from octbench.device import describe, resolve
+from octbench.device import describe
 from octbench.errors import Interrupted, OctbenchError
-from octbench.lock import ensure_free, folder_lock
-from octbench.plan import check_references, make_tasks, plugin_paths, weight_choosers
-from octbench.plugins import PluginHost
+from octbench.lock import folder_lock
+from octbench.plan import weight_conflicts
 from octbench.preflight import check_suite
 from octbench.provenance import collect
 from octbench.report.publish import publish
+from octbench.runplan import RunPlan, plan_run
 from octbench.signals import stop_on_sigterm
-from octbench.stack import unstackable
 from octbench.store import Store
-from octbench.suite import LIST_KINDS, QUICK_POOL, load_suite, resolve_variants
 from octbench.technique import RunContext
 
 # a cell training at less than this share of the run's median images/s so far is reported as slowed down
@@ -81,122 +76,38 @@ def run_suite(
     progress: bool = True,
     check: bool = True,
 ) -> RunSummary:
-    """Run a suite into ``out`` (see the module docstring). ``check``: first try every variant on a sample
-    (``octbench.preflight``), and stop with every problem found before anything is written."""
+    """Run a suite into ``out`` (see the module docstring): plan, lock, store, execute, publish. ``check``: first try
+    every variant on a sample (``octbench.preflight``), and stop with every problem found before anything is
+    written."""
     started = time.perf_counter()
-    suite, text = load_suite(suite_file, overrides)
-    paths = plugin_paths(suite, suite_file)
-    host = PluginHost.load(paths)
-    variants = resolve_variants(suite)
-    check_references(suite, variants, host, text, str(suite_file))
-    executor = host.create("executor", suite.executor.name, suite.executor.params)
-    executor.check()
-    # quick runs never share a folder with full results: their cells would replace them
-    out_dir = Path(out) if out else Path("reports") / (f"{suite.name}-quick" if quick else suite.name)
-    ensure_free(out_dir)  # a busy folder is refused before the slow work below
-    torch_device = resolve(device or suite.train.device)
-    data = load_data(suite, host, data_dir, progress=progress)
-    pool_labels = data.pool[1]
-    if quick:
-        pool_labels = pool_labels[folds.quick_subset(pool_labels, QUICK_POOL, suite.cv.seeds[0])]
-    folds.check_foldable(pool_labels, suite.cv.folds, data.class_names)
+    plan = plan_run(
+        suite_file, overrides=overrides, quick=quick, device=device, data_dir=data_dir, out=out, claim=True,
+        progress=progress,
+    )  # fmt: skip
     if check:
-        problems = check_suite(suite, variants, host, data, str(torch_device))
-        if problems:
-            listed = "\n  ".join(map(str, problems))
-            raise OctbenchError(
-                f"the trial of each variant on a sample found {len(problems)} problem{'s' if len(problems) > 1 else ''}"
-                f" (nothing was written; `octbench run --no-check` skips this trial):\n  {listed}"
-            )
-    for warning in weight_choosers(variants, host):
+        refuse_problems(check_suite(plan))
+    for warning in weight_conflicts(plan.variants, plan.host):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
-    with folder_lock(out_dir, " ".join(sys.argv)):
-        _remove_partial_files(out_dir)
-        if fresh:
-            for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "report.html"):
-                (out_dir / name).unlink(missing_ok=True)
-        store = Store(out_dir / "results.sqlite")
-        if quick and store.has_full_results():
-            store.close()
-            raise OctbenchError(
-                f"{out_dir} holds results of a full run, which a --quick run would replace: give the quick run its "
-                f"own --out (its default is reports/{suite.name}-quick)."
-            )
-        precisions = choose_precisions(suite, variants, host, data, torch_device)
-        tasks = make_tasks(
-            suite,
-            variants,
-            host,
-            data_md5=data.md5,
-            device=str(torch_device),
-            data_dir=data_dir,
-            quick=quick,
-            paths=paths,
-            precisions=precisions,
-        )
-        suite_hash = suite.digest()
-        used = sorted(
-            {(kind, ref.name) for v in variants for key, kind in LIST_KINDS.items() for ref in getattr(v, key)}
-            | {("model", v.model.name) for v in variants}
-            | {("dataset", suite.dataset.name)}
-        )
-        plan = tuning.executor(
-            suite, executor, torch_device, len(tasks), measure=partial(measure_stack, suite, variants, host, data,
-                                                                       torch_device, precisions)
-        )  # fmt: skip
-        provenance = collect(
-            executor=plan,
-            device=describe(torch_device),
-            suite_hash=suite_hash,
-            data_md5=data.md5,
-            data_source=data.source,
-            quick=quick,
-            plugins={f"{kind}:{name}": host.provenance(kind, name) for kind, name in used},
-            host=host,
-            plugin_paths=paths,
-        )
+    with folder_lock(plan.out, " ".join(sys.argv)):
+        store = _open_store(plan, fresh)
         run_id = store.start_run(
-            suite_name=suite.name,
-            suite_hash=suite_hash,
-            suite_text=text,
-            suite_json=suite.model_dump_json(),
-            quick=quick,
-            provenance=provenance,
-            dataset={
-                "name": suite.dataset.name,
-                "params": suite.dataset.params,
-                "class_names": data.class_names,
-                "channels": data.channels,
-                "image_size": data.image_size,
-                "md5": data.md5,
-                "source": data.source,
-                "sizes": {"train": len(data.train_labels), "val": len(data.val_labels), "test": len(data.test_labels)},
-                "class_counts": {
-                    split: np.bincount(labels, minlength=data.num_classes).tolist()
-                    for split, labels in (
-                        ("train", data.train_labels),
-                        ("val", data.val_labels),
-                        ("test", data.test_labels),
-                    )
-                },
-                "positive_class": data.meta.get("positive_class"),
-            },
+            suite_name=plan.suite.name,
+            suite_hash=plan.suite.digest(),
+            suite_text=plan.text,
+            suite_json=plan.suite.model_dump_json(),
+            quick=plan.quick,
+            provenance=_provenance(plan),
+            dataset=plan.dataset_record(),
         )
-        store.record_plan(run_id, tasks)
-        finished = store.finished()
-        todo = [t for t in tasks if (*t.key, t.config_hash) not in finished]
-        if len(todo) < len(tasks):
-            console.print(
-                escape(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} cells already finished in {out_dir}")
-            )
-
+        store.record_plan(run_id, plan.tasks)
+        todo = _unfinished(plan, store)
         results: list[CellResult] = []
         status, stopped, unwritable = "interrupted", None, None
         try:
             with stop_on_sigterm():
                 try:
-                    _run(todo, plan, executor, suite, host, data, paths, store, run_id, torch_device, progress, results)
+                    _run(todo, plan, store, run_id, progress, results)
                     status = "failed" if any(r.status == "failed" for r in results) else "done"
                 except KeyboardInterrupt:
                     stopped = signal.SIGINT
@@ -213,12 +124,12 @@ def run_suite(
                 f"could not store a result in {store.path} ({unwritable}); the {len(results)} cells of this run "
                 "stored before it are kept. Free space (or fix the disk) and rerun the same command to resume."
             )
-        report = publish([out_dir])[0]
+        report = publish([plan.out])[0]
     failed = sum(r.status == "failed" for r in results)
     summary = RunSummary(
-        out=out_dir,
-        planned=len(tasks),
-        skipped=len(tasks) - len(todo),
+        out=plan.out,
+        planned=len(plan.tasks),
+        skipped=len(plan.tasks) - len(todo),
         done=len(results) - failed,
         failed=failed,
         seconds=time.perf_counter() - started,
@@ -229,48 +140,60 @@ def run_suite(
     return summary
 
 
-def measure_stack(suite, variants, host, data, device, precisions, most: int) -> tuple[int, str]:
-    """(stack size, why) for a GPU, from a trial of the first variant's model (``octbench.tuning.stack_size``);
-    at most ``most``."""
-    variant = variants[0]
-    try:
-        model = host.create("model", variant.model.name, variant.model.params).build(
-            data.channels, data.num_classes, data.image_size
+def refuse_problems(problems: list) -> None:
+    """Stop the run, before anything is written, when the trial on a sample found problems."""
+    if problems:
+        listed = "\n  ".join(map(str, problems))
+        raise OctbenchError(
+            f"the trial of each variant on a sample found {len(problems)} problem{'s' if len(problems) > 1 else ''}"
+            f" (nothing was written; `octbench run --no-check` skips this trial):\n  {listed}"
         )
-    except Exception:  # the model's cells fail with the reason when they run
-        return most, f"the model '{variant.model.name}' could not be built for a trial"
-    why = unstackable(model)
-    if why is not None:
-        return 1, f"the model '{variant.model.name}' cannot be stacked: {why}"
-    config = suite.train.model_copy(update={"precision": precisions.get(variant.name) or suite.train.precision})
-    image = (data.channels, data.image_size, data.image_size)
-    found = tuning.stack_size(config, variant.model.name, model, image, data.num_classes, device)
-    speeds = ", ".join(f"{size}: {speed:,.0f}" for size, speed in found["images_per_s"].items())
-    size = min(int(found["choice"]), most)
-    return size, f"fastest in a trial of '{variant.model.name}' (images/s by stack size: {speeds})"
 
 
-def choose_precisions(suite, variants, host, data, device) -> dict[str, str]:
-    """bf16 or fp32 per variant, by the suite or by a measured trial per model plugin (``octbench.tuning``)."""
-    chosen: dict[str, str] = {}
-    by_model: dict[str, str] = {}
-    for variant in variants:
-        key = variant.model.name
-        if key not in by_model:
-            try:
-                model = host.create("model", variant.model.name, variant.model.params).build(
-                    data.channels, data.num_classes, data.image_size
-                )
-            except Exception:  # a model that cannot be built fails its cells, with the reason, when they run
-                by_model[key] = ""
-                continue
-            image = (data.channels, data.image_size, data.image_size)
-            by_model[key] = tuning.precision(suite.train, key, model, image, data.num_classes, device)
-        chosen[variant.name] = by_model[key]
-    return chosen
+def _open_store(plan: RunPlan, fresh: bool) -> Store:
+    """The results folder's store, with a killed run's half-written files removed; emptied first with ``fresh``. A
+    quick run never writes into a store that holds full results (its cells would replace them)."""
+    _remove_partial_files(plan.out)
+    if fresh:
+        for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "report.html"):
+            (plan.out / name).unlink(missing_ok=True)
+    store = Store(plan.out / "results.sqlite")
+    if plan.quick and store.has_full_results():
+        store.close()
+        raise OctbenchError(
+            f"{plan.out} holds results of a full run, which a --quick run would replace: give the quick run its "
+            f"own --out (its default is reports/{plan.suite.name}-quick)."
+        )
+    return store
 
 
-def _run(todo, plan, executor, suite, host, data, paths, store: Store, run_id: int, device, progress: bool,
+def _provenance(plan: RunPlan) -> dict:
+    return collect(
+        executor=plan.execution_record(),
+        device=describe(plan.device),
+        suite_hash=plan.suite.digest(),
+        data_md5=plan.data.md5,
+        data_source=plan.data.source,
+        quick=plan.quick,
+        pools=plan.pools(),
+        plugins={f"{kind}:{name}": plan.host.provenance(kind, name) for kind, name in plan.used_plugins()},
+        host=plan.host,
+        plugin_paths=plan.plugin_paths,
+    )
+
+
+def _unfinished(plan: RunPlan, store: Store) -> list[CellTask]:
+    """The plan's cells without a stored result of the same configuration."""
+    finished = store.finished()
+    todo = [t for t in plan.tasks if (*t.key, t.config_hash) not in finished]
+    if len(todo) < len(plan.tasks):
+        console.print(
+            escape(f"resuming: {len(plan.tasks) - len(todo)} of {len(plan.tasks)} cells already finished in {plan.out}")
+        )
+    return todo
+
+
+def _run(todo: list[CellTask], plan: RunPlan, store: Store, run_id: int, progress: bool,
          results: list[CellResult]) -> None:  # fmt: skip
     speeds: list[float] = []
     notes: set[str] = set()
@@ -288,16 +211,17 @@ def _run(todo, plan, executor, suite, host, data, paths, store: Store, run_id: i
                 notes.add(part)
                 console.print(escape(f"note: in {result.variant}'s stack, {part}: it runs member by member"))
 
-    stacks = [todo[i : i + plan["stack"]] for i in range(0, len(todo), plan["stack"])]
+    size = plan.execution.stack
+    stacks = [todo[i : i + size] for i in range(0, len(todo), size)]
     context = RunContext(
-        data=data,
-        plugin_files=plugin_files(paths),
-        threads=plan["threads"],
-        device=str(device),
+        data=plan.data,
+        plugin_files=plugin_files(plan.plugin_paths),
+        threads=plan.execution.threads,
+        device=str(plan.device),
         progress=progress,
-        host=host,
+        host=plan.host,
     )
-    executor.run(stacks, record, context)
+    plan.executor.run(stacks, record, context)
 
 
 def plugin_files(paths: tuple[str, ...]) -> dict[str, bytes]:

@@ -21,6 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from octbench.errors import SuiteError
+from octbench.kinds import VARIANT_LISTS
 from octbench.params import StrictModel, shown
 
 QUICK_EPOCHS = 2
@@ -28,8 +29,6 @@ QUICK_POOL = 3000
 MAX_VARIANTS = 512  # an ablation of 9 techniques in full mode; more is a mistake or a job for several suites
 MAX_NODES = 200_000  # values in a suite once YAML aliases are expanded: a real suite has hundreds
 MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds
-TECHNIQUE_LISTS = ("preprocessors", "augmenters", "regularizers")
-LIST_KINDS = {"preprocessors": "preprocessor", "augmenters": "augmenter", "regularizers": "regularizer"}
 
 
 _Strict = StrictModel
@@ -78,7 +77,7 @@ class Techniques(_Strict):
                 model = other.model
             else:
                 model = PluginRef(name=model.name, params={**model.params, **other.model.params})
-        lists = {key: [*getattr(self, key), *getattr(other, key)] for key in TECHNIQUE_LISTS}
+        lists = {key: [*getattr(self, key), *getattr(other, key)] for key in VARIANT_LISTS}
         return Techniques(model=model, **lists)
 
 
@@ -253,6 +252,11 @@ class Suite(_Strict):
     ablation: Ablation | None = None
     plugins: list[str] = Field(default_factory=list)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    quick: bool = Field(
+        False,
+        description=f"a fast first look: each seed's pool subsampled to {QUICK_POOL} images (stratified), epochs "
+        f"capped at {QUICK_EPOCHS}; `octbench run --quick` sets it",
+    )
 
     @model_validator(mode="after")
     def _has_variants(self) -> Suite:
@@ -265,6 +269,11 @@ class Suite(_Strict):
         if duplicates:
             raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicates)}")
         return self
+
+    @property
+    def epochs(self) -> int:
+        """The epochs a cell trains: ``train.epochs``, capped in a quick run."""
+        return min(self.train.epochs, QUICK_EPOCHS) if self.quick else self.train.epochs
 
     def digest(self) -> str:
         return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()

@@ -480,10 +480,9 @@ variants: [{name: a}, {name: b}]
 
 def check_executor_runs_every_cell_once(cls):
     """Two stacks of tiny cells (one of two cells): every cell's result comes back once, done, through on_result."""
-    from octbench.cell import load_data
-    from octbench.plan import make_tasks
-    from octbench.plugins import PluginHost
-    from octbench.suite import parse_suite, resolve_variants
+    import tempfile
+
+    from octbench.runplan import plan_run
     from octbench.technique import RunContext
 
     executor = _make(cls)
@@ -491,14 +490,13 @@ def check_executor_runs_every_cell_once(cls):
         executor.check()
     except Exception as exc:
         _fail(cls, "check_executor_runs_every_cell_once", f"check() refused to run here: {exc}")
-    host = PluginHost.load()
-    suite = parse_suite(TINY_SUITE)
-    data = load_data(suite, host, None)
-    tasks = make_tasks(
-        suite, resolve_variants(suite), host, data_md5=data.md5, device="cpu", data_dir=None, quick=False, paths=()
-    )
+    with tempfile.TemporaryDirectory() as folder:  # the plan a run of a tiny suite makes, as `octbench run` makes it
+        suite = Path(folder) / "suite.yaml"
+        suite.write_text(TINY_SUITE)
+        plan = plan_run(suite, device="cpu")
+    tasks = plan.tasks
     results = []
-    context = RunContext(data=data, plugin_files={}, threads=1, device="cpu", progress=False, host=host)
+    context = RunContext(data=plan.data, plugin_files={}, threads=1, device="cpu", progress=False, host=plan.host)
     executor.run([tasks[:1], tasks[1:3]], results.append, context)
     got = sorted((r.variant, r.seed, r.fold) for r in results)
     wanted = sorted(t.key for t in tasks[:3])

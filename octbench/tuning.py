@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,19 @@ def _stack_images_per_s(model: torch.nn.Module, size: int, image, num_classes: i
     return Stack(learners).images_per_s(TRIAL_SECONDS)
 
 
-def executor(suite: Suite, runner: Any, device, cells: int, measure: Any = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Execution:
+    """How a run's cells execute: recorded in the provenance under ``executor``."""
+
+    name: str  # the executor plugin
+    stack: int  # cells trained as one computation
+    parallel: int  # stacks the executor runs at once
+    threads: int  # CPU threads each cell gets
+    graphs: bool  # whether steps run as CUDA graphs
+    why: str
+
+
+def execution(suite: Suite, runner: Any, device, cells: int, measure: Any = None) -> Execution:
     """How many cells to stack into one computation, how many stacks the executor runs at once, the CPU threads
     each cell gets, whether steps run as CUDA graphs, and why.
 
@@ -186,11 +199,4 @@ def executor(suite: Suite, runner: Any, device, cells: int, measure: Any = None)
     # CPU results depend on the thread count (reduction order), so every cell gets the same number of threads
     # wherever it runs: train.threads, else torch's default on the driver
     threads = suite.train.threads or runner.threads_per_cell() or torch.get_num_threads()
-    return {
-        "name": runner.name,
-        "stack": int(stack),
-        "parallel": int(parallel),
-        "threads": threads,
-        "graphs": graphs,
-        "why": "; ".join(why),
-    }
+    return Execution(runner.name, int(stack), int(parallel), threads, graphs, "; ".join(why))

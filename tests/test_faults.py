@@ -468,7 +468,7 @@ def test_every_variant_sees_the_same_batch_order_in_every_epoch(tmp_path):
 
 
 def test_two_regularizers_that_choose_the_final_weights_are_warned_about():
-    from octbench.plan import weight_choosers
+    from octbench.plan import weight_conflicts
     from octbench.plugins import PluginHost
     from octbench.suite import PluginRef, Variant
 
@@ -481,14 +481,14 @@ def test_two_regularizers_that_choose_the_final_weights_are_warned_about():
         augmenters=[],
         regularizers=[PluginRef(name="ema"), PluginRef(name="early-stopping")],
     )
-    (warning,) = weight_choosers([both], host)
+    (warning,) = weight_conflicts([both], host)
     assert "'early-stopping' decides" in warning
     no_restore = both.model_copy(
         update={
             "regularizers": [PluginRef(name="ema"), PluginRef(name="early-stopping", params={"restore_best": False})]
         }
     )
-    assert weight_choosers([no_restore], host) == []
+    assert weight_conflicts([no_restore], host) == []
 
 
 def test_a_cell_whose_training_collapses_is_warned_about(capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,7 +19,10 @@ from octbench import folds
 from octbench.cell import CellTask, execute
 from octbench.plan import config_hash
 from octbench.plugins import PluginHost
+from octbench.preflight import check_suite
+from octbench.report.collect import load
 from octbench.runner import run_suite
+from octbench.runplan import plan_run
 from octbench.store import Store
 from octbench.suite import load_suite, resolve_variants
 from tests.conftest import spy_plugin_path, stored_metrics, wait_for
@@ -212,6 +216,39 @@ def test_quick_is_recorded(tiny_suite, tmp_path, quick):
     run_suite(tiny_suite("- name: a"), out=tmp_path / "out", quick=quick, progress=False)
     html = (tmp_path / "out" / "report.html").read_text()
     assert ("Quick run." in html) is quick
+
+
+def test_quick_subsets_the_pool_identically_in_the_check_every_cell_and_the_provenance(write_suite, tmp_path,
+                                                                                        monkeypatch):  # fmt: skip
+    """--quick is applied once, when the suite is read: the check's sample, each seed's cells and the provenance
+    all take the pool rows from ``folds.pool_rows``."""
+    monkeypatch.setattr(folds, "QUICK_POOL", 60)  # of the spies' 120 pool images
+    log = tmp_path / "spy.jsonl"
+    suite = spy_suite(write_suite, log)
+    plan = plan_run(suite, quick=True)
+    assert plan.suite.quick and plan.suite.epochs == 2
+    rows = {seed: plan.pool_rows(seed) for seed in (0, 1)}
+    assert all(len(r) == 60 for r in rows.values()) and set(rows[0]) != set(rows[1]), "each seed draws its own"
+
+    assert check_suite(plan) == []
+    checked = {i for r in read_log(log) if r["event"] == "fit" for origin, i, _ in r["ids"] if origin == POOL}
+    assert checked and checked <= set(rows[0]), "the check tries the variants on the first seed's rows"
+
+    overrides = ["executor.parallel=1"]  # cells in this process, where QUICK_POOL is patched
+    run_suite(suite, out=tmp_path / "out", quick=True, progress=False, check=False, overrides=overrides)
+    results = load([tmp_path / "out"])
+    for variant in results.variants:
+        assert len(variant.cells) == 6
+        for seed in (0, 1):
+            held = [c.predictions["heldout"].indices for c in variant.cells if c.seed == seed]
+            assert sorted(np.concatenate(held).tolist()) == sorted(rows[seed].tolist()), (variant.name, seed)
+    conn = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    provenance = json.loads(conn.execute("SELECT provenance FROM runs").fetchone()[0])
+    conn.close()
+    assert provenance["quick"] is True and provenance["pools"] == plan.pools()
+    for seed in (0, 1):
+        digest = hashlib.sha1(np.sort(rows[seed]).astype(np.int64).tobytes()).hexdigest()
+        assert provenance["pools"][str(seed)] == {"rows": 60, "sha1": digest}
 
 
 def test_deterministic_algorithms_leave_cpu_results_unchanged(tiny_suite, tmp_path):

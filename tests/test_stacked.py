@@ -149,11 +149,11 @@ def test_a_gpu_stack_size_is_measured_once_per_machine_and_the_plan_says_why(mon
     suite = SimpleNamespace(executor=SimpleNamespace(stack="auto"), train=SimpleNamespace(threads=1))
     runner = SimpleNamespace(name="local", parallelism=lambda device, stacks: (1, "one process"),
                              threads_per_cell=lambda: None)  # fmt: skip
-    plan = tuning.executor(suite, runner, torch.device("cuda"), 100, measure=lambda most: (min(12, most), "trial"))
-    assert plan["stack"] == 12 and plan["graphs"] is False
-    assert "stack 12: trial" in plan["why"] and "CUDA graphs off" in plan["why"]
-    assert tuning.executor(suite, runner, torch.device("cuda"), 5, measure=lambda most: (most, "few"))["stack"] == 5
-    assert tuning.executor(suite, runner, cpu, 100, measure=lambda most: (most, "never asked"))["stack"] == 1
+    plan = tuning.execution(suite, runner, torch.device("cuda"), 100, measure=lambda most: (min(12, most), "trial"))
+    assert plan.stack == 12 and plan.graphs is False
+    assert "stack 12: trial" in plan.why and "CUDA graphs off" in plan.why
+    assert tuning.execution(suite, runner, torch.device("cuda"), 5, measure=lambda most: (most, "few")).stack == 5
+    assert tuning.execution(suite, runner, cpu, 100, measure=lambda most: (most, "never asked")).stack == 1
 
 
 def test_the_stack_size_trial_trains_real_stacks(monkeypatch):

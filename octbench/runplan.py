@@ -1,0 +1,208 @@
+"""A run's plan: from a suite (a file or a shipped suite's name) and overrides to everything checked that ``run``,
+``check``, the conformance kit, an executor and the benchmarks need.
+
+``plan_run`` reads the suite once, with ``--quick`` and ``--device`` applied as overrides like any ``--set`` (so
+they are validated, hashed and recorded with the rest of the suite), loads the plugins and checks every reference,
+checks the executor, loads and checks the data, and checks that every seed's pool can be folded. Anything wrong is
+one ``OctbenchError`` before anything is written. What costs a measurement (each variant's precision, the
+execution plan) is decided the first time a run asks for it; ``octbench check`` never does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from octbench import folds, tuning
+from octbench.cell import CellTask, load_data
+from octbench.device import resolve
+from octbench.kinds import VARIANT_LISTS
+from octbench.lock import ensure_free
+from octbench.plan import check_references, make_tasks, plugin_paths
+from octbench.plugins import PluginHost
+from octbench.stack import unstackable
+from octbench.suite import Suite, Variant, find_suite, load_suite, resolve_variants
+from octbench.technique import Splits
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    suite: Suite
+    text: str  # the suite file as written (overrides are in ``suite``)
+    source: str  # the suite file
+    plugin_paths: tuple[str, ...]
+    host: PluginHost
+    variants: tuple[Variant, ...]
+    executor: Any  # the suite's executor plugin, checked to run here
+    device: torch.device
+    data: Splits
+    data_dir: str | None
+    out: Path  # the results folder a run writes
+
+    @property
+    def quick(self) -> bool:
+        return self.suite.quick
+
+    def pool_rows(self, seed: int) -> np.ndarray:
+        """The rows of the pool that ``seed``'s cells fold: all of them, or a quick run's subset."""
+        return folds.pool_rows(self.suite, self.data.pool[1], seed)
+
+    @cached_property
+    def precisions(self) -> dict[str, str]:
+        """bf16 or fp32 per variant: the suite's choice, else one measured trial per model plugin
+        (``octbench.tuning.precision``), of the training step cells run."""
+        chosen: dict[str, str] = {}
+        by_model: dict[str, str] = {}
+        for variant in self.variants:
+            key = variant.model.name
+            if key not in by_model:
+                model = self._model(variant)
+                by_model[key] = (
+                    "" if model is None else tuning.precision(self.suite.train, key, model, self._image, self._classes,
+                                                              self.device)
+                )  # fmt: skip
+            chosen[variant.name] = by_model[key]
+        return chosen
+
+    @cached_property
+    def tasks(self) -> list[CellTask]:
+        """Every cell, ordered seed, fold, variant (``octbench.plan.make_tasks``)."""
+        return make_tasks(
+            self.suite,
+            list(self.variants),
+            self.host,
+            data_md5=self.data.md5,
+            device=str(self.device),
+            data_dir=self.data_dir,
+            paths=self.plugin_paths,
+            precisions=self.precisions,
+        )
+
+    @cached_property
+    def execution(self) -> tuning.Execution:
+        """How many cells stack, how many stacks run at once, threads per cell, and why (``tuning.execution``)."""
+        return tuning.execution(self.suite, self.executor, self.device, len(self.tasks), measure=self._measure_stack)
+
+    def used_plugins(self) -> list[tuple[str, str]]:
+        """(kind, name) of every plugin a cell of this run uses."""
+        return sorted(
+            {(kind, ref.name) for v in self.variants for key, kind in VARIANT_LISTS.items() for ref in getattr(v, key)}
+            | {("model", v.model.name) for v in self.variants}
+            | {("dataset", self.suite.dataset.name)}
+        )
+
+    def pools(self) -> dict[str, dict[str, Any]]:
+        """Per seed, how many pool rows its cells fold and a digest of which: what provenance records."""
+        found = {}
+        for seed in self.suite.cv.seeds:
+            rows = self.pool_rows(seed)
+            found[str(seed)] = {"rows": len(rows), "sha1": hashlib.sha1(rows.astype(np.int64).tobytes()).hexdigest()}
+        return found
+
+    def dataset_record(self) -> dict[str, Any]:
+        """What the store records of the dataset: its name, parameters, classes, shape, checksum and sizes."""
+        data = self.data
+        labels = {"train": data.train_labels, "val": data.val_labels, "test": data.test_labels}
+        return {
+            "name": self.suite.dataset.name,
+            "params": self.suite.dataset.params,
+            "class_names": data.class_names,
+            "channels": data.channels,
+            "image_size": data.image_size,
+            "md5": data.md5,
+            "source": data.source,
+            "sizes": {split: len(y) for split, y in labels.items()},
+            "class_counts": {split: np.bincount(y, minlength=data.num_classes).tolist() for split, y in labels.items()},
+            "positive_class": data.meta.get("positive_class"),
+        }
+
+    @property
+    def _image(self) -> tuple[int, int, int]:
+        return (self.data.channels, self.data.image_size, self.data.image_size)
+
+    @property
+    def _classes(self) -> int:
+        return self.data.num_classes
+
+    def _model(self, variant: Variant) -> torch.nn.Module | None:
+        """A fresh model of ``variant`` for a trial; None when it cannot be built (its cells fail with the reason
+        when they run)."""
+        try:
+            spec = self.host.create("model", variant.model.name, variant.model.params)
+            return spec.build(self.data.channels, self._classes, self.data.image_size)
+        except Exception:
+            return None
+
+    def _measure_stack(self, most: int) -> tuple[int, str]:
+        """(stack size, why) on a GPU, from a trial of the first variant's model (``tuning.stack_size``), at most
+        ``most``."""
+        variant = self.variants[0]
+        model = self._model(variant)
+        if model is None:
+            return most, f"the model '{variant.model.name}' could not be built for a trial"
+        why = unstackable(model)
+        if why is not None:
+            return 1, f"the model '{variant.model.name}' cannot be stacked: {why}"
+        config = self.suite.train.model_copy(
+            update={"precision": self.precisions.get(variant.name) or self.suite.train.precision}
+        )
+        found = tuning.stack_size(config, variant.model.name, model, self._image, self._classes, self.device)
+        speeds = ", ".join(f"{size}: {speed:,.0f}" for size, speed in found["images_per_s"].items())
+        size = min(int(found["choice"]), most)
+        return size, f"fastest in a trial of '{variant.model.name}' (images/s by stack size: {speeds})"
+
+    def execution_record(self) -> dict[str, Any]:
+        return asdict(self.execution)
+
+
+def plan_run(
+    suite: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    quick: bool = False,
+    device: str | None = None,
+    data_dir: str | None = None,
+    out: str | Path | None = None,
+    claim: bool = False,
+    progress: bool = False,
+) -> RunPlan:
+    """The checked plan of ``suite`` (see the module docstring). ``quick`` and ``device`` are overrides
+    (``quick=true``, ``train.device=...``). ``out``: the results folder (default ``reports/<suite>``, or
+    ``reports/<suite>-quick``: a quick run never shares a folder with full results); with ``claim``, a folder
+    another run holds is refused before the data is loaded."""
+    source = find_suite(suite)
+    overrides = [*overrides, *(["quick=true"] if quick else []), *([f"train.device={device}"] if device else [])]
+    loaded, text = load_suite(source, overrides)
+    paths = plugin_paths(loaded, source)
+    host = PluginHost.load(paths)
+    variants = resolve_variants(loaded)
+    check_references(loaded, variants, host, text, str(source))
+    executor = host.create("executor", loaded.executor.name, loaded.executor.params)
+    executor.check()
+    out_dir = Path(out) if out else Path("reports") / (f"{loaded.name}-quick" if loaded.quick else loaded.name)
+    if claim:
+        ensure_free(out_dir)  # a busy folder is refused before the slow work below
+    torch_device = resolve(loaded.train.device)
+    data = load_data(loaded, host, data_dir, progress=progress)
+    for seed in loaded.cv.seeds:
+        folds.check_foldable(data.pool[1][folds.pool_rows(loaded, data.pool[1], seed)], loaded.cv.folds,
+                             data.class_names)  # fmt: skip
+    return RunPlan(
+        suite=loaded,
+        text=text,
+        source=str(source),
+        plugin_paths=paths,
+        host=host,
+        variants=tuple(variants),
+        executor=executor,
+        device=torch_device,
+        data=data,
+        data_dir=data_dir,
+        out=out_dir,
+    )
