@@ -27,23 +27,13 @@ import pluggy
 from octbench import hookspecs
 from octbench.cache import source_hash
 from octbench.errors import PluginError
+from octbench.kinds import KINDS, hook_name
 from octbench.metrics import SCALARS
 from octbench.params import closest_hint, validate_params
 from octbench.technique import KIND_BASES, Technique
 
 ENTRY_POINT_GROUP = "octbench"
-HOOK_KINDS = {
-    "register_datasets": "dataset",
-    "register_preprocessors": "preprocessor",
-    "register_augmenters": "augmenter",
-    "register_models": "model",
-    "register_regularizers": "regularizer",
-    "register_optimizers": "optimizer",
-    "register_metrics": "metric",
-    "register_report_sections": "report-section",
-    "register_executors": "executor",
-}
-KINDS = tuple(HOOK_KINDS.values())
+HOOK_KINDS = {hook_name(kind): kind for kind in KINDS}
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -91,8 +81,8 @@ class PluginHost:
         return cls(manager, broken)
 
     def _collect(self) -> None:
-        for hook_name, kind in HOOK_KINDS.items():
-            hook = getattr(self.manager.hook, hook_name)
+        for hook_attr, kind in HOOK_KINDS.items():
+            hook = getattr(self.manager.hook, hook_attr)
             for impl in hook.get_hookimpls():
                 try:
                     impl.function(register=self._registrar(kind, impl.plugin_name, impl.plugin))
@@ -100,7 +90,7 @@ class PluginHost:
                     raise
                 except (Exception, SystemExit) as exc:
                     raise PluginError(
-                        f"plugin '{impl.plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}"
+                        f"plugin '{impl.plugin_name}' failed in {hook_attr}: {type(exc).__name__}: {exc}"
                     ) from None
 
     def _registrar(self, kind: str, plugin_name: str, plugin: Any):

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from octbench.errors import OctbenchError
 
-KINDS = ("preprocessor", "augmenter", "model", "regularizer", "optimizer", "metric")
-
 TECHNIQUES = {
     "preprocessor": (
         "Preprocessor",
@@ -133,6 +131,8 @@ TECHNIQUES = {
         None,
     ),
 }
+#: the kinds `octbench new plugin` writes a starter package for
+KINDS = tuple(TECHNIQUES)
 
 
 def _imports(code: str) -> str:

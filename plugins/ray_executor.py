@@ -39,6 +39,9 @@ def _ray():
     return ray
 
 
+WAIT_POLICY_HOOK = "octbench.cpu_wait.decide"
+
+
 def _write_plugins(files: dict[str, bytes]) -> dict[str, str]:
     """The suite's plugin files, written under this node's temporary folder (by content); original path to local."""
     local = {}
@@ -122,7 +125,9 @@ class RayExecutor(Executor):
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
-                runtime_env=self.params.runtime_env,
+                # each worker decides its CPU wait policy for its own node before it loads torch, as the command
+                # line does for this machine (octbench.cpu_wait)
+                runtime_env={"worker_process_setup_hook": WAIT_POLICY_HOOK, **(self.params.runtime_env or {})},
             )
         task = ray.remote(run_stack).options(
             num_cpus=self.params.cpus_per_cell,

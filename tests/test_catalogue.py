@@ -13,9 +13,10 @@ from octbench_plugins.losses import focal_loss
 from sklearn.neighbors import NearestNeighbors
 
 from octbench.errors import OctbenchError
+from octbench.kinds import VARIANT_LISTS
 from octbench.plan import check_references
 from octbench.plugins import PluginHost, distribution_of
-from octbench.suite import LIST_KINDS, load_suite, resolve_variants
+from octbench.suite import load_suite, resolve_variants
 
 SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
 HAS_TIMM = importlib.util.find_spec("timm") is not None
@@ -228,7 +229,7 @@ def test_every_builtin_technique_appears_in_a_shipped_suite(host):
         used.add(("optimizer", suite.train.optimizer.name))
         for variant in resolve_variants(suite):
             used.add(("model", variant.model.name))
-            for key, kind in LIST_KINDS.items():
+            for key, kind in VARIANT_LISTS.items():
                 used |= {(kind, ref.name) for ref in getattr(variant, key)}
             used |= {
                 ("optimizer", r.params.get("algorithm", "sgd")) for r in variant.regularizers if r.name == "optimizer"

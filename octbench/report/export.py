@@ -13,7 +13,9 @@ from octbench.data.files import write_atomically
 from octbench.errors import OctbenchError
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
+from octbench.report.summary import design, summary
 from octbench.report.variants import changes, parameters
+from octbench.report.wording import p_text
 
 MARKDOWN_COLUMNS = (
     ("accuracy", "CV accuracy"),
@@ -161,15 +163,9 @@ def _delta(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:+.3f} [{row[f'{key}_low']:+.3f}, {row[f'{key}_high']:+.3f}]"
 
 
-def p_text(p: float | None) -> str:
-    """A p-value as the report prints it everywhere: three decimals, '< 0.001', or '–' when there is none."""
-    return "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-
-
 def markdown(results: Results, analysis: Analysis) -> str:
     """The summary, the leaderboard (every CV metric, the test ensembles with intervals, best in bold, † where the
     Holm-adjusted test against the reference rejects equality) and the verdicts with raw and adjusted p."""
-    from octbench.report.summary import summary
 
     has_test = results.has_test
     reference = analysis.reference.key if analysis.reference else None
@@ -257,7 +253,6 @@ def _verdicts(rows: list[dict[str, Any]], analysis: Analysis, has_test: bool) ->
 
 
 def _caption(results: Results, analysis: Analysis) -> str:
-    from octbench.report.summary import design
 
     dataset = results.dataset
     has_test = results.has_test
@@ -344,7 +339,6 @@ def write_predictions(results: Results, path: Path) -> list[Path]:
 
 def to_json(results: Results, analysis: Analysis) -> str:
     from octbench.report.compare import confusions, rocs
-    from octbench.report.summary import summary
 
     payload = {
         "summary": summary(results, analysis),

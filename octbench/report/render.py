@@ -13,11 +13,12 @@ from octbench.plugins import PluginHost
 from octbench.report import figures
 from octbench.report.analysis import ALPHA, Analysis
 from octbench.report.collect import Results
-from octbench.report.export import best_keys, leaderboard_rows, p_text
+from octbench.report.export import best_keys, leaderboard_rows
 from octbench.report.figures import Drawer
 from octbench.report.provenance import provenance_of
 from octbench.report.summary import summary
 from octbench.report.variants import changes, parameters
+from octbench.report.wording import p_text
 
 LEADERBOARD = (
     ("accuracy", "Accuracy"),

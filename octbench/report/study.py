@@ -21,7 +21,7 @@ from octbench.errors import OctbenchError
 from octbench.report import export, plots
 from octbench.report.analysis import Analysis, Options, analyse
 from octbench.report.collect import Results, dataset_identity, load
-from octbench.report.export import p_text
+from octbench.report.wording import p_text
 
 # autorank refuses fewer than 5 datasets; octbench reports them, saying what they can and cannot show
 FEW = 5

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from octbench.report.analysis import ALPHA, Analysis, VariantAnalysis
 from octbench.report.collect import Results
-from octbench.report.export import p_text
+from octbench.report.wording import p_text
 
 
 def _names(items: list[str]) -> str:

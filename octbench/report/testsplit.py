@@ -9,7 +9,7 @@ class for more classes, with a paired bootstrap of the macro AUC); both are Holm
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from scipy.stats import norm
@@ -20,8 +20,13 @@ from octbench.errors import OctbenchError
 from octbench.report.collect import Prediction, Results, VariantResults
 from octbench.scores import Scores
 
-if TYPE_CHECKING:
-    from octbench.report.analysis import VariantAnalysis
+
+class Analysed(Protocol):
+    """What the test split's verdicts read and fill in of a variant's analysis (``analysis.Analysed``)."""
+
+    variant: VariantResults
+    test_split: Headline | None
+    clinical: Clinical | None
 
 ALPHA = 0.05
 RESAMPLES = 1000
@@ -144,7 +149,7 @@ def _versus(mine: Headline, base: Headline, num_classes: int, z: float) -> Versu
     return versus
 
 
-def compare_on_test_split(analysed: list[VariantAnalysis], reference: VariantResults | None, num_classes: int) -> None:
+def compare_on_test_split(analysed: list[Analysed], reference: VariantResults | None, num_classes: int) -> None:
     for a in analysed:
         a.test_split = _headline(a.variant, num_classes)
     base = next((a.test_split for a in analysed if a.variant is reference), None)
@@ -190,7 +195,7 @@ def out_of_fold(variant: VariantResults) -> tuple[np.ndarray, Scores, int] | Non
     return np.concatenate([p.y_true for p in held]), scores, seed
 
 
-def headline_predictions(a: VariantAnalysis) -> tuple[np.ndarray, Scores, str] | None:
+def headline_predictions(a: Analysed) -> tuple[np.ndarray, Scores, str] | None:
     """What a variant's clinical rates, calibration, confusion matrix and ROC show, counting each image once: the
     test-split ensemble, else one seed's out-of-fold predictions."""
     if a.test_split is not None:
@@ -203,7 +208,7 @@ def headline_predictions(a: VariantAnalysis) -> tuple[np.ndarray, Scores, str] |
     return y, scores, f"out-of-fold predictions of seed {seed}, each pool image once"
 
 
-def clinical(a: VariantAnalysis, positive: int | None, num_classes: int) -> Clinical | None:
+def clinical(a: Analysed, positive: int | None, num_classes: int) -> Clinical | None:
     found = headline_predictions(a)
     if found is None:
         return None
