@@ -144,7 +144,7 @@ def octbench_stacked(host, images, labels, device, steps, members, batch=64) -> 
                 precision=precision,
             )
         )
-    train_stack(learners, config=config, epochs=2)
+    train_stack(learners, epochs=2)
     failed = [learner.error for learner in learners if learner.error is not None]
     if failed:
         raise RuntimeError(f"a stacked member failed: {failed[0]!r}")

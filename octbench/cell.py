@@ -27,10 +27,9 @@ from octbench.suite import QUICK_POOL, Suite, Variant
 from octbench.technique import Splits
 from octbench.train import (
     Learner,
-    alone_because,
     eval_batch_size,
     fast_path,
-    partition,
+    stack_groups,
     timed_predict,
     to_device,
     train_stack,
@@ -162,19 +161,15 @@ def _execute_stack(
             raise
         except (Exception, SystemExit) as exc:
             results[i] = failure(task, exc, traceback.format_exc())
-    for group in partition([p.learner for p in prepared.values()]):
-        members = [i for i, p in prepared.items() if p.learner in group]
-        first = prepared[members[0]]
+    for group in stack_groups([p.learner for p in prepared.values()]):
+        members = [i for i, p in prepared.items() if any(p.learner is learner for learner in group.learners)]
         start = time.perf_counter()
-        reason = train_stack(group, config=first.task.suite.train, epochs=first.epochs, on_epoch=on_epoch)
-        if reason is None and len(group) == 1 and len(tasks) > 1:  # asked to stack, but this model trains alone
-            reason = alone_because(group[0])
-        stacked = len(group) if reason is None else 1
+        train_stack(group.learners, epochs=prepared[members[0]].epochs, on_epoch=on_epoch)
         for i in members:
             p = prepared[i]
-            p.timings["stack_size"] = float(stacked)
+            p.timings["stack_size"] = float(len(group.learners))
             p.timings["stack_seconds"] = time.perf_counter() - start
-            p.unstacked = reason or ""
+            p.unstacked = group.alone_because
     for i, p in prepared.items():
         if p.learner.error is not None:
             results[i] = failure(p.task, p.learner.error, p.learner.detail)

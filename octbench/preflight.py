@@ -125,7 +125,7 @@ def _try(trial: Trial, suite: Suite, host: PluginHost, data: Splits, sample: Sam
         num_classes=data.num_classes,
         host=host,
     )
-    train_stack([learner], config=config, epochs=1)
+    train_stack([learner], epochs=1)
     if learner.error is not None:
         raise learner.error
     trial.stage = "evaluation"

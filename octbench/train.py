@@ -122,7 +122,7 @@ def train(
         deadline=deadline,
         precision=precision,
     )
-    train_stack([learner], config=config, epochs=epochs, on_epoch=on_epoch)
+    train_stack([learner], epochs=epochs, on_epoch=on_epoch)
     if learner.error is not None:
         raise learner.error
     return learner.result
@@ -327,30 +327,51 @@ def alone_because(learner: Learner) -> str | None:
     return f"the model cannot be stacked: {why}" if why else None
 
 
-def stack_signature(learner: Learner) -> tuple | None:
-    """What learners must share to train as one stack, or None when this one must train alone."""
-    if alone_because(learner) is not None:
-        return None
-    return (learner.device, learner.use_amp, learner.channels_last, learner.batch, signature(learner.model))
+@dataclass(frozen=True)
+class Group:
+    """Learners that train as one stack (``train_stack``); one that trains alone says why in ``alone_because``
+    ('' when it merely has no partner)."""
+
+    learners: list[Learner]
+    alone_because: str = ""
 
 
-def train_stack(learners: list[Learner], *, config: Train, epochs: int, on_epoch: Any = None) -> str | None:
-    """Train every learner for ``epochs`` (or until its early stop), as one grouped computation when their models
-    can be stacked (``octbench.stacked``), else one after the other. A learner whose plugin fails, whose loss turns
-    NaN or whose time runs out fails alone (``Learner.error``); the rest go on.
+def stack_groups(learners: list[Learner]) -> list[Group]:
+    """The one answer to "which learners train together, and if not, why": learners that share a device, a
+    precision, a memory format, a batch size and an architecture form a group when a probe of their grouped
+    computation agrees with each model alone; the rest train alone, each with the reason. Groups keep the order of
+    their first learner."""
+    keyed: dict[Any, list[Learner]] = {}
+    reasons: dict[Any, str] = {}
+    for learner in learners:
+        why = alone_because(learner)
+        key = id(learner) if why else (learner.device, learner.use_amp, learner.channels_last, learner.batch,
+                                       signature(learner.model))  # fmt: skip
+        keyed.setdefault(key, []).append(learner)
+        reasons[key] = why if why and len(learners) > 1 else ""  # asked to train alone, it needs no reason
+    groups = []
+    for key, members in keyed.items():
+        if len(members) > 1:
+            first = members[0]
+            why = probe([learner.model for learner in members], tuple(first.x_all.shape[1:]), first.device)
+            if why is not None:  # one after the other, each exactly as it would train alone
+                groups += [Group([learner], why) for learner in members]
+                continue
+        groups.append(Group(members, reasons[key]))
+    return groups
 
-    Returns why the learners could not be stacked (None when they were, or when there is one).
-    """
-    reason = _why_not_stacked(learners)
-    if reason is not None:  # one after the other, each exactly as it would train alone
-        for learner in learners:
-            train_stack([learner], config=config, epochs=epochs, on_epoch=on_epoch)
-        return reason
-    if stack_signature(learners[0]) is not None:  # a stack of one trains as it would in a stack
-        Stack(learners).train(epochs, on_epoch)
-    else:
+
+def train_stack(learners: list[Learner], *, epochs: int, on_epoch: Any = None) -> None:
+    """Train one group of ``stack_groups`` for ``epochs`` (or until each learner's early stop) as one grouped
+    computation (``octbench.stacked``); a stack of one trains as it would in a stack, and a model that cannot be
+    stacked trains alone. A learner whose plugin fails, whose loss turns NaN or whose time runs out fails alone
+    (``Learner.error``); the rest go on."""
+    if len(learners) == 1 and alone_because(learners[0]) is not None:
         _train_alone(learners[0], epochs, on_epoch)
-    return None
+        return
+    if len(learners) > 1 and any(alone_because(learner) is not None for learner in learners):
+        raise ValueError("train_stack takes one group of stack_groups: these learners cannot share a stack")
+    Stack(learners).train(epochs, on_epoch)
 
 
 def _train_alone(learner: Learner, epochs: int, on_epoch: Any) -> None:
@@ -381,28 +402,6 @@ def _step_alone(learner: Learner, epoch: int, step: int) -> None:
     learner.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     learner.after_backward(loss, logits, y)
-
-
-def partition(learners: list[Learner]) -> list[list[Learner]]:
-    """Learners grouped by what stacking needs them to share, in their order; unstackable ones alone."""
-    groups: dict[Any, list[Learner]] = {}
-    for learner in learners:
-        key = stack_signature(learner)
-        groups.setdefault(key if key is not None else id(learner), []).append(learner)
-    return list(groups.values())
-
-
-def _why_not_stacked(learners: list[Learner]) -> str | None:
-    if len(learners) < 2:
-        return None
-    first = learners[0]
-    why = alone_because(first)
-    if why is not None:
-        return why
-    if len({stack_signature(learner) for learner in learners}) > 1:
-        return "the models differ in architecture, precision or batch size"
-    shape = tuple(first.x_all.shape[1:])
-    return probe([learner.model for learner in learners], shape, first.device)
 
 
 STREAMS = ("shuffle", "augmenter", "regularizer", "model")

@@ -21,7 +21,7 @@ from octbench.plugins import PluginHost
 from octbench.runner import run_suite
 from octbench.stack import GroupedModel, probe, unstackable
 from octbench.suite import Train
-from octbench.train import Learner, train_stack
+from octbench.train import Learner, stack_groups, train_stack
 from tests.conftest import spy_plugin_path
 
 HOSTILE = Path(__file__).resolve().parent / "plugins" / "hostile.py"
@@ -160,7 +160,8 @@ def test_members_with_different_training_sizes_train_their_own_epochs():
         Learner(m, d, d, config=config, epochs=2, augmenters=[], regularizers=[], seed=i, num_classes=4)
         for i, (m, d) in enumerate(zip(models, data, strict=True))
     ]
-    assert train_stack(learners, config=config, epochs=2) is None
+    assert [len(group.learners) for group in stack_groups(learners)] == [2], "they stack"
+    train_stack(learners, epochs=2)
     assert [learner.steps for learner in learners] == [3, 5]  # 70 = 2 x 32 + 6; 130 = 4 x 32 + 2
     assert all(learner.error is None and learner.result.epochs_run == 2 for learner in learners)
 

@@ -14,7 +14,7 @@ from octbench.plugins import PluginHost
 from octbench.stacked import STEP, BatchedCrossEntropy, Stack
 from octbench.suite import Train
 from octbench.testing import stacked_update_problem
-from octbench.train import Learner, train_stack
+from octbench.train import Learner, stack_groups, train_stack
 
 OPTIMIZERS = [
     ("adam", {"beta1": 0.8, "beta2": 0.99}),
@@ -100,11 +100,12 @@ def test_schedules_and_early_stopping_stay_per_member_in_a_stack():
     def regularizers(seed):  # member 0 never stops early, the others after their second epoch
         return [("one-cycle", {}), ("early-stopping", {"patience": 1, "min_delta": 0.01 if seed else 0.0})]
 
-    stacked, config = _learners(3, regularizers=regularizers, epochs=4)
+    stacked, _ = _learners(3, regularizers=regularizers, epochs=4)
     alone, _ = _learners(3, regularizers=regularizers, epochs=4)
-    assert train_stack(stacked, config=config, epochs=4) is None
+    assert [len(group.learners) for group in stack_groups(stacked)] == [3], "they stack"
+    train_stack(stacked, epochs=4)
     for learner in alone:
-        train_stack([learner], config=config, epochs=4)
+        train_stack([learner], epochs=4)
     assert len({learner.result.epochs_run for learner in stacked}) > 1, "one member stopped before another"
     for mine, theirs in zip(stacked, alone, strict=True):
         assert mine.error is None and theirs.error is None
@@ -121,9 +122,9 @@ def test_schedules_and_early_stopping_stay_per_member_in_a_stack():
 
 
 def test_stacked_members_get_their_own_tensors_back():
-    learners, config = _learners(2)
+    learners, _ = _learners(2)
     before = copy.deepcopy([learner.model for learner in learners])
-    train_stack(learners, config=config, epochs=1)
+    train_stack(learners, epochs=1)
     first, second = (list(learner.model.parameters()) for learner in learners)
     assert first[0].untyped_storage().data_ptr() != second[0].untyped_storage().data_ptr()
     assert first[0].untyped_storage().nbytes() == first[0].numel() * first[0].element_size()
