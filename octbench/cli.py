@@ -22,6 +22,33 @@ class UserError(click.ClickException):
 
 
 class Cli(click.Group):
+    """octbench's commands, and those plugins add through ``register_commands`` (loaded only when a name is not
+    one of octbench's own, or for the list in ``--help``: the core commands start without loading plugins)."""
+
+    plugins_added = False
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands:
+            self._add_plugin_commands(strict=True)
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands(strict=False)
+        return super().list_commands(ctx)
+
+    def _add_plugin_commands(self, strict: bool) -> None:
+        if self.plugins_added:
+            return
+        self.plugins_added = True
+        from octbench.plugins import PluginHost
+
+        try:
+            PluginHost.load().add_commands(self)
+        except OctbenchError as exc:
+            if strict:
+                raise UserError(str(exc)) from None
+            click.echo(f"warning: plugins' commands are not listed: {exc}", err=True)
+
     def invoke(self, ctx: click.Context):
         try:
             with stop_on_sigterm():
@@ -283,72 +310,6 @@ def new_plugin(name, kind, folder) -> None:
 
     root = write(name, kind, Path(folder))
     click.echo(f"wrote {root}\nnext: pip install -e {root} && pytest {root}")
-
-
-@cli.group()
-def data() -> None:
-    """MedMNIST data files: list, fetch, verify."""
-
-
-_data_dir = click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with MedMNIST .npz files.")
-
-
-@data.command("list")
-@_data_dir
-def data_list(data_dir) -> None:
-    """Every 2D single-label MedMNIST flag, its sizes and which files are present."""
-    from octbench.data import medmnist
-
-    directory = medmnist.data_dir(data_dir)
-    click.echo(f"data directory: {directory}")
-    for flag, entry in sorted(medmnist.info().items()):
-        present = [str(s) for s in medmnist.sizes(flag) if (directory / medmnist.file_name(flag, s)).exists()]
-        n = entry["n_samples"]
-        click.echo(
-            f"  {flag:<16} {entry['task']:<19} {len(entry['label'])} classes  {entry['n_channels']} ch  "
-            f"train/val/test {n['train']}/{n['val']}/{n['test']}  present: {', '.join(present) or '-'}"
-        )
-
-
-@data.command("fetch")
-@click.argument("flag")
-@click.option("--size", type=click.Choice(["28", "64", "128", "224"]), default="28", show_default=True)
-@_data_dir
-def data_fetch(flag, size, data_dir) -> None:
-    """Download FLAG's file (checked against medmnist's MD5) into the data directory."""
-    from octbench.data import medmnist
-
-    path, md5 = medmnist.locate(flag, int(size), medmnist.data_dir(data_dir), fetch=True, progress=True)
-    click.echo(f"{path} (MD5 {md5} verified)")
-
-
-@data.command("verify")
-@_data_dir
-def data_verify(data_dir) -> None:
-    """Check the MD5 of every MedMNIST file in the data directory."""
-    from octbench.data import medmnist
-    from octbench.data.files import verified_md5
-    from octbench.errors import DataError
-
-    directory = medmnist.data_dir(data_dir)
-    checked, bad = 0, []
-    for flag in sorted(medmnist.info()):
-        for size in medmnist.sizes(flag):
-            path = directory / medmnist.file_name(flag, size)
-            if not path.exists():
-                continue
-            checked += 1
-            try:
-                verified_md5(path, medmnist.source(flag, size)[1])
-                click.echo(f"ok   {path}")
-            except DataError as exc:
-                bad.append(str(exc))
-                click.echo(f"BAD  {path}")
-    if not checked:
-        raise OctbenchError(f"no MedMNIST files in {directory}. Fetch one with `octbench data fetch octmnist`.")
-    if bad:
-        raise OctbenchError(f"{len(bad)} of {checked} files failed: " + " | ".join(bad))
-    click.echo(f"{checked} files verified")
 
 
 def main() -> None:

@@ -68,3 +68,9 @@ def register_report_sections(register):
 @hookspec
 def register_executors(register):
     """Register ``Executor`` subclasses: ways to run a suite's cells (local processes, a Ray cluster, SLURM...)."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``octbench`` command line: ``cli`` is its click group (``cli.add_command(my_group)``).
+    A dataset plugin's own commands live with it (MedMNIST's ``octbench data``); a name the core uses is refused."""

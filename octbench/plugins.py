@@ -80,6 +80,25 @@ class PluginHost:
             ) from None
         return cls(manager, broken)
 
+    def add_commands(self, group: Any) -> None:
+        """Every plugin's ``register_commands`` on the click ``group``; a plugin that replaces one of the group's own
+        commands is refused, naming it."""
+        own = dict(group.commands)
+        for impl in self.manager.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=group)
+            except (Exception, SystemExit) as exc:
+                raise PluginError(
+                    f"plugin '{impl.plugin_name}' failed in register_commands: {type(exc).__name__}: {exc}"
+                ) from None
+            replaced = sorted(name for name, command in own.items() if group.commands.get(name) is not command)
+            if replaced:
+                group.commands.update(own)
+                raise PluginError(
+                    f"plugin '{impl.plugin_name}' registered a command named {', '.join(replaced)}, which octbench's "
+                    "own command line uses: give it another name."
+                )
+
     def _collect(self) -> None:
         for hook_attr, kind in HOOK_KINDS.items():
             hook = getattr(self.manager.hook, hook_attr)

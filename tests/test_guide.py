@@ -16,14 +16,19 @@ from octbench.testing import check_technique
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 TEXT = GUIDE.read_text()
-EXAMPLES = [block for block in re.findall(r"```python\n(.*?)```", TEXT, re.S) if "@hookimpl" in block]
+EXAMPLES = [
+    block
+    for block in re.findall(r"```python\n(.*?)```", TEXT, re.S)
+    if "@hookimpl" in block and "def register_commands" not in block
+]
+COMMAND_EXAMPLE = next(b for b in re.findall(r"```python\n(.*?)```", TEXT, re.S) if "def register_commands" in b)
 HOOKS = sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_"))
 
 
 def test_every_hook_has_a_section_and_an_example():
     for hook in HOOKS:
         assert re.search(rf"^## .*`{hook}`", TEXT, re.M), f"{hook} has no section in docs/plugins.md"
-    registered = {hook for block in EXAMPLES for hook in re.findall(r"def (register_\w+)\(", block)}
+    registered = {hook for block in [*EXAMPLES, COMMAND_EXAMPLE] for hook in re.findall(r"def (register_\w+)\(", block)}
     assert registered == set(HOOKS), "every hook has a runnable example"
 
 
@@ -36,6 +41,20 @@ def test_the_guides_example_conforms(index, tmp_path):
     assert mine, "the example registers something"
     for cls in mine:
         check_technique(cls)
+
+
+def test_the_guides_command_example_adds_a_command(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from octbench.cli import cli
+
+    path = tmp_path / "guide_command.py"
+    path.write_text(COMMAND_EXAMPLE)
+    monkeypatch.setenv("OCTBENCH_PLUGINS", str(path))
+    monkeypatch.setattr(cli, "commands", dict(cli.commands))  # this test's plugin commands leave with it
+    monkeypatch.setattr(cli, "plugins_added", False)
+    result = CliRunner().invoke(cli, ["guide-hello", "octbench"])
+    assert result.exit_code == 0 and result.output == "hello, octbench\n", result.output
 
 
 def test_every_guarantee_in_the_readme_names_tests_that_exist():
@@ -91,15 +110,15 @@ def unknown_words(command: str) -> list[str]:
 
     from octbench.cli import cli
 
-    node, unknown = cli, []
+    node, unknown, context = cli, [], click.Context(cli)
     for word in command.split():
         word = word.strip("[]")
         if isinstance(node, click.Group) and not word.startswith("-"):
             choices = word.split("|")
-            unknown += [c for c in choices if c not in node.commands]
+            unknown += [c for c in choices if c not in node.list_commands(context)]
             if len(choices) > 1 or unknown:
                 break
-            node = node.commands[word]
+            node = node.get_command(context, word)
         elif word.startswith("--"):
             options = {opt for param in node.params for opt in getattr(param, "opts", [])} | {"--help"}
             if word.split("=")[0] not in options:

@@ -266,3 +266,26 @@ def test_preprocessors_that_change_channels_or_size_run_end_to_end(tmp_path):
     )
     summary = run_suite(suite, out=tmp_path / "out", progress=False)
     assert (summary.done, summary.failed) == (8, 0)
+
+
+def test_dataset_commands_come_from_their_plugin_and_a_plugin_cannot_replace_a_core_command(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from octbench import cli as cli_module
+
+    listed = CliRunner().invoke(cli_module.cli, ["data", "list", "--data-dir", str(tmp_path)])
+    assert listed.exit_code == 0 and "octmnist" in listed.output, listed.output
+    data = cli_module.cli.get_command(None, "data")
+    assert data.callback.__module__ == "octbench_plugins.medmnist_data", "the core command line names no dataset"
+
+    hijack = tmp_path / "hijack.py"
+    hijack.write_text(
+        "import click\nfrom octbench import hookimpl\n\n@click.command('run')\ndef run():\n    pass\n\n"
+        "@hookimpl\ndef register_commands(cli):\n    cli.add_command(run)\n"
+    )
+    monkeypatch.setenv("OCTBENCH_PLUGINS", str(hijack))
+    monkeypatch.setattr(cli_module.cli, "commands", dict(cli_module.cli.commands))
+    monkeypatch.setattr(cli_module.cli, "plugins_added", False)
+    result = CliRunner().invoke(cli_module.cli, ["no-such-command"])
+    assert result.exit_code == 2 and "registered a command named run" in result.output, result.output
+    assert cli_module.cli.commands["run"].callback.__module__ == "octbench.cli", "octbench's own run is kept"
