@@ -36,19 +36,19 @@ def others_cpu_use(seconds: float = 0.1) -> float | None:
 
 def decide() -> str:
     """The wait policy of this process and the processes it starts, and why: decided on the first call, which
-    samples the CPU for 0.1 s unless the environment already says (``OMP_WAIT_POLICY``, or a parent's decision)."""
+    samples the CPU for 0.1 s unless the environment already says (``OMP_WAIT_POLICY``, or a parent's decision).
+    Called after torch has loaded (``run_suite`` from a script), it still decides for the worker processes."""
     if "OMP_WAIT_POLICY" in os.environ:
         return os.environ.get("OCTBENCH_WAIT_POLICY") or f"{os.environ['OMP_WAIT_POLICY']} (set in the environment)"
     if os.environ.get("OCTBENCH_WAIT_POLICY"):  # a worker process: its parent decided
         return os.environ["OCTBENCH_WAIT_POLICY"]
-    if "torch" in sys.modules:  # too late to change: say what holds rather than set what cannot act
-        decided = "spinning, torch's default (torch was loaded before octbench could decide)"
+    busy = others_cpu_use()
+    if busy is not None and busy >= 0.5:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        decided = f"PASSIVE (other processes were using {busy:.1f} cores when octbench started)"
+        if "torch" in sys.modules:  # OpenMP read the policy when torch loaded: only new processes get it
+            decided += "; for its worker processes only: this process had loaded torch before it decided"
     else:
-        busy = others_cpu_use()
-        if busy is not None and busy >= 0.5:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-            decided = f"PASSIVE (other processes were using {busy:.1f} cores when octbench started)"
-        else:
-            decided = "spinning, torch's default (the CPU was idle when octbench started)"
+        decided = "spinning, torch's default (the CPU was idle when octbench started)"
     os.environ["OCTBENCH_WAIT_POLICY"] = decided
     return decided

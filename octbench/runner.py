@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from octbench.cell import CellResult, CellTask
 from octbench.console import console
+from octbench.cpu_wait import decide as wait_policy
 from octbench.device import describe
 from octbench.errors import Interrupted, OctbenchError
 from octbench.lock import folder_lock
@@ -80,6 +81,7 @@ def run_suite(
     every variant on a sample (``octbench.preflight``), and stop with every problem found before anything is
     written."""
     started = time.perf_counter()
+    wait_policy()  # before any worker process starts, which inherits it (the command line decided already)
     plan = plan_run(
         suite_file, overrides=overrides, quick=quick, device=device, data_dir=data_dir, out=out, claim=True,
         progress=progress,
