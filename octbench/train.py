@@ -394,6 +394,19 @@ def _train_alone(learner: Learner, epochs: int, on_epoch: Any) -> None:
         guard(learner, learner.finish)
 
 
+def alone_images_per_s(learner: Learner, seconds: float) -> float:
+    """Training images per second of a model that trains alone, timed for about ``seconds`` after two warm-up
+    steps on its first batch (the precision trial, ``octbench.tuning``); the learner trains, so give it a copy."""
+    learner.begin_epoch(0)
+    for _ in range(2):
+        _step_alone(learner, 0, 0)
+    steps, start = 0, clock(learner.device)
+    while clock(learner.device) - start < seconds:
+        _step_alone(learner, 0, 0)
+        steps += 1
+    return steps * learner.batch / (clock(learner.device) - start)
+
+
 def _step_alone(learner: Learner, epoch: int, step: int) -> None:
     x, targets, y = learner.next_batch(epoch, step)
     with autocast(learner.device, learner.use_amp):

@@ -17,7 +17,6 @@ import contextlib
 import copy
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,10 @@ from typing import Any
 import torch
 
 from octbench.data.files import cache_dir, write_atomically
-from octbench.device import as_float, autocast, cpu_model, describe
+from octbench.device import cpu_model, describe
 from octbench.stacked import Stack
 from octbench.suite import Suite, Train, canonical_json
-from octbench.train import Learner, bf16_native, make_optimizer
+from octbench.train import Learner, alone_because, alone_images_per_s, bf16_native, fast_path
 
 TRIAL_SECONDS = 0.25
 PRECISIONS = ("bf16", "fp32")
@@ -104,26 +103,8 @@ def precision(
 
 
 def _images_per_s(model: torch.nn.Module, image, num_classes: int, config, device, bf16: bool) -> float:
-    trial = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last).train()
-    optimizer = make_optimizer(trial, config.optimizer.options(), device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    x = torch.randint(0, 256, (config.batch_size, *image), generator=generator, device=device, dtype=torch.uint8)
-    y = torch.randint(0, num_classes, (config.batch_size,), generator=generator, device=device)
-
-    def step() -> None:
-        with autocast(device, bf16):
-            loss = torch.nn.functional.cross_entropy(trial(as_float(x, True)).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(2):
-        step()
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < TRIAL_SECONDS:
-        step()
-        steps += 1
-    return steps * config.batch_size / (time.perf_counter() - start)
+    """The precision trial: one cell's training step, in bf16 or float32 (``_trial``)."""
+    return _trial(model, 1, image, num_classes, config, device, precision=(bf16, fast_path(config, device)[1]))
 
 
 def stack_size(
@@ -145,14 +126,24 @@ def stack_size(
 
 
 def _stack_images_per_s(model: torch.nn.Module, size: int, image, num_classes: int, config: Train, device) -> float:
+    """The stack-size trial: ``size`` cells' training step as one stack (``_trial``)."""
+    return _trial(model, size, image, num_classes, config, device)
+
+
+def _trial(model: torch.nn.Module, size: int, image, num_classes: int, config: Train, device, precision=None) -> float:
+    """Training images per second (summed over ``size`` copies of ``model``) through the step cells run: a stack
+    (``octbench.stacked``), or for a model that cannot be stacked the step it trains alone with, on random uint8
+    images at the suite's batch size, for about ``TRIAL_SECONDS`` after two warm-up steps."""
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.randint(0, 256, (config.batch_size, *image), generator=generator, device=device, dtype=torch.uint8)
     y = torch.randint(0, num_classes, (config.batch_size,), generator=generator, device=device)
     learners = [
         Learner(copy.deepcopy(model).to(device), (x, y), (x, y), config=config, epochs=1, augmenters=[],
-                regularizers=[], seed=seed, num_classes=num_classes)
+                regularizers=[], seed=seed, num_classes=num_classes, precision=precision)
         for seed in range(size)
     ]  # fmt: skip
+    if size == 1 and alone_because(learners[0]) is not None:
+        return alone_images_per_s(learners[0], TRIAL_SECONDS)
     return Stack(learners).images_per_s(TRIAL_SECONDS)
 
 
