@@ -5,6 +5,9 @@
 - ``octbench_register``: makes a plugin module (a file path or an importable name) visible to every
   ``PluginHost.load()`` in the test, and only in that test.
 - ``octbench_run``: runs a suite file to completion in a temporary folder and returns the summary.
+
+It also registers the ``slow`` marker, which the conformance kit puts on checks that train a run, so that
+``pytest -m "not slow"`` is a fast tier in a plugin's own tests as in octbench's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ defaults: {{model: {{name: cnn, widths: [8, 16], hidden: 16}}}}
 {plugins}variants:
 {variants}
 """
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than about a second; the fast tier is -m 'not slow'")
 
 
 @pytest.fixture

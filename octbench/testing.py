@@ -507,6 +507,12 @@ def check_executor_runs_every_cell_once(cls):
         _fail(cls, "check_executor_runs_every_cell_once", f"a tiny cell failed: {failed[0]}")
 
 
+def _slow_checks() -> dict:
+    import pytest
+
+    return {check: (pytest.mark.slow,) for check in (check_executor_runs_every_cell_once, check_report_section_renders)}
+
+
 COMMON: list[Check] = [check_declaration, check_parameters_validated, check_fresh_instances]
 BY_BASE: list[tuple[type, list[Check]]] = [
     (Resampler, [check_resampler_output, check_resampler_deterministic, check_resampler_sees_training_data_only]),
@@ -561,6 +567,10 @@ def parametrize_with_checks(classes: Iterable[type[Technique]]):
 
         return run
 
-    pairs = [(cls, skipping(check)) for cls in classes for check in checks_for(cls)]
-    ids = [f"{cls.name}-{check.__name__}" for cls, check in pairs]
-    return pytest.mark.parametrize(("technique", "check"), pairs, ids=ids)
+    slow = _slow_checks()  # checks that train a run: marked slow, out of a `-m "not slow"` tier
+    pairs = [
+        pytest.param(cls, skipping(check), id=f"{cls.name}-{check.__name__}", marks=slow.get(check, ()))
+        for cls in classes
+        for check in checks_for(cls)
+    ]
+    return pytest.mark.parametrize(("technique", "check"), pairs)

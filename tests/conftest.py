@@ -15,6 +15,22 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnis
 SPY_PLUGINS = Path(__file__).resolve().parent / "plugins" / "spies.py"
 
 
+def pytest_configure(config):
+    """With test workers side by side (pytest-xdist), torch's CPU threads wait passively, as octbench itself decides
+    on a machine already busy: two workers' spinning threads on two cores starve each other (octbench.cpu_wait).
+    Set here, in the process that starts the workers, before any of them loads torch."""
+    if getattr(config.option, "numprocesses", None):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that starts Ray runs in one test worker, one after another: tests/test_ray.py (one cluster for
+    the module) and the conformance kit's check of the ray executor."""
+    for item in items:
+        if item.nodeid.startswith("tests/test_ray.py") or "[ray-" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def tuning_file(tmp_path_factory) -> Path:
     """One record of measured choices (bf16 or float32) for the whole test session, as one machine keeps: a timed

@@ -63,6 +63,7 @@ def test_suite_wall_splits_the_wall_time_into_stages(tmp_path):
     assert (tmp_path / "run" / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_stack_dispatch_counts_the_operators_of_a_step(tmp_path):
     result = run_script(
         "stack_dispatch.py", "--sizes", "1", "3", "--batch", "8", "--steps", "2", tmp_path=tmp_path

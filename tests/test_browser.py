@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "reports" / "breastmnist-example" / "report.html"
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = [
@@ -52,6 +52,7 @@ def page(browser):
     page.close()
 
 
+@pytest.mark.slow
 def test_report_loads_renders_images_and_sorts(page, run_dir, tmp_path):
     page.goto((run_dir / "report.html").resolve().as_uri())
     page.wait_for_load_state("load")
@@ -90,6 +91,7 @@ def report_page(which: str, request) -> Path:
     return out / "report.html"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width", [390, 1400])
 @pytest.mark.parametrize("which", ["smoke", "breastmnist-example"])
 def test_the_page_fits_phones_and_wide_screens_with_every_compare_view(browser, request, which, width, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from octbench import cache
 from octbench.runner import run_suite
 from tests.conftest import stored_metrics
@@ -24,6 +26,7 @@ def cell_metrics(out):
     return stored_metrics(out), timings
 
 
+@pytest.mark.slow
 def test_cached_and_uncached_runs_give_identical_metrics(tiny_suite, tmp_path, monkeypatch):
     suite = tiny_suite(VARIANTS)
     monkeypatch.setenv("OCTBENCH_NO_CACHE", "1")
@@ -41,6 +44,7 @@ def test_cached_and_uncached_runs_give_identical_metrics(tiny_suite, tmp_path, m
     assert all(t["resample_cached"] == 1.0 for (variant, _), t in timings.items() if variant == "clahe-smote")
 
 
+@pytest.mark.slow
 def test_within_a_run_variants_share_the_stateless_prefix(tiny_suite, tmp_path):
     run_suite(tiny_suite(VARIANTS), out=tmp_path / "out", progress=False)
     _, timings = cell_metrics(tmp_path / "out")
@@ -48,6 +52,7 @@ def test_within_a_run_variants_share_the_stateless_prefix(tiny_suite, tmp_path):
     assert sum(t["preprocess_cached"] == 0.0 for t in timings.values()) == 1
 
 
+@pytest.mark.slow
 def test_changed_parameters_miss_the_cache(tiny_suite, tmp_path):
     run_suite(tiny_suite(VARIANTS), out=tmp_path / "a", progress=False)
     run_suite(tiny_suite(VARIANTS.replace("tile_grid: 4", "tile_grid: 2")), out=tmp_path / "b", progress=False)

@@ -119,6 +119,7 @@ def test_wrong_md5_data_file_exits_2_and_says_what_to_do(tmp_path):
     assert verify.exit_code == 2 and "BAD" in verify.output
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_no_traceback(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: [unclosed\n")
@@ -150,6 +151,7 @@ def test_data_list_shows_flags_and_presence(shared_data):
     assert invoke("data", "verify", "--data-dir", shared_data).exit_code == 0
 
 
+@pytest.mark.slow
 def test_xss_in_a_variant_name_renders_as_text(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(GOOD.replace("- name: a", "- name: '<script>alert(1)</script>'"))
@@ -159,6 +161,7 @@ def test_xss_in_a_variant_name_renders_as_text(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
+@pytest.mark.slow
 def test_smoke_suite_end_to_end_then_resumes(smoke_dir):
     out, _ = smoke_dir  # the session's run of suites/smoke.yaml through this CLI
     html = (out / "report.html").read_text()
@@ -187,6 +190,7 @@ def test_report_of_a_folder_without_results(tmp_path):
     assert result.exit_code == 2 and "no results" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_real_breastmnist_run(tmp_path, shared_data):
     path = tmp_path / "s.yaml"

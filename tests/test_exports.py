@@ -62,6 +62,7 @@ def test_the_latex_export_compiles_with_pdflatex(run_dir, tmp_path):
     assert (tmp_path / "report.pdf").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_predictions_reproduce_the_reports_numbers_with_scikit_learn(run_dir, tmp_path):
     out = tmp_path / "predictions.csv"
     assert report(run_dir, "--format", "predictions", "--output", out).exit_code == 0
@@ -101,6 +102,7 @@ def test_predictions_reproduce_the_reports_numbers_with_scikit_learn(run_dir, tm
         assert auc == pytest.approx(row["test_ensemble_auc"], abs=2e-3)  # probabilities near 1 tie; log-odds do not
 
 
+@pytest.mark.slow
 def test_figures_are_written_as_svg_pdf_and_300_dpi_png(run_dir, tmp_path):
     from PIL import Image
 

@@ -137,6 +137,7 @@ SLOW = "{name: slow, regularizers: [{name: slow-down, seconds: 0.3}]}"
 # --- signals and processes ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_run_renders_what_finished_and_resumes(tmp_path):
     # the second variant's cells wait for a gate that stays shut: the signal surely lands while one is running
     gate = tmp_path / "gate"
@@ -159,6 +160,7 @@ def test_sigterm_stops_the_run_renders_what_finished_and_resumes(tmp_path):
     consistent(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
 def test_stopping_a_parallel_run_leaves_no_workers_behind(tmp_path, how):
     # each cell sleeps 3 s, so after the first finishes the others are still running when the signal lands (0.6 s
@@ -187,6 +189,7 @@ def test_stopping_a_parallel_run_leaves_no_workers_behind(tmp_path, how):
     consistent(out)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_its_cell_and_the_suite_goes_on(tmp_path):
     flag = tmp_path / "killed-once"
     suite = suite_file(
@@ -201,6 +204,7 @@ def test_a_killed_worker_fails_its_cell_and_the_suite_goes_on(tmp_path):
     consistent(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_a_stack_whose_worker_dies_is_retried_cell_by_cell(tmp_path):
     flag = tmp_path / "killed-once"
     suite = suite_file(
@@ -214,6 +218,7 @@ def test_a_stack_whose_worker_dies_is_retried_cell_by_cell(tmp_path):
     consistent(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_busy_folder_exits_2_naming_the_first(tmp_path):
     # the first run's cells wait at a gate the test opens only after both attempts: it is surely still running
     gate = tmp_path / "gate"
@@ -231,6 +236,7 @@ def test_a_second_run_into_a_busy_folder_exits_2_naming_the_first(tmp_path):
     consistent(out)
 
 
+@pytest.mark.slow
 def test_sys_exit_in_a_plugin_fails_its_cell_not_the_suite(tmp_path):
     summary = run_suite(
         suite_file(tmp_path, ["{name: baseline}", "{name: quits, regularizers: [exits]}"]),
@@ -243,6 +249,7 @@ def test_sys_exit_in_a_plugin_fails_its_cell_not_the_suite(tmp_path):
     consistent(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_cells_past_their_time_limit_are_recorded_as_failed(tmp_path, monkeypatch):
     from octbench import workers
 
@@ -274,6 +281,7 @@ def test_cells_past_their_time_limit_are_recorded_as_failed(tmp_path, monkeypatc
 HANGS = ["{name: baseline}", "{name: hangs, regularizers: [hangs]}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["{stack: 1}", "{stack: 1, parallel: 2}"], ids=["default", "parallel"])
 def test_a_plugin_that_never_returns_fails_only_its_cells_in_every_executor(tmp_path, executor):
     """A hang outside the training loop (configure_model), with the preflight skipped: stopped at the limit, where
@@ -289,6 +297,7 @@ def test_a_plugin_that_never_returns_fails_only_its_cells_in_every_executor(tmp_
     consistent(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_the_trial_of_each_variant_has_a_time_limit_too(tmp_path):
     suite = suite_file(tmp_path, HANGS)
     result = invoke("run", suite, "--out", tmp_path / "out", "--no-progress", "--set", "train.timeout=6")
@@ -301,6 +310,7 @@ def test_the_trial_of_each_variant_has_a_time_limit_too(tmp_path):
 # --- hostile plugins and datasets --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_hostile_plugins_fail_only_their_own_cells(tmp_path):
     variants = [
         "{name: baseline}",
@@ -350,6 +360,7 @@ def test_a_dataset_that_breaks_its_contract_exits_2_before_anything_is_written(t
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_test_split_missing_a_class_still_reports(tmp_path):
     suite = suite_file(
         tmp_path,
@@ -372,6 +383,7 @@ HOSTILE_NAMES = [
 ]
 
 
+@pytest.mark.slow
 def test_hostile_names_in_every_place_a_name_appears(tmp_path):
     variants = ["{name: baseline}"] + [json.dumps({"name": n}) for n in HOSTILE_NAMES]
     variants.append(json.dumps({"name": "fails [/x]", "model": "failing-model"}))
@@ -401,6 +413,7 @@ def test_hostile_names_in_every_place_a_name_appears(tmp_path):
     consistent(out)
 
 
+@pytest.mark.slow
 def test_datasets_that_share_an_md5_label_do_not_share_preprocessed_images(tmp_path):
     for invert in ("false", "true"):
         suite = suite_file(
@@ -415,6 +428,7 @@ def test_datasets_that_share_an_md5_label_do_not_share_preprocessed_images(tmp_p
     assert _metrics(tmp_path / "false", "clahe") != _metrics(tmp_path / "true", "clahe")
 
 
+@pytest.mark.slow
 def test_editing_a_plugin_file_reruns_exactly_the_cells_that_use_it(tmp_path):
     plugin = tmp_path / "mine.py"
     source = (
@@ -442,6 +456,7 @@ def test_editing_a_plugin_file_reruns_exactly_the_cells_that_use_it(tmp_path):
     assert provenance["plugins"]["model:cnn"]["distribution"] == "octbench"
 
 
+@pytest.mark.slow
 def test_quick_runs_never_replace_full_results(tmp_path, monkeypatch):
     suite = suite_file(tmp_path, ["{name: baseline}"])
     assert run_suite(suite, out=tmp_path / "full", progress=False).done == 2
@@ -453,6 +468,7 @@ def test_quick_runs_never_replace_full_results(tmp_path, monkeypatch):
     assert quick.out == Path("reports") / "faults-quick"
 
 
+@pytest.mark.slow
 def test_every_variant_sees_the_same_batch_order_in_every_epoch(tmp_path):
     logs = {name: tmp_path / f"{name}.jsonl" for name in ("plain", "drawing", "augmented")}
     variants = [
@@ -506,6 +522,7 @@ def test_a_cell_whose_training_collapses_is_warned_about(capsys):
 # --- the store and the cache -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_damaged_foreign_or_future_databases_are_one_line_errors(tmp_path):
     suite = suite_file(tmp_path, ["{name: baseline}"])
     garbage = tmp_path / "garbage"
@@ -534,6 +551,7 @@ def test_damaged_foreign_or_future_databases_are_one_line_errors(tmp_path):
     assert result.exit_code == 2 and "schema version 99" in result.output
 
 
+@pytest.mark.slow
 def test_corrupted_cache_entries_are_recomputed(tmp_path):
     suite = suite_file(tmp_path, ["{name: clahe, preprocessors: [clahe]}", "{name: smote, preprocessors: [smote]}"])
     assert run_suite(suite, out=tmp_path / "first", progress=False).failed == 0
@@ -562,6 +580,7 @@ def tmpfs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@pytest.mark.slow
 def test_a_read_only_results_folder_still_reports_and_refuses_a_run(tmp_path):
     suite = suite_file(tmp_path, ["{name: baseline}"])
     assert run_suite(suite, out=tmp_path / "made", progress=False).done == 2
@@ -577,6 +596,7 @@ def test_a_read_only_results_folder_still_reports_and_refuses_a_run(tmp_path):
         assert result.exit_code == 2 and "Choose a writable --out" in result.output
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_exit_2_and_keeps_every_stored_cell(tmp_path):
     big = "{name: synthetic-oct, n_train: 3000, n_val: 400, n_test: 400}"
     suite = suite_file(tmp_path, ["{name: a}", "{name: b}", "{name: c}"], dataset=big, folds=3)
@@ -681,6 +701,7 @@ class Misbehaving:
         self.socket.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("how", "message"), [("garbage", "failed"), ("short", "ended after"), ("drip", "stalled")])
 def test_misbehaving_download_servers_leave_nothing_behind(tmp_path, monkeypatch, how, message):
     from octbench.data import files
@@ -697,6 +718,7 @@ def test_misbehaving_download_servers_leave_nothing_behind(tmp_path, monkeypatch
     assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())
 
 
+@pytest.mark.slow
 def test_a_killed_download_leaves_no_part_file(tmp_path):
     server = Misbehaving("drip")
     code = (
@@ -727,6 +749,7 @@ def test_stored_arrays_handed_to_plugins_are_read_only(tmp_path):
             array[0] = np.zeros_like(array[0])
 
 
+@pytest.mark.slow
 def test_interrupting_run_suite_raises_with_the_summary(tmp_path, monkeypatch):
     from octbench_plugins import executors
 

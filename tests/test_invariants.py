@@ -57,6 +57,7 @@ def stored_cells(out):
         conn.close()
 
 
+@pytest.mark.slow
 def test_nothing_fitted_resampled_or_augmented_sees_held_out_or_test_images(write_suite, tmp_path):
     log = tmp_path / "spy.jsonl"
     suite = spy_suite(write_suite, log)
@@ -100,6 +101,7 @@ def test_nothing_fitted_resampled_or_augmented_sees_held_out_or_test_images(writ
     store.close()
 
 
+@pytest.mark.slow
 def test_every_variant_of_a_seed_sees_the_same_folds(write_suite, tmp_path):
     suite = spy_suite(write_suite, tmp_path / "spy.jsonl")
     run_suite(suite, out=tmp_path / "out", progress=False)
@@ -115,6 +117,7 @@ def test_every_variant_of_a_seed_sees_the_same_folds(write_suite, tmp_path):
     assert all_held == list(range(120)), "each pool image is held out exactly once per seed"
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_then_resume_loses_only_cells_in_flight(tiny_suite, tmp_path):
     gate = tmp_path / "gate"  # b's cells wait for it: the kill surely lands mid-run
     suite = tiny_suite(
@@ -152,6 +155,7 @@ def test_kill_minus_nine_then_resume_loses_only_cells_in_flight(tiny_suite, tmp_
     assert again.done == 0 and again.skipped == 6
 
 
+@pytest.mark.slow
 def test_changed_configuration_reruns_and_fresh_starts_over(tiny_suite, tmp_path):
     suite = tiny_suite("- name: a")
     out = tmp_path / "out"
@@ -164,6 +168,7 @@ def test_changed_configuration_reruns_and_fresh_starts_over(tiny_suite, tmp_path
     assert fresh.done == 2 and fresh.skipped == 0
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tiny_suite, tmp_path):
     suite = tiny_suite(
         """
@@ -199,6 +204,7 @@ def test_a_cell_is_reproducible(tiny_suite):
     np.testing.assert_array_equal(first.predictions["test"]["logits"], second.predictions["test"]["logits"])
 
 
+@pytest.mark.slow
 def test_every_result_carries_its_provenance(tiny_suite, tmp_path):
     run_suite(tiny_suite("- name: a"), out=tmp_path / "out", progress=False)
     conn = sqlite3.connect(tmp_path / "out" / "results.sqlite")
@@ -211,6 +217,7 @@ def test_every_result_carries_its_provenance(tiny_suite, tmp_path):
     assert devices and all(d.startswith("cpu") for d in devices)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quick", [False, True])
 def test_quick_is_recorded(tiny_suite, tmp_path, quick):
     run_suite(tiny_suite("- name: a"), out=tmp_path / "out", quick=quick, progress=False)
@@ -218,6 +225,7 @@ def test_quick_is_recorded(tiny_suite, tmp_path, quick):
     assert ("Quick run." in html) is quick
 
 
+@pytest.mark.slow
 def test_quick_subsets_the_pool_identically_in_the_check_every_cell_and_the_provenance(write_suite, tmp_path,
                                                                                         monkeypatch):  # fmt: skip
     """--quick is applied once, when the suite is read: the check's sample, each seed's cells and the provenance
@@ -251,6 +259,7 @@ def test_quick_subsets_the_pool_identically_in_the_check_every_cell_and_the_prov
         assert provenance["pools"][str(seed)] == {"rows": 60, "sha1": digest}
 
 
+@pytest.mark.slow
 def test_deterministic_algorithms_leave_cpu_results_unchanged(tiny_suite, tmp_path):
     """CPU kernels repeat exactly already; asking torch for deterministic ones must not change or break a run
     (warnings are errors in this test suite, so an op without a deterministic kernel would fail it)."""
@@ -273,6 +282,7 @@ def test_oversubscribed_parallel_cells_are_warned_about(monkeypatch):
     assert executors.oversubscription(8, 4, "cuda") is None  # GPU cells use the CPU little
 
 
+@pytest.mark.slow
 def test_parallel_cells_give_the_same_results_as_one_at_a_time(tiny_suite, tmp_path):
     suite = tiny_suite("- name: a\n- {name: b, augmenters: [{name: batch-augment, rotate: 10}]}")
     one = run_suite(suite, out=tmp_path / "one", progress=False)

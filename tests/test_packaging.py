@@ -69,6 +69,7 @@ def _broken_distribution(folder: Path) -> None:
     (folder / "broken_thing_plugins.py").write_text("raise ImportError('a missing dependency: frobnicate')\n")
 
 
+@pytest.mark.slow
 def test_a_plugin_package_that_fails_to_import_blocks_nothing(tmp_path):
     _broken_distribution(tmp_path / "site")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}

@@ -248,6 +248,7 @@ def test_environment_variables_add_and_block_plugins(tmp_path, monkeypatch):
 SHAPES = Path(__file__).resolve().parent / "plugins" / "shapes.py"
 
 
+@pytest.mark.slow
 def test_preprocessors_that_change_channels_or_size_run_end_to_end(tmp_path):
     from octbench.runner import run_suite
     from octbench.testing import check_technique

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from octbench.plugins import PluginHost
 
 PLUGIN = '''
@@ -25,6 +27,7 @@ def register_preprocessors(register):
 '''
 
 
+@pytest.mark.slow
 def test_fixtures_let_an_author_run_their_plugin(octbench_register, octbench_suite, octbench_run, tmp_path):
     plugin = tmp_path / "invert_plugin.py"
     plugin.write_text(PLUGIN)

@@ -163,6 +163,7 @@ def test_asking_for_ray_without_ray_is_one_line_naming_the_extra(tmp_path, monke
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_without_an_address_it_starts_its_own_instance_whatever_the_environment_names(monkeypatch):
     """CI once joined a dead cluster that RAY_ADDRESS / a stale /tmp/ray/ray_current_cluster named, and hung."""
     from octbench.testing import check_executor_runs_every_cell_once

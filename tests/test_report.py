@@ -143,6 +143,7 @@ def test_csv_and_json_exports(run_dir):
     assert "p_delong[normal]" in leaderboard[0], "every CSV row has every column"
 
 
+@pytest.mark.slow
 def test_merging_runs_keys_variants_by_run(run_dir, tmp_path):
     result = report(run_dir, run_dir, "--format", "json", "--output", tmp_path / "merged.json")
     assert result.exit_code == 0
@@ -151,6 +152,7 @@ def test_merging_runs_keys_variants_by_run(run_dir, tmp_path):
     assert report(run_dir, run_dir, "--output", tmp_path / "merged.html").exit_code == 0
 
 
+@pytest.mark.slow
 def test_different_datasets_make_a_study_that_says_what_it_cannot_test(run_dir, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text(SUITE.replace("n_train: 240", "n_train: 200"))
@@ -171,6 +173,7 @@ def _study_block(tmp_path, name, seed):
     return tmp_path / name
 
 
+@pytest.mark.slow
 def test_a_study_over_three_datasets_ranks_variants_with_a_critical_difference_diagram(run_dir, tmp_path):
     others = [_study_block(tmp_path, f"data{seed}", seed) for seed in (1, 2)]
     out = tmp_path / "study.html"
@@ -234,6 +237,7 @@ def _as_version_one(store_path):
     conn.close()
 
 
+@pytest.mark.slow
 def test_stores_written_by_the_first_schema_still_report_and_resume(run_dir, tmp_path):
     import hashlib
     import shutil
@@ -254,6 +258,7 @@ def test_stores_written_by_the_first_schema_still_report_and_resume(run_dir, tmp
     assert (old / "report.html").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_a_real_binary_dataset_gets_every_verdict_and_unsaturated_scores(shared_data, tmp_path):
     import numpy as np

@@ -130,6 +130,7 @@ def test_a_stacked_run_gives_every_cell_what_it_gets_alone(tmp_path):
             assert stacked_metrics[name] == pytest.approx(metrics[name], abs=0.05), (key, name)
 
 
+@pytest.mark.slow
 def test_a_nan_loss_fails_its_member_alone_and_unstackable_models_train_alone(tmp_path, capsys):
     suite = tmp_path / "s.yaml"
     suite.write_text(

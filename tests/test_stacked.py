@@ -86,6 +86,7 @@ def _operators_per_step(members: int) -> float:
     return len(inside) / len(steps)
 
 
+@pytest.mark.slow
 def test_a_stacked_step_dispatches_as_many_operators_for_45_members_as_for_one():
     """The issue's measure: outside plugin code, a step of a stack of 45 dispatches less than 10% more operators
     than a step of one (before this stacked step: about 170 for one member, 1,961 for 16)."""

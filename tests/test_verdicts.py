@@ -298,6 +298,7 @@ def test_permutation_p_agrees_with_the_exact_one_where_both_exist():
     assert stats.ranks.exact_rank_sum_p(ranks, work=10) is None, "past its budget the exact path declines"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("datasets", [3, 4, 5, 10])
 def test_the_study_test_keeps_its_level_with_few_datasets(datasets):
     """Equal variants (scores drawn alike per dataset): the test the study decides by rejects at most 5% (within
@@ -376,6 +377,7 @@ def test_ensemble_is_soft_voting_in_log_space():
     np.testing.assert_allclose(found.log_odds, np.log(mean) - np.log1p(-mean), rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_scoring_logits_are_float32_at_the_head_under_bf16():
     import torch
 

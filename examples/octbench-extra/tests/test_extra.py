@@ -20,6 +20,7 @@ def test_conformance(technique, check):
     check(technique)
 
 
+@pytest.mark.slow
 def test_every_plugin_in_a_run(octbench_suite, octbench_run):
     suite = octbench_suite(
         """
