@@ -214,98 +214,132 @@ class Prepared:
     data: Splits
     parts: dict[str, tuple[np.ndarray, np.ndarray]]
     on_device: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    evaluated: dict[str, np.ndarray]
+    indices: dict[str, np.ndarray]  # per split, the images' indices (into the pool, or the test split)
     counts: dict[str, int]
     timings: dict[str, float]
-    learner: Learner
-    device: torch.device
+    learner: Learner | None  # None until build_learner
+    device: torch.device | None
     epochs: int
     host: PluginHost
-    techniques: list[Any]
+    techniques: list[Any]  # every technique instance of the cell, for their cell_values()
     unstacked: str = ""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A cell's rows: ``pool`` indexes the dataset's pool (every row, a quick run's subset, or a check's sample);
+    ``inner``, ``val`` and ``held`` index ``pool`` (the fold's inner training part, its inner validation split, the
+    held-out fold). ``subset`` says which rows ``pool`` holds, for the preprocessing cache's key."""
+
+    pool: np.ndarray
+    inner: np.ndarray
+    val: np.ndarray
+    held: np.ndarray
+    subset: Any = "full"
+
+
+def fold_rows(task: CellTask, labels: np.ndarray) -> Rows:
+    """The rows of ``task``'s fold: a function of the pool's labels, the seed and the fold only."""
+    suite = task.suite
+    pool = folds.pool_rows(suite, labels, task.seed)
+    labels = labels[pool]
+    train, held = folds.fold_indices(labels, suite.cv.folds, task.seed, task.fold)
+    inner, val = folds.inner_split(train, labels, suite.cv.val_fraction, task.seed, task.fold)
+    return Rows(pool, inner, val, held, ["quick", QUICK_POOL, task.seed] if task.quick else "full")
 
 
 def prepare(task: CellTask, host: PluginHost) -> Prepared:
     """Load the data, preprocess it on the fold's training part only, build a fresh model and its learner."""
-    suite, variant, timings = task.suite, task.variant, {}
-    deadline = time.monotonic() + suite.train.timeout if suite.train.timeout else None
-
+    deadline = time.monotonic() + task.suite.train.timeout if task.suite.train.timeout else None
     start = time.perf_counter()
-    data = load_data(suite, host, task.data_dir)
-    pool_x, pool_y = data.pool
-    pool_index = folds.pool_rows(suite, pool_y, task.seed)
-    if len(pool_index) < len(pool_y):  # a quick run's subset (a full run's pool is not copied)
-        pool_x, pool_y = pool_x[pool_index], pool_y[pool_index]
-    train_idx, held_idx = folds.fold_indices(pool_y, suite.cv.folds, task.seed, task.fold)
-    inner_idx, val_idx = folds.inner_split(train_idx, pool_y, suite.cv.val_fraction, task.seed, task.fold)
-    timings["load"] = time.perf_counter() - start
+    data = load_data(task.suite, host, task.data_dir)
+    rows = fold_rows(task, data.pool[1])
+    load_seconds = time.perf_counter() - start
+    prepared = preprocess(task, host, data, rows)
+    prepared.timings["load"] = load_seconds
+    return build_learner(prepared, deadline)
 
+
+def preprocess(task: CellTask, host: PluginHost, data: Splits, rows: Rows, *, use_cache: bool = True) -> Prepared:
+    """The cell's parts (training, inner validation, held-out, test) through its preprocessors: stateless leading
+    steps over the whole pool once (cached), the rest fitted and resampled on the training part only. The result is
+    a ``Prepared`` without its learner (``build_learner``); ``octbench check`` runs it on a sample."""
+    suite, variant, timings = task.suite, task.variant, {}
+    pool_x, pool_y = data.pool
+    if len(rows.pool) < len(pool_y):  # a subset (a full run's pool is not copied)
+        pool_x, pool_y = pool_x[rows.pool], pool_y[rows.pool]
     steps = [host.create("preprocessor", r.name, r.params) for r in variant.preprocessors]
     lead = stateless_prefix(steps)
-    subset = ["quick", QUICK_POOL, task.seed] if task.quick else "full"
     # what the data is: the dataset plugin, its parameters and its files' checksum, and the subset of it
-    identity = [suite.dataset.name, suite.dataset.params, data.md5, subset]
+    identity = [suite.dataset.name, suite.dataset.params, data.md5, rows.subset]
     start = time.perf_counter()
     pool_x, test_x, cached = transform_whole(
-        steps[:lead], variant.preprocessors[:lead], pool_x, data.test_images, identity
+        steps[:lead], variant.preprocessors[:lead], pool_x, data.test_images, identity, use_cache=use_cache
     )
     timings["preprocess"] = time.perf_counter() - start
     timings["preprocess_cached"] = float(cached)
 
     parts = {
-        "train": (frozen(pool_x[inner_idx]), frozen(pool_y[inner_idx])),
-        "inner_val": (frozen(pool_x[val_idx]), pool_y[val_idx]),
-        "heldout": (frozen(pool_x[held_idx]), pool_y[held_idx]),
+        "train": (frozen(pool_x[rows.inner]), frozen(pool_y[rows.inner])),
+        "inner_val": (frozen(pool_x[rows.val]), pool_y[rows.val]),
+        "heldout": (frozen(pool_x[rows.held]), pool_y[rows.held]),
     }
     if suite.cv.test_split:
         parts["test"] = (test_x, data.test_labels)
     counts = {name: len(y) for name, (_, y) in parts.items()}
     context = [
         *identity,
-        hashlib.sha1(inner_idx.tobytes()).hexdigest(),
+        hashlib.sha1(rows.inner.tobytes()).hexdigest(),
         refs_of(variant.preprocessors[:lead], steps[:lead]),
     ]
     parts, prep_timings = apply_preprocessors(
-        steps[lead:], variant.preprocessors[lead:], parts, task.cell_seed, context, data.num_classes
-    )
+        steps[lead:], variant.preprocessors[lead:], parts, task.cell_seed, context, data.num_classes,
+        use_cache=use_cache,
+    )  # fmt: skip
     timings["preprocess"] += prep_timings.pop("preprocess")
     timings.update(prep_timings)
     counts["train_after_resampling"] = len(parts["train"][1])
+    indices = {"heldout": rows.pool[rows.held], "test": np.arange(counts.get("test", 0))}
+    return Prepared(task, data, parts, {}, indices, counts, timings, None, None, 0, host, steps)
 
+
+def build_learner(p: Prepared, deadline: float | None = None) -> Prepared:
+    """A fresh model for the shape the preprocessors produced, its augmenters and regularizers, the parts on the
+    device, and the learner that trains it: ``p`` ready to train."""
+    task, suite, variant, host = p.task, p.task.suite, p.task.variant, p.host
     device = resolve(task.device)
     deterministic_algorithms(suite.train.deterministic)
     torch.manual_seed(task.cell_seed)
     model_spec = host.create("model", variant.model.name, variant.model.params)
     # the shape the pipeline produced: a preprocessor may turn grayscale into RGB, or resize
-    shape = parts["train"][0].shape
-    model = model_spec.build(int(shape[-1]), data.num_classes, int(shape[1])).to(device)
+    shape = p.parts["train"][0].shape
+    model = model_spec.build(int(shape[-1]), p.data.num_classes, int(shape[1])).to(device)
     augmenters = [host.create("augmenter", r.name, r.params) for r in variant.augmenters]
     regularizers = [host.create("regularizer", r.name, r.params) for r in variant.regularizers]
     for reg in regularizers:
         model = reg.configure_model(model)
 
     start = time.perf_counter()
-    on_device = {name: to_device(x, y, device) for name, (x, y) in parts.items()}
-    timings["to_device"] = time.perf_counter() - start
-    epochs = suite.epochs
+    p.on_device = {name: to_device(x, y, device) for name, (x, y) in p.parts.items()}
+    p.timings["to_device"] = time.perf_counter() - start
     precision = (task.precision == "bf16", fast_path(suite.train, device)[1]) if task.precision else None
-    learner = Learner(
+    p.learner = Learner(
         model,
-        on_device["train"],
-        on_device["inner_val"],
+        p.on_device["train"],
+        p.on_device["inner_val"],
         config=suite.train,
-        epochs=epochs,
+        epochs=suite.epochs,
         augmenters=augmenters,
         regularizers=regularizers,
         seed=task.cell_seed,
-        num_classes=data.num_classes,
+        num_classes=p.data.num_classes,
         deadline=deadline,
         precision=precision,
         host=host,
     )
-    evaluated = {"heldout": pool_index[held_idx], "test": np.arange(counts.get("test", 0))}
-    techniques = [*steps, model_spec, *augmenters, *regularizers]
-    return Prepared(task, data, parts, on_device, evaluated, counts, timings, learner, device, epochs, host, techniques)
+    p.device, p.epochs = device, suite.epochs
+    p.techniques = [*p.techniques, model_spec, *augmenters, *regularizers]
+    return p
 
 
 def evaluate_cell(p: Prepared) -> CellResult:
@@ -330,7 +364,7 @@ def evaluate_cell(p: Prepared) -> CellResult:
         validate.check_logits(logits, len(x), p.data.num_classes, task.variant.model.name)
         y_true = p.parts[split][1]
         result.evaluations[split] = evaluate(y_true, logits, p.data.num_classes, p.host.instances("metric"))
-        result.predictions[split] = {"indices": p.evaluated[split], "y_true": y_true, "logits": logits}
+        result.predictions[split] = {"indices": p.indices[split], "y_true": y_true, "logits": logits}
         if split == "heldout":
             timings["infer_images_per_s"] = speed
     timings["evaluate"] = time.perf_counter() - start

@@ -39,20 +39,21 @@ def refs_of(refs: list[Any], steps: list[Any]) -> list[Any]:
 
 
 def transform_whole(
-    steps: list[Any], refs: list[Any], pool: np.ndarray, test: np.ndarray, context: list[Any]
+    steps: list[Any], refs: list[Any], pool: np.ndarray, test: np.ndarray, context: list[Any], *, use_cache: bool = True
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Apply stateless steps (each image on its own, nothing fitted) to the whole pool and test split once,
     through the cache: every cell of every variant with the same leading steps reuses the result."""
     if not steps:
         return pool, test, False
     entry = cache.key("stateless", context, refs_of(refs, steps))
-    hit = cache.get("preprocessed", entry)
+    hit = cache.get("preprocessed", entry) if use_cache else None
     if hit is not None:
         return hit["pool"], hit["test"], True
     for step, ref in zip(steps, refs, strict=True):
         pool = frozen(validate.check_transformed(step.transform(pool), pool, ref.name))
         test = frozen(validate.check_transformed(step.transform(test), test, ref.name))
-    cache.put("preprocessed", entry, {"pool": pool, "test": test})
+    if use_cache:
+        cache.put("preprocessed", entry, {"pool": pool, "test": test})
     return pool, test, False
 
 

@@ -122,7 +122,7 @@ class CV(_Strict):
         return seeds
 
 
-class Optimizer(_Strict):
+class OptimizerSettings(_Strict):
     """``name`` picks an optimizer plugin (adam, adamw, sgd, or a third party's); ``lr`` and ``weight_decay`` are
     common to all; every other key (``momentum``, ``nesterov`` for sgd...) is the plugin's own parameter."""
 
@@ -155,7 +155,7 @@ class Train(_Strict):
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int | None = Field(None, ge=1, description="default: 512 on CPU, 4096 on CUDA (measured)")
-    optimizer: Optimizer = Field(default_factory=Optimizer)
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
@@ -199,7 +199,7 @@ class Train(_Strict):
         raise ValueError(f"should be true, false or a torch.compile mode ({', '.join(COMPILE_MODES)}), not {value!r}")
 
 
-class Executor(_Strict):
+class ExecutorSettings(_Strict):
     """How the cells run: ``name`` picks an executor plugin (``local``, ``ray``, or a third party's), ``stack`` how
     many cells train as one computation; every other key is a parameter of the executor (``parallel`` for local,
     ``address`` for Ray...), validated by it."""
@@ -246,7 +246,7 @@ class Suite(_Strict):
     dataset: PluginRef = Field(default_factory=lambda: PluginRef(name="octmnist", params={"size": 28}))
     cv: CV = Field(default_factory=CV)
     train: Train = Field(default_factory=Train)
-    executor: Executor = Field(default_factory=Executor)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     defaults: Techniques = Field(default_factory=Techniques)
     variants: list[VariantSpec] = Field(default_factory=list)
     ablation: Ablation | None = None

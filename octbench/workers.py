@@ -67,7 +67,7 @@ def _sigint_ignored():
 class _Worker:
     process: Any
     connection: Connection
-    task: list[CellTask] | None = None  # the stack of cells it is training
+    stack: list[CellTask] | None = None  # the cells it is training
     started: float = 0.0
 
 
@@ -104,9 +104,9 @@ class WorkerPool:
         worker dies: then every cell of the stack is recorded as failed with why)."""
         self.queue = queue = deque(tasks)
         try:
-            while queue or any(w.task is not None for w in self.pool):
+            while queue or any(w.stack is not None for w in self.pool):
                 self._dispatch(queue)
-                busy = [w for w in self.pool if w.task is not None]
+                busy = [w for w in self.pool if w.stack is not None]
                 ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
                 for worker in busy:
                     if worker.connection in ready or worker.process.sentinel in ready:
@@ -117,17 +117,17 @@ class WorkerPool:
 
     def _dispatch(self, queue: deque[list[CellTask]]) -> None:
         while queue:
-            idle = next((w for w in self.pool if w.task is None), None)
+            idle = next((w for w in self.pool if w.stack is None), None)
             if idle is None:
                 if len(self.pool) >= self.workers:
                     return
                 idle = self._start()
                 self.pool.append(idle)
-            idle.task, idle.started = queue.popleft(), time.monotonic()
-            idle.connection.send(idle.task)
+            idle.stack, idle.started = queue.popleft(), time.monotonic()
+            idle.connection.send(idle.stack)
 
     def _collect(self, worker: _Worker, on_result: Callable[[CellResult], None]) -> None:
-        stack = worker.task
+        stack = worker.stack
         results = None
         if worker.connection.poll():
             with contextlib.suppress(EOFError, OSError):
@@ -140,13 +140,13 @@ class WorkerPool:
                 return
             results = [failed_result(task, death_reason(worker.process.exitcode)) for task in stack]
         else:
-            worker.task = None
+            worker.stack = None
         for result in results:
             on_result(result)
 
     def _enforce_time_limits(self, on_result: Callable[[CellResult], None]) -> None:
-        for worker in [w for w in self.pool if w.task is not None]:
-            limit = worker.task[0].suite.train.timeout
+        for worker in [w for w in self.pool if w.stack is not None]:
+            limit = worker.stack[0].suite.train.timeout
             if limit is not None and time.monotonic() - worker.started > limit + HARD_TIMEOUT_GRACE:
                 worker.process.kill()
                 worker.process.join(timeout=5)
@@ -154,7 +154,7 @@ class WorkerPool:
                     f"the cell ran past train.timeout ({limit:g} s) by more than {HARD_TIMEOUT_GRACE:g} s outside "
                     "the training loop (a plugin stuck in fit or build?); its worker process was killed"
                 )
-                for task in worker.task:
+                for task in worker.stack:
                     on_result(failed_result(task, reason))
                 self._replace(worker)
 
@@ -166,7 +166,7 @@ class WorkerPool:
         """Stop every worker: politely if idle, by force if busy (an interrupted run does not wait for cells)."""
         for worker in self.pool:
             with contextlib.suppress(OSError, ValueError):
-                if worker.task is None:
+                if worker.stack is None:
                     worker.connection.send(None)
                 else:
                     worker.process.terminate()

@@ -97,7 +97,7 @@ class MultiStep(Regularizer):
         return _PerEpoch(torch.optim.lr_scheduler.MultiStepLR(optimizer, epochs_at, gamma=self.params.gamma))
 
 
-class Optimizer(Regularizer):
+class VariantOptimizer(Regularizer):
     """Use another optimizer for this variant than the suite's train.optimizer (any registered one)."""
 
     name = "optimizer"
@@ -121,5 +121,5 @@ class Optimizer(Regularizer):
 
 @hookimpl
 def register_regularizers(register):
-    for cls in (Optimizer, ReduceOnPlateau, Cosine, OneCycle, MultiStep):
+    for cls in (VariantOptimizer, ReduceOnPlateau, Cosine, OneCycle, MultiStep):
         register(cls)
