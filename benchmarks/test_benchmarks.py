@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from benchmarks.conftest import scaled
+from octbench.device import as_float, autocast
+from octbench.inference import eval_batch_size, predict_logits
 from octbench.suite import Train
-from octbench.train import as_float, autocast, eval_batch_size, fast_path, make_optimizer, predict_logits, to_device
+from octbench.train import fast_path, make_optimizer, to_device
 
 
 def test_clahe_10k_images(benchmark, host, octmnist_like):

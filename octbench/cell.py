@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from octbench import folds, validate
+from octbench.dataset import load_data
 from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.device import describe, deterministic_algorithms, resolve
-from octbench.errors import CellFailed, Interrupted, OctbenchError
+from octbench.errors import CellFailed, Interrupted
+from octbench.inference import eval_batch_size, timed_predict
 from octbench.metrics import evaluate
 from octbench.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform_whole
 from octbench.plugins import PluginHost
@@ -27,10 +29,8 @@ from octbench.suite import QUICK_POOL, Suite, Variant
 from octbench.technique import Splits
 from octbench.train import (
     Learner,
-    eval_batch_size,
     fast_path,
     stack_groups,
-    timed_predict,
     to_device,
     train_stack,
 )
@@ -80,43 +80,6 @@ class CellResult:
     device: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)  # what the cell's techniques reported (cell_values)
-
-
-_DATA: dict[tuple[str, str, str | None], Splits] = {}
-
-
-def _data_key(suite: Suite, data_dir: str | None) -> tuple[str, str, str | None]:
-    ref = suite.dataset
-    return (ref.name or "", repr(sorted(ref.params.items())), data_dir)
-
-
-def provide_data(suite: Suite, data_dir: str | None, splits: Splits) -> None:
-    """Hand this process the suite's dataset as the driver loaded and checked it (an executor on another machine
-    ships it instead of loading it there)."""
-    _DATA[_data_key(suite, data_dir)] = splits
-
-
-def load_data(suite: Suite, host: PluginHost, data_dir: str | None, progress: bool = False) -> Splits:
-    """The suite's dataset, loaded once per process, checked, and read-only from then on."""
-    ref = suite.dataset
-    key = _data_key(suite, data_dir)
-    if key not in _DATA:
-        dataset = host.create("dataset", ref.name, ref.params)
-        try:
-            splits = dataset.load(data_dir, progress=progress)
-        except OctbenchError:
-            raise
-        except Exception as exc:  # a dataset plugin's own failure is still the user's input problem
-            raise OctbenchError(f"dataset '{ref.name}' failed to load: {type(exc).__name__}: {exc}") from None
-        if not isinstance(splits, Splits):
-            raise OctbenchError(f"dataset '{ref.name}': load() must return octbench.technique.Splits.")
-        validate.check_splits(splits, ref.name)
-        for name in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
-            setattr(splits, name, frozen(getattr(splits, name)))
-        for array in splits.pool:
-            frozen(array)
-        _DATA[key] = splits
-    return _DATA[key]
 
 
 def execute(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None) -> CellResult:

@@ -150,7 +150,7 @@ def init(directory) -> None:
     """Copy the suites octbench ships into DIRECTORY/suites, to edit and run (existing files are kept)."""
     from pathlib import Path
 
-    from octbench.suite import shipped_suites
+    from octbench.suitefile import shipped_suites
 
     target = Path(directory) / "suites"
     try:

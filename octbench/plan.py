@@ -10,7 +10,8 @@ from octbench.cell import CellTask
 from octbench.errors import OctbenchError, SuiteError
 from octbench.kinds import VARIANT_LISTS
 from octbench.plugins import PluginHost
-from octbench.suite import Suite, Techniques, Variant, canonical_json, yaml_line
+from octbench.suite import Suite, Techniques, Variant, canonical_json
+from octbench.suitefile import yaml_line
 
 
 def plugin_paths(suite: Suite, suite_file: str | Path | None) -> tuple[str, ...]:

@@ -20,14 +20,16 @@ import numpy as np
 import torch
 
 from octbench import folds, tuning
-from octbench.cell import CellTask, load_data
+from octbench.cell import CellTask
+from octbench.dataset import load_data
 from octbench.device import resolve
 from octbench.kinds import VARIANT_LISTS
 from octbench.lock import ensure_free
 from octbench.plan import check_references, make_tasks, plugin_paths
 from octbench.plugins import PluginHost
 from octbench.stack import unstackable
-from octbench.suite import Suite, Variant, find_suite, load_suite, resolve_variants
+from octbench.suite import Suite, Variant, resolve_variants
+from octbench.suitefile import find_suite, load_suite
 from octbench.technique import Splits
 
 

@@ -63,7 +63,8 @@ def run_stack(stack: list[Any], data: Any, files: dict[str, bytes], threads: int
     """A Ray task: one stack of cells on whatever node Ray chose, with the driver's data and plugin files."""
     import torch
 
-    from octbench.cell import execute_stack, provide_data
+    from octbench.cell import execute_stack
+    from octbench.dataset import provide_data
 
     torch.set_num_threads(threads)
     local = _write_plugins(files)

@@ -16,7 +16,8 @@ from octbench.errors import OctbenchError
 from octbench.kinds import VARIANT_LISTS
 from octbench.plan import check_references
 from octbench.plugins import PluginHost, distribution_of
-from octbench.suite import load_suite, resolve_variants
+from octbench.suite import resolve_variants
+from octbench.suitefile import load_suite
 
 SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
 HAS_TIMM = importlib.util.find_spec("timm") is not None

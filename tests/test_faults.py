@@ -738,9 +738,9 @@ def test_a_killed_download_leaves_no_part_file(tmp_path):
 
 
 def test_stored_arrays_handed_to_plugins_are_read_only(tmp_path):
-    from octbench.cell import load_data
+    from octbench.dataset import load_data
     from octbench.plugins import PluginHost
-    from octbench.suite import load_suite
+    from octbench.suitefile import load_suite
 
     suite, _ = load_suite(suite_file(tmp_path, ["{name: baseline}"]))
     data = load_data(suite, PluginHost.load(), None)

@@ -24,7 +24,8 @@ from octbench.report.collect import load
 from octbench.runner import run_suite
 from octbench.runplan import plan_run
 from octbench.store import Store
-from octbench.suite import load_suite, resolve_variants
+from octbench.suite import resolve_variants
+from octbench.suitefile import load_suite
 from tests.conftest import spy_plugin_path, stored_metrics, wait_for
 from tests.plugins.spies import POOL, read_log
 

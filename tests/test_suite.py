@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from octbench.errors import SuiteError
-from octbench.suite import parse_suite, reference_name, resolve_variants
+from octbench.suite import reference_name, resolve_variants
+from octbench.suitefile import parse_suite
 
 ISSUE_EXAMPLE = """
 name: ablation

@@ -7,10 +7,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from octbench.inference import evaluate_loss
 from octbench.metrics import evaluate
 from octbench.plugins import PluginHost
 from octbench.suite import Train
-from octbench.train import evaluate_loss, fast_path, to_device, train
+from octbench.train import fast_path, to_device, train
 
 
 @pytest.fixture(scope="module")

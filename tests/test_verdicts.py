@@ -381,8 +381,8 @@ def test_ensemble_is_soft_voting_in_log_space():
 def test_scoring_logits_are_float32_at_the_head_under_bf16():
     import torch
 
+    from octbench.inference import predict_logits, scoring_logits
     from octbench.plugins import PluginHost
-    from octbench.train import predict_logits, scoring_logits
 
     torch.manual_seed(0)
     model = PluginHost.load().create("model", "seed-cnn").build(1, 4, 28).eval()

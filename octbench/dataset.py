@@ -1,0 +1,47 @@
+"""A run's dataset in this process: loaded once through its plugin, checked, and read-only from then on (or handed
+over by an executor that loaded it elsewhere)."""
+
+from __future__ import annotations
+
+from octbench import validate
+from octbench.errors import OctbenchError
+from octbench.plugins import PluginHost
+from octbench.suite import Suite
+from octbench.technique import Splits
+from octbench.validate import frozen
+
+_DATA: dict[tuple[str, str, str | None], Splits] = {}
+
+
+def _data_key(suite: Suite, data_dir: str | None) -> tuple[str, str, str | None]:
+    ref = suite.dataset
+    return (ref.name or "", repr(sorted(ref.params.items())), data_dir)
+
+
+def provide_data(suite: Suite, data_dir: str | None, splits: Splits) -> None:
+    """Hand this process the suite's dataset as the driver loaded and checked it (an executor on another machine
+    ships it instead of loading it there)."""
+    _DATA[_data_key(suite, data_dir)] = splits
+
+
+def load_data(suite: Suite, host: PluginHost, data_dir: str | None, progress: bool = False) -> Splits:
+    """The suite's dataset, loaded once per process, checked, and read-only from then on."""
+    ref = suite.dataset
+    key = _data_key(suite, data_dir)
+    if key not in _DATA:
+        dataset = host.create("dataset", ref.name, ref.params)
+        try:
+            splits = dataset.load(data_dir, progress=progress)
+        except OctbenchError:
+            raise
+        except Exception as exc:  # a dataset plugin's own failure is still the user's input problem
+            raise OctbenchError(f"dataset '{ref.name}' failed to load: {type(exc).__name__}: {exc}") from None
+        if not isinstance(splits, Splits):
+            raise OctbenchError(f"dataset '{ref.name}': load() must return octbench.technique.Splits.")
+        validate.check_splits(splits, ref.name)
+        for name in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
+            setattr(splits, name, frozen(getattr(splits, name)))
+        for array in splits.pool:
+            frozen(array)
+        _DATA[key] = splits
+    return _DATA[key]
