@@ -1,9 +1,8 @@
 """Whether torch's CPU threads spin or sleep while they wait for work, decided once per run before torch loads.
 
-torch's OpenMP threads spin while they wait for work. Beside another busy process that starves them: the seed CNN
-trained at 85 images/s instead of about 1,100 with passive waiting (2 cores, one busy process), so a machine already
-busy gets ``OMP_WAIT_POLICY=PASSIVE``. On an idle one spinning is faster (the scaled-down ablation took 47 s against
-61 s passive), so it stays. OpenMP reads the setting when torch loads, so the command line (and a Ray worker, by its
+torch's OpenMP threads spin while they wait for work. Beside another busy process that starves them, so a machine
+already busy gets ``OMP_WAIT_POLICY=PASSIVE``; on an idle one spinning is faster, so it stays (the figures are in
+docs/benchmarks.md, section 9). OpenMP reads the setting when torch loads, so the command line (and a Ray worker, by its
 setup hook) decides before anything imports torch; worker processes inherit the decision. Set ``OMP_WAIT_POLICY``
 yourself to decide it.
 """

@@ -14,8 +14,8 @@ from octbench.suite import Train
 
 
 def eval_batch_size(config: Train, device: torch.device) -> int:
-    """The suite's choice, else what measured fastest: moderate batches stay in cache on a CPU (seed CNN, 2 cores,
-    bf16 and channels-last: 10.2k images/s at 512, 7.2k at 4096), large ones fill a GPU."""
+    """The suite's choice, else what measured fastest: moderate batches stay in cache on a CPU, large ones fill a GPU
+    (docs/benchmarks.md, section 9)."""
     return config.eval_batch_size or (4096 if device.type == "cuda" else 512)
 
 

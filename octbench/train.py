@@ -59,8 +59,8 @@ def bf16_native(device: torch.device) -> bool:
 
 
 def fast_path(config: Train, device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels-last). Measured for the seed CNN, batch 64, on 2 AVX512-BF16 CPU cores: fp32
-    1.7k images/s, channels-last 2.5k, bf16 2.8k, both 4.4k; torch.compile 2.0k after 27 s of compiling."""
+    """(bf16 autocast, channels-last): both on wherever bf16 is native, channels-last on CPU and CUDA (measured for
+    the seed CNN in docs/benchmarks.md, section 1)."""
     bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_native(device))
     return bf16, device.type in ("cpu", "cuda")
 

@@ -1,9 +1,9 @@
 """Choices that depend on the machine, measured rather than assumed, once per machine and remembered.
 
 - **Precision** on a CPU: bf16 autocast against float32, both channels-last, timed for a few training steps of the
-  suite's model at its batch size (as cuDNN's benchmark mode times kernels). bf16 is not always faster: on an
-  Intel Xeon with AVX512-BF16 but no AMX the seed CNN trained at 2,493 images/s in bf16 against 3,190 in float32 at
-  batch 64, while an AMX Xeon ran bf16 1.4-2x faster. On CUDA, bf16 where the GPU supports it (Ampere on).
+  suite's model at its batch size (as cuDNN's benchmark mode times kernels), through the step cells run. bf16 is
+  not always faster: without AMX it lost to float32 at batch 64, with AMX it won (docs/benchmarks.md, section 9).
+  On CUDA, bf16 where the GPU supports it (Ampere on).
 - **How many cells to stack and run at once** (``executor: {stack: auto, parallel: auto}``).
 
 A measured choice is stored in ``$OCTBENCH_CACHE_DIR/tuning.json`` (or ``$OCTBENCH_TUNING_FILE``) under the model,
@@ -165,8 +165,7 @@ def execution(suite: Suite, runner: Any, device, cells: int, measure: Any = None
 
     A GPU is launch-bound by one small model at batch 64, so cells stack there: ``measure(most)`` times the suite's
     model at a few stack sizes (``stack_size``) and gives (size, why); without it, as many as ``MOST_STACKED``. A
-    CPU is bound by arithmetic, and stacking gains nothing clear there: on 2 cores (EPYC, float32) the scaled-down
-    ablation took 160.0 s and 131.7 s as one stack of 18 against 137.5 s and 140.4 s one cell at a time, so a CPU
+    CPU is bound by arithmetic, and stacking gained nothing clear there (docs/benchmarks.md, section 6), so a CPU
     stacks 1.
     """
     stack = suite.executor.stack
