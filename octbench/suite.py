@@ -1,4 +1,4 @@
-"""Suites: YAML in, validated typed models out, variants expanded and resolved.
+"""The suite schema: validated typed models, variants expanded and resolved (reading files is ``octbench.suitefile``).
 
 A plugin reference is a name (``clahe``) or a mapping with ``name`` and parameters
 (``{name: clahe, clip_limit: 2.0}``). A variant (and the suite's ``defaults``, an ablation's ``base`` and each of

@@ -1,4 +1,4 @@
-"""Training and inference with the data resident on the compute device.
+"""Training with the data resident on the compute device (inference is ``octbench.inference``).
 
 Images travel to the device once per cell, as stored (uint8 stays uint8), and each batch is gathered, scaled
 and augmented there as one tensor: no data-loader workers, no per-sample Python in the hot loop. The host reads
