@@ -291,3 +291,20 @@ def test_parallel_cells_give_the_same_results_as_one_at_a_time(tiny_suite, tmp_p
     assert one.done == two.done == 4
 
     assert stored_metrics(tmp_path / "one") == stored_metrics(tmp_path / "two")
+
+
+def test_a_worker_process_runs_stacks_and_hands_each_cell_back_once(tiny_suite):
+    """The parallel executor's pool (``octbench.workers``) in the fast tier: three cells in two stacks through one
+    spawned worker process, each result back once and as the same cell run here gives."""
+    from octbench.cell import execute_stack
+    from octbench.workers import WorkerPool
+
+    plan = plan_run(tiny_suite("- name: a\n- name: b"))
+    tasks = plan.tasks[:3]
+    results = []
+    WorkerPool(1, threads=torch.get_num_threads()).run([tasks[:1], tasks[1:]], results.append)
+    assert sorted((r.variant, r.seed, r.fold) for r in results) == sorted(t.key for t in tasks)
+    assert all(r.status == "done" for r in results), [r.error for r in results]
+    there = next(r for r in results if (r.variant, r.seed, r.fold) == tasks[0].key)
+    here = execute_stack(tasks[:1])[0]
+    assert here.evaluations["heldout"]["scalars"] == there.evaluations["heldout"]["scalars"]
