@@ -1,4 +1,4 @@
-"""Benchmarks (pytest-benchmark): `pytest benchmarks/ --benchmark-only -n0`. Sizes scale with OCTBENCH_BENCH_SCALE."""
+"""Benchmarks (pytest-benchmark): `pytest benchmarks/ --benchmark-only`. Sizes scale with OCTBENCH_BENCH_SCALE."""
 
 from __future__ import annotations
 

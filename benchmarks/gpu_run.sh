@@ -60,7 +60,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log it, keep its las
 case $part in
 core)
     # CUDA-only checks (repeatability, parallel = sequential, stacked = alone, device-smote = smote); skip on a CPU
-    step cuda_tests 90 $py -m pytest tests/test_cuda.py -q -rs -n0 -p no:cacheprovider -W default
+    step cuda_tests 90 $py -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider -W default
     step vs_seed_loop 150 $py benchmarks/vs_seed_loop.py --device $device $seed
     # operators per stacked step at 1 and 45 members (issue 19: the same count whatever the stack's size)
     step stack_dispatch 40 $py benchmarks/stack_dispatch.py --device $device $dispatch
@@ -71,7 +71,7 @@ extra)
         --ways sequential processes threads
     # graphs exist on CUDA only; on a CPU (SMALL=1) the step times the sequential way alone
     step concurrent_graphs 100 $py benchmarks/concurrent_cells.py --device $device $graphs --ways sequential graphs
-    OCTBENCH_BENCH_SCALE=$scale step pytest_benchmarks 80 $py -m pytest benchmarks/ --benchmark-only -n0 -q \
+    OCTBENCH_BENCH_SCALE=$scale step pytest_benchmarks 80 $py -m pytest benchmarks/ --benchmark-only -q \
         -p no:cacheprovider -W default --benchmark-json "$OUT/bench.json"
     ;;
 *)

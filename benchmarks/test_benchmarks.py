@@ -1,6 +1,6 @@
 """Throughput of the hot pieces: preprocessing, both SMOTEs, both augmenters, a training step, an evaluation pass.
 
-Run: `pytest benchmarks/ --benchmark-only -n0` (add `--benchmark-json out.json` to keep the figures).
+Run: `pytest benchmarks/ --benchmark-only` (add `--benchmark-json out.json` to keep the figures).
 """
 
 from __future__ import annotations
