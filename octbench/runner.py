@@ -13,7 +13,7 @@ import signal
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
 
@@ -93,13 +93,14 @@ def run_suite(
 
     with folder_lock(plan.out, " ".join(sys.argv)):
         store = _open_store(plan, fresh)
+        suite_hash = plan.suite.digest()
         run_id = store.start_run(
             suite_name=plan.suite.name,
-            suite_hash=plan.suite.digest(),
+            suite_hash=suite_hash,
             suite_text=plan.text,
             suite_json=plan.suite.model_dump_json(),
             quick=plan.quick,
-            provenance=_provenance(plan),
+            provenance=_provenance(plan, suite_hash),
             dataset=plan.dataset_record(),
         )
         store.record_plan(run_id, plan.tasks)
@@ -169,11 +170,11 @@ def _open_store(plan: RunPlan, fresh: bool) -> Store:
     return store
 
 
-def _provenance(plan: RunPlan) -> dict:
+def _provenance(plan: RunPlan, suite_hash: str) -> dict:
     return collect(
-        executor=plan.execution_record(),
+        executor=asdict(plan.execution),
         device=describe(plan.device),
-        suite_hash=plan.suite.digest(),
+        suite_hash=suite_hash,
         data_md5=plan.data.md5,
         data_source=plan.data.source,
         quick=plan.quick,

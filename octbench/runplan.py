@@ -11,7 +11,7 @@ execution plan) is decided the first time a run asks for it; ``octbench check`` 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -65,10 +65,10 @@ class RunPlan:
             key = variant.model.name
             if key not in by_model:
                 model = self._model(variant)
+                image, classes = self._image, self.data.num_classes
                 by_model[key] = (
-                    "" if model is None else tuning.precision(self.suite.train, key, model, self._image, self._classes,
-                                                              self.device)
-                )  # fmt: skip
+                    "" if model is None else tuning.precision(self.suite.train, key, model, image, classes, self.device)
+                )
             chosen[variant.name] = by_model[key]
         return chosen
 
@@ -128,16 +128,12 @@ class RunPlan:
     def _image(self) -> tuple[int, int, int]:
         return (self.data.channels, self.data.image_size, self.data.image_size)
 
-    @property
-    def _classes(self) -> int:
-        return self.data.num_classes
-
     def _model(self, variant: Variant) -> torch.nn.Module | None:
         """A fresh model of ``variant`` for a trial; None when it cannot be built (its cells fail with the reason
         when they run)."""
         try:
             spec = self.host.create("model", variant.model.name, variant.model.params)
-            return spec.build(self.data.channels, self._classes, self.data.image_size)
+            return spec.build(self.data.channels, self.data.num_classes, self.data.image_size)
         except Exception:
             return None
 
@@ -154,13 +150,11 @@ class RunPlan:
         config = self.suite.train.model_copy(
             update={"precision": self.precisions.get(variant.name) or self.suite.train.precision}
         )
-        found = tuning.stack_size(config, variant.model.name, model, self._image, self._classes, self.device)
+        found = tuning.stack_size(config, variant.model.name, model, self._image, self.data.num_classes, self.device)
         speeds = ", ".join(f"{size}: {speed:,.0f}" for size, speed in found["images_per_s"].items())
         size = min(int(found["choice"]), most)
         return size, f"fastest in a trial of '{variant.model.name}' (images/s by stack size: {speeds})"
 
-    def execution_record(self) -> dict[str, Any]:
-        return asdict(self.execution)
 
 
 def plan_run(
