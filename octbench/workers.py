@@ -25,6 +25,8 @@ from octbench.cell import CellResult, CellTask, execute_stack, failed_result
 
 # a cell still running this long after its train.timeout is stuck outside training: its worker is killed
 HARD_TIMEOUT_GRACE = 60.0
+# a fresh worker's first message: its interpreter and imports are ready, so its stack's clock starts now
+_READY = "ready"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -41,6 +43,7 @@ def _serve(connection: Connection, threads: int, parent: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    connection.send(_READY)
     while True:
         try:
             task = connection.recv()
@@ -68,7 +71,8 @@ class _Worker:
     process: Any
     connection: Connection
     stack: list[CellTask] | None = None  # the cells it is training
-    started: float = 0.0
+    ready: bool = False  # its interpreter has started and imported torch
+    started: float | None = None  # when its stack's time limit began: once ready, not while it imports
 
 
 def death_reason(exitcode: int | None) -> str:
@@ -123,7 +127,8 @@ class WorkerPool:
                     return
                 idle = self._start()
                 self.pool.append(idle)
-            idle.stack, idle.started = queue.popleft(), time.monotonic()
+            idle.stack = queue.popleft()
+            idle.started = time.monotonic() if idle.ready else None
             idle.connection.send(idle.stack)
 
     def _collect(self, worker: _Worker, on_result: Callable[[CellResult], None]) -> None:
@@ -132,6 +137,9 @@ class WorkerPool:
         if worker.connection.poll():
             with contextlib.suppress(EOFError, OSError):
                 results = worker.connection.recv()
+        if isinstance(results, str) and results == _READY:
+            worker.ready, worker.started = True, time.monotonic()
+            return
         if results is None:  # the process died (or its pipe broke) without a result
             worker.process.join(timeout=5)
             self._replace(worker)
@@ -145,7 +153,7 @@ class WorkerPool:
             on_result(result)
 
     def _enforce_time_limits(self, on_result: Callable[[CellResult], None]) -> None:
-        for worker in [w for w in self.pool if w.stack is not None]:
+        for worker in [w for w in self.pool if w.stack is not None and w.started is not None]:
             limit = worker.stack[0].suite.train.timeout
             if limit is not None and time.monotonic() - worker.started > limit + HARD_TIMEOUT_GRACE:
                 worker.process.kill()

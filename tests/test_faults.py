@@ -278,6 +278,36 @@ def test_cells_past_their_time_limit_are_recorded_as_failed(tmp_path, monkeypatc
     consistent(tmp_path / "stuck")
 
 
+def test_a_workers_start_up_does_not_count_against_the_cells_time_limit(monkeypatch):
+    """A fresh worker imports torch before it can take a cell (seconds, many more on a busy machine): the hard limit
+    counts from its first message, not from when the parent handed it the stack."""
+    from types import SimpleNamespace
+
+    from octbench import workers
+
+    class Process:
+        killed = False
+
+        def kill(self):
+            self.killed = True
+
+        def join(self, timeout=None):
+            pass
+
+    task = SimpleNamespace(suite=SimpleNamespace(train=SimpleNamespace(timeout=1.0)), key=(0, 0, 0), config_hash="h")
+    pool = workers.WorkerPool(1, threads=1)
+    worker = workers._Worker(Process(), connection=SimpleNamespace(close=lambda: None), stack=[task])
+    pool.pool = [worker]
+    monkeypatch.setattr(workers, "HARD_TIMEOUT_GRACE", 0.0)
+    failed = []
+    pool._enforce_time_limits(failed.append)  # still importing: no clock yet, however long that takes
+    assert not worker.process.killed and failed == []
+    worker.ready, worker.started = True, time.monotonic() - 5.0  # ready, and then stuck past 1 s + grace
+    pool._enforce_time_limits(failed.append)
+    assert worker.process.killed and [r.status for r in failed] == ["failed"]
+    assert "its worker process was killed" in failed[0].error
+
+
 HANGS = ["{name: baseline}", "{name: hangs, regularizers: [hangs]}"]
 
 
