@@ -7,6 +7,7 @@ so another executor can run cells in another process or on another machine.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import traceback
@@ -15,15 +16,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from octbench import folds, validate
+from octbench import folds, search, validate
 from octbench.dataset import load_data
 from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.device import describe, deterministic_algorithms, resolve
 from octbench.errors import CellFailed, Interrupted
-from octbench.inference import eval_batch_size, timed_predict
+from octbench.inference import eval_batch_size, scoring_logits, timed_predict
 from octbench.metrics import evaluate
-from octbench.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform_whole
+from octbench.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform, transform_whole
 from octbench.plugins import PluginHost
 from octbench.suite import QUICK_POOL, Suite, Variant
 from octbench.technique import Splits
@@ -48,6 +50,7 @@ class CellTask:
     data_dir: str | None = None
     plugin_paths: tuple[str, ...] = ()
     precision: str = ""  # 'bf16' or 'fp32' as chosen for the run (octbench.tuning); '' lets the trainer decide
+    journal: str = ""  # where a tuned cell's search study is kept (octbench.search); '' keeps it in memory
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -117,8 +120,11 @@ def _execute_stack(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # the stack's own peak, for the report's provenance
     prepared: dict[int, Prepared] = {}
+    searches: dict[int, dict[str, Any]] = {}
     for i, task in enumerate(tasks):
         try:
+            if task.variant.tune is not None:
+                task, searches[i] = tuned(task, host)
             prepared[i] = prepare(task, host)
         except (KeyboardInterrupt, Interrupted):
             raise
@@ -139,10 +145,53 @@ def _execute_stack(
             continue
         try:
             results[i] = evaluate_cell(p)
+            if i in searches:
+                results[i].settings["search"] = searches[i]
         except (KeyboardInterrupt, Interrupted):
             raise
         except (Exception, SystemExit) as exc:
             results[i] = failure(p.task, exc, traceback.format_exc())
+
+
+def tuned(task: CellTask, host: PluginHost) -> tuple[CellTask, dict[str, Any]]:
+    """Search the task's hyperparameters inside its fold (``octbench.search``): the task with the chosen setting,
+    and the search's record (every trial, the choice, the time it took)."""
+    tune = task.variant.tune
+    record = search.search(
+        tune,
+        search.study_name(*task.key[:1], task.config_hash, task.seed, task.fold),
+        int(task.config_hash[:8], 16),
+        lambda params: run_trial(task, host, params),
+        journal=task.journal or None,
+        describe_failure=failure_reason,
+    )
+    suite, variant = search.apply(task.suite, task.variant, record["chosen"])
+    return dataclasses.replace(task, suite=suite, variant=variant.model_copy(update={"tune": None})), record
+
+
+def run_trial(task: CellTask, host: PluginHost, params: dict[str, Any]) -> float:
+    """One trial of a search: ``task`` with ``params``, trained on the fold's inner training part and scored on its
+    inner validation split. The held-out fold and the test split are never preprocessed, predicted or scored."""
+    suite, variant = search.apply(task.suite, task.variant, params)
+    trial = dataclasses.replace(task, suite=suite, variant=variant)
+    data = load_data(suite, host, task.data_dir)
+    p = build_learner(preprocess(trial, host, data, fold_rows(trial, data.pool[1]), trial=True))
+    train_stack([p.learner], epochs=p.epochs)
+    if p.learner.error is not None:
+        raise CellFailed(p.learner.error)
+    return inner_score(p, task.variant.tune.metric)
+
+
+def inner_score(p: Prepared, metric: str) -> float:
+    """The trained model's ``metric`` on the inner validation split (``loss``: its cross-entropy)."""
+    learner = p.learner
+    x, y = p.on_device["inner_val"]
+    batch = eval_batch_size(p.task.suite.train, p.device)
+    logits = scoring_logits(learner.model, x, batch, learner.use_amp, learner.channels_last)
+    if metric == "loss":
+        return float(F.cross_entropy(logits.double(), y))
+    scores = evaluate(p.parts["inner_val"][1], logits.cpu().numpy(), p.data.num_classes, p.host.instances("metric"))
+    return scores["scalars"][metric]
 
 
 def failure(task: CellTask, exc: BaseException, detail: str) -> CellResult:
@@ -223,10 +272,16 @@ def prepare(task: CellTask, host: PluginHost) -> Prepared:
     return build_learner(prepared, deadline)
 
 
-def preprocess(task: CellTask, host: PluginHost, data: Splits, rows: Rows, *, use_cache: bool = True) -> Prepared:
+def preprocess(
+    task: CellTask, host: PluginHost, data: Splits, rows: Rows, *, use_cache: bool = True, trial: bool = False
+) -> Prepared:
     """The cell's parts (training, inner validation, held-out, test) through its preprocessors: stateless leading
     steps over the whole pool once (cached), the rest fitted and resampled on the training part only. The result is
-    a ``Prepared`` without its learner (``build_learner``); ``octbench check`` runs it on a sample."""
+    a ``Prepared`` without its learner (``build_learner``); ``octbench check`` runs it on a sample.
+
+    A search ``trial`` has the training and inner validation parts only, its stateless steps run on those rows
+    alone (a trial's setting is seldom tried twice, so it is not cached), and no held-out or test image is touched.
+    """
     suite, variant, timings = task.suite, task.variant, {}
     pool_x, pool_y = data.pool
     if len(rows.pool) < len(pool_y):  # a subset (a full run's pool is not copied)
@@ -236,19 +291,27 @@ def preprocess(task: CellTask, host: PluginHost, data: Splits, rows: Rows, *, us
     # what the data is: the dataset plugin, its parameters and its files' checksum, and the subset of it
     identity = [suite.dataset.name, suite.dataset.params, data.md5, rows.subset]
     start = time.perf_counter()
-    pool_x, test_x, cached = transform_whole(
-        steps[:lead], variant.preprocessors[:lead], pool_x, data.test_images, identity, use_cache=use_cache
-    )
+    if trial:
+        seen = np.concatenate([rows.inner, rows.val])
+        images = transform(steps[:lead], variant.preprocessors[:lead], pool_x[seen])
+        parts = {
+            "train": (frozen(images[: len(rows.inner)]), frozen(pool_y[rows.inner])),
+            "inner_val": (frozen(images[len(rows.inner) :]), pool_y[rows.val]),
+        }
+        cached = False
+    else:
+        pool_x, test_x, cached = transform_whole(
+            steps[:lead], variant.preprocessors[:lead], pool_x, data.test_images, identity, use_cache=use_cache
+        )
+        parts = {
+            "train": (frozen(pool_x[rows.inner]), frozen(pool_y[rows.inner])),
+            "inner_val": (frozen(pool_x[rows.val]), pool_y[rows.val]),
+            "heldout": (frozen(pool_x[rows.held]), pool_y[rows.held]),
+        }
+        if suite.cv.test_split:
+            parts["test"] = (test_x, data.test_labels)
     timings["preprocess"] = time.perf_counter() - start
     timings["preprocess_cached"] = float(cached)
-
-    parts = {
-        "train": (frozen(pool_x[rows.inner]), frozen(pool_y[rows.inner])),
-        "inner_val": (frozen(pool_x[rows.val]), pool_y[rows.val]),
-        "heldout": (frozen(pool_x[rows.held]), pool_y[rows.held]),
-    }
-    if suite.cv.test_split:
-        parts["test"] = (test_x, data.test_labels)
     counts = {name: len(y) for name, (_, y) in parts.items()}
     context = [
         *identity,

@@ -38,6 +38,13 @@ def refs_of(refs: list[Any], steps: list[Any]) -> list[Any]:
     return [[r.name, r.params, cache.source_hash(type(s))] for r, s in zip(refs, steps, strict=True)]
 
 
+def transform(steps: list[Any], refs: list[Any], images: np.ndarray) -> np.ndarray:
+    """``images`` through stateless steps, each checked (``octbench.validate.check_transformed``)."""
+    for step, ref in zip(steps, refs, strict=True):
+        images = frozen(validate.check_transformed(step.transform(images), images, ref.name))
+    return images
+
+
 def transform_whole(
     steps: list[Any], refs: list[Any], pool: np.ndarray, test: np.ndarray, context: list[Any], *, use_cache: bool = True
 ) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -49,9 +56,7 @@ def transform_whole(
     hit = cache.get("preprocessed", entry) if use_cache else None
     if hit is not None:
         return hit["pool"], hit["test"], True
-    for step, ref in zip(steps, refs, strict=True):
-        pool = frozen(validate.check_transformed(step.transform(pool), pool, ref.name))
-        test = frozen(validate.check_transformed(step.transform(test), test, ref.name))
+    pool, test = transform(steps, refs, pool), transform(steps, refs, test)
     if use_cache:
         cache.put("preprocessed", entry, {"pool": pool, "test": test})
     return pool, test, False

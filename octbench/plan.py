@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
+from octbench import search
 from octbench.cache import source_hash
 from octbench.cell import CellTask
 from octbench.errors import OctbenchError, SuiteError
 from octbench.kinds import VARIANT_LISTS
+from octbench.metrics import SCALARS
 from octbench.plugins import PluginHost
 from octbench.suite import Suite, Techniques, Variant, canonical_json
 from octbench.suitefile import yaml_line
@@ -53,6 +56,53 @@ def check_references(suite: Suite, variants: list[Variant], host: PluginHost, te
         check_techniques(block, ["variants", i])
     for variant in variants:  # models patched by parameters only are checked once merged
         check("model", variant.model.name, variant.model.params, [variant.where or "variants"])
+    check_search(suite, variants, host, text, source)
+
+
+def check_search(suite: Suite, variants: list[Variant], host: PluginHost, text: str, source: str) -> None:
+    """Each variant's search is valid before any cell runs: its metric exists, and the ends of every searched range
+    are valid settings of what they set (a trial would otherwise fail at its first draw, in every cell)."""
+    from pydantic import ValidationError
+
+    metrics = {"loss", *SCALARS, *(m.name for m in host.instances("metric"))}
+    for variant in (v for v in variants if v.tune is not None):
+        tune, where = variant.tune, _tune_location(suite, variant)
+
+        def at(*key: str, where: list[Any] = where) -> str:
+            line = yaml_line(text, [*where, *key])
+            return f"{source}:{line}" if line else source
+
+        if tune.metric not in metrics:
+            choices = ", ".join(sorted(metrics))
+            raise SuiteError(f"{at('metric')}: tune.metric: '{tune.metric}' is not a metric; choose one of {choices}")
+        for key, distribution in tune.space.items():
+            for value in distribution.bounds if distribution.kind != "choice" else distribution.choice:
+                try:
+                    _, tried = search.apply(suite, variant, {key: value})
+                    for kind, ref in [("model", tried.model), *technique_refs(tried)]:
+                        host.check(kind, ref.name, ref.params)
+                except (ValidationError, OctbenchError) as exc:
+                    reason = str(exc).splitlines()[0] if isinstance(exc, OctbenchError) else _first_error(exc)
+                    raise SuiteError(
+                        f"{at('space', key)}: tune.space: {key} = {value!r} is not a valid setting for variant "
+                        f"'{variant.name}': {reason}"
+                    ) from None
+
+
+def technique_refs(variant: Variant) -> list[tuple[str, Any]]:
+    return [(kind, ref) for key, kind in VARIANT_LISTS.items() for ref in getattr(variant, key)]
+
+
+def _first_error(exc: Any) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+
+
+def _tune_location(suite: Suite, variant: Variant) -> list[Any]:
+    explicit = [v.name for v in suite.variants]
+    if variant.name in explicit and suite.variants[explicit.index(variant.name)].tune:
+        return ["variants", explicit.index(variant.name), "tune"]
+    return ["tune"]
 
 
 # bumped when octbench changes what a cell computes from the same inputs (2: float32 logits, separate random
@@ -106,7 +156,10 @@ def config_hash(
         "seed": seed,
         "fold": fold,
         "train": suite.train.model_dump(mode="json", exclude={"device"}),
-        "variant": variant.model_dump(mode="json", exclude={"role", "where", "name"}),
+        # an untuned variant hashes as before tuning existed, so stores written earlier stay current
+        "variant": variant.model_dump(
+            mode="json", exclude={"role", "where", "name", *(() if variant.tune else ("tune",))}
+        ),
         "quick": quick,
     }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
@@ -122,6 +175,7 @@ def make_tasks(
     data_dir: str | None,
     paths: tuple[str, ...],
     precisions: dict[str, str] | None = None,
+    journal: str = "",
 ) -> list[CellTask]:
     """Cells ordered seed, fold, variant: an interrupted run leaves complete, paired folds behind."""
     sources = {variant.name: technique_sources(host, suite, variant) for variant in variants}
@@ -145,6 +199,7 @@ def make_tasks(
             data_dir=data_dir,
             plugin_paths=paths,
             precision=(precisions or {}).get(variant.name, ""),
+            journal=journal if variant.tune is not None else "",
         )
         for seed in suite.cv.seeds
         for fold in range(suite.cv.folds)

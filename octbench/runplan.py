@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from octbench import folds, tuning
+from octbench import folds, search, tuning
 from octbench.cell import CellTask
 from octbench.dataset import load_data
 from octbench.device import resolve
@@ -84,6 +84,7 @@ class RunPlan:
             data_dir=self.data_dir,
             paths=self.plugin_paths,
             precisions=self.precisions,
+            journal=search.journal_path(self.out),
         )
 
     @cached_property
@@ -154,7 +155,6 @@ class RunPlan:
         speeds = ", ".join(f"{size}: {speed:,.0f}" for size, speed in found["images_per_s"].items())
         size = min(int(found["choice"]), most)
         return size, f"fastest in a trial of '{variant.model.name}' (images/s by stack size: {speeds})"
-
 
 
 def plan_run(

@@ -78,8 +78,95 @@ class Techniques(_Strict):
         return Techniques(model=model, **lists)
 
 
+_Int = int
+
+
+class Distribution(_Strict):
+    """One searched value, written as exactly one of ``uniform: [low, high]``, ``log_uniform: [low, high]``,
+    ``int: [low, high]``, ``log_int: [low, high]`` (both ends included) or ``choice: [a, b, ...]``."""
+
+    uniform: tuple[float, float] | None = None
+    log_uniform: tuple[float, float] | None = None
+    int: tuple[_Int, _Int] | None = None  # the field named int hides the builtin in this class's annotations
+    log_int: tuple[_Int, _Int] | None = None
+    choice: list[Any] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Distribution:
+        given = [name for name in DISTRIBUTIONS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(DISTRIBUTIONS)}, not {len(given)}")
+        kind = given[0]
+        if kind != "choice":
+            low, high = getattr(self, kind)
+            if not low < high:
+                raise ValueError(f"{kind}: the low end must be below the high end, not [{low}, {high}]")
+            if kind.startswith("log") and low <= 0:
+                raise ValueError(f"{kind}: both ends must be above 0, not [{low}, {high}]")
+        elif any(isinstance(v, (dict, list)) for v in self.choice):
+            raise ValueError("choice: each option must be a number, a string, true, false or null")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in DISTRIBUTIONS if getattr(self, name) is not None)
+
+    @property
+    def bounds(self) -> Any:
+        return getattr(self, self.kind)
+
+
+DISTRIBUTIONS = ("uniform", "log_uniform", "int", "log_int", "choice")
+SEARCH_METRIC_DEFAULT = "loss"
+
+
+class Tune(_Strict):
+    """Hyperparameter search inside each cell (``octbench.search``): ``trials`` settings drawn from ``space`` are
+    each trained on the cell's inner training part and scored on its inner validation split; the best is then
+    trained and evaluated as the cell. Keys of ``space``: ``train.<setting>`` (``train.optimizer.lr``),
+    ``model.<parameter>``, or ``<technique name>.<parameter>`` (searched only in variants that use it)."""
+
+    trials: int = Field(20, ge=1, le=10_000, description="settings tried per cell: the same for every variant")
+    space: dict[str, Distribution] = Field(min_length=1)
+    metric: str = Field(
+        SEARCH_METRIC_DEFAULT,
+        description="what scores a trial on the inner validation split: loss (cross-entropy) or any reported metric",
+    )
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="default: minimize loss, maximize any other metric"
+    )
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPE (seeded) or random search")
+
+    @field_validator("space")
+    @classmethod
+    def _keys_name_a_target(cls, space: dict[str, Distribution]) -> dict[str, Distribution]:
+        for key in space:
+            head, _, rest = key.partition(".")
+            if not head or not rest or "" in rest.split("."):
+                raise ValueError(f"'{key}' should be train.<setting>, model.<parameter> or <technique>.<parameter>")
+            if head == "train" and rest.split(".")[0] in ("device", "timeout", "threads"):
+                raise ValueError(
+                    f"'{key}' says where or how long a cell runs, not how it learns: it cannot be searched"
+                )
+        return space
+
+    @property
+    def goal(self) -> str:
+        return self.direction or ("minimize" if self.metric == "loss" else "maximize")
+
+
+class TuneOverride(_Strict):
+    """A variant's own ``tune``: another number of trials, or more (or other) searched keys."""
+
+    trials: int | None = Field(None, ge=1, le=10_000)
+    space: dict[str, Distribution] = Field(default_factory=dict)
+
+
 class VariantSpec(Techniques):
     name: str = Field(min_length=1, max_length=200)
+    tune: TuneOverride | Literal[False] | None = Field(
+        None, description="this variant's search: other trials or keys, or false for none (the report says so)"
+    )
 
 
 class Ablation(_Strict):
@@ -249,6 +336,7 @@ class Suite(_Strict):
     ablation: Ablation | None = None
     plugins: list[str] = Field(default_factory=list)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    tune: Tune | None = Field(None, description="hyperparameter search inside each cell, for every variant")
     quick: bool = Field(
         False,
         description=f"a fast first look: each seed's pool subsampled to {QUICK_POOL} images (stratified), epochs "
@@ -286,6 +374,7 @@ class Variant(_Strict):
     regularizers: list[PluginRef]
     role: Literal["baseline", "variant"] = "variant"
     where: str = ""
+    tune: Tune | None = None  # the search this variant's cells run: only keys that apply to it
 
 
 def expand_variants(suite: Suite) -> list[VariantSpec]:
@@ -342,7 +431,45 @@ def resolve_variants(suite: Suite) -> list[Variant]:
                 where=_variant_location(suite, spec.name, index),
             )
         )
+        resolved[-1] = resolved[-1].model_copy(update={"tune": variant_tune(suite.tune, spec.tune, resolved[-1])})
+    _every_key_searched_somewhere(suite, resolved)
     return resolved
+
+
+def variant_tune(tune: Tune | None, own: TuneOverride | Literal[False] | None, variant: Variant) -> Tune | None:
+    """The search ``variant``'s cells run: the suite's, with the variant's own trials and keys, keeping only keys
+    that name a train setting, the model, or a technique the variant uses. None when nothing is searched."""
+    if own is False or (tune is None and own is None):
+        return None
+    if tune is None:
+        if own.trials is None or not own.space:
+            raise SuiteError(
+                f"variant '{variant.name}': a variant's tune needs 'trials' and 'space' where the suite has no "
+                "'tune' block"
+            )
+        tune = Tune(trials=own.trials, space=own.space)
+    elif own is not None:
+        tune = tune.model_copy(update={"trials": own.trials or tune.trials, "space": {**tune.space, **own.space}})
+    space = {key: d for key, d in tune.space.items() if searched_in(key, variant)}
+    return tune.model_copy(update={"space": space}) if space else None
+
+
+def searched_in(key: str, variant: Variant) -> bool:
+    """Whether the search key applies to the variant: train and model keys always, a technique's when it is used."""
+    head = key.split(".", 1)[0]
+    names = {variant.model.name} | {ref.name for kind in VARIANT_LISTS for ref in getattr(variant, kind)}
+    return head in ("train", "model") or head in names
+
+
+def _every_key_searched_somewhere(suite: Suite, variants: list[Variant]) -> None:
+    keys = set(suite.tune.space) if suite.tune else set()
+    keys |= {key for spec in expand_variants(suite) if spec.tune for key in spec.tune.space}
+    unused = sorted(key for key in keys if not any(searched_in(key, v) for v in variants))
+    if unused:
+        raise SuiteError(
+            f"tune.space: {', '.join(unused)} names a technique no variant uses; search keys are "
+            "train.<setting>, model.<parameter> or <technique name>.<parameter>"
+        )
 
 
 def _variant_location(suite: Suite, name: str, index: int) -> str:

@@ -108,7 +108,11 @@ def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any
 
 
 def cell_rows(results: Results) -> list[dict[str, Any]]:
+    """A row per cell and split; a tuned run adds the setting each cell's search chose (``tuned <key>``)."""
     names = results.metric_names
+    searched = sorted(
+        {k for v in results.variants for c in v.cells for k in c.settings.get("search", {}).get("chosen", {})}
+    )
     rows = []
     for v in results.variants:
         for c in v.cells:
@@ -123,6 +127,7 @@ def cell_rows(results: Results) -> list[dict[str, Any]]:
                         **{m: metrics.get(m) for m in names},
                         **{f"seconds_{k}": c.timings.get(k) for k in ("preprocess", "resample", "train", "evaluate")},
                         "train_images_per_s": c.timings.get("train_images_per_s"),
+                        **{f"tuned {k}": c.settings.get("search", {}).get("chosen", {}).get(k) for k in searched},
                     }
                 )
     return rows

@@ -156,6 +156,21 @@ def training_curves(per_cell: list[list[dict]], title: str) -> Figure:
     return fig
 
 
+def search_curves(per_variant: dict[str, list[list[float]]], metric: str) -> Figure:
+    """Best inner-validation score so far against the trial number: per variant, the mean over its tuned cells."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    for i, (name, curves) in enumerate(per_variant.items()):
+        length = max(len(c) for c in curves)
+        mean = [np.nanmean([c[t] for c in curves if t < len(c)]) for t in range(length)]
+        ax.plot(np.arange(1, length + 1), mean, label=name, ms=3, **_style(i))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"best inner-validation {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _height(rows: int) -> float:
     return 1.2 + 0.32 * rows
 

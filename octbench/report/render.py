@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from octbench.plugins import PluginHost
-from octbench.report import figures
+from octbench.report import figures, tuned
 from octbench.report.analysis import ALPHA, Analysis
 from octbench.report.collect import Results
 from octbench.report.export import best_keys, leaderboard_rows
@@ -76,12 +76,16 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
 
 
 def _sections(results: Results, analysis: Analysis) -> list[tuple[str, str]]:
-    """(title, HTML) of every report-section plugin: installed ones, and those in the plugin files the run named."""
+    """(title, HTML) of the tuning section (where cells were tuned) and of every report-section plugin: installed
+    ones, and those in the plugin files the run named."""
+    found = []
+    search = analysis.attempt("the tuning section", tuned.render, results)
+    if search is not None:
+        found.append(("Tuning", Markup(search)))
     paths = [p for run in results.runs for p in run.provenance.get("plugin_paths", []) if Path(p).exists()]
     host = analysis.attempt("report-section plugins", PluginHost.load, paths)
     if host is None:
-        return []
-    found = []
+        return found
     for section in host.instances("report-section"):
         html = analysis.attempt(f"report section '{section.name}'", section.render, results, analysis)
         if html is not None:

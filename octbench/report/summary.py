@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from octbench.report.analysis import ALPHA, Analysis, VariantAnalysis
 from octbench.report.collect import Results
+from octbench.report.tuned import sentence as tuning_sentence
 from octbench.report.wording import p_text
 
 
@@ -125,6 +126,8 @@ def summary(results: Results, analysis: Analysis) -> str:
     ]
     if done < planned:
         text.append(f"Only {done} of {planned} cells are done, so the verdicts below rest on those.")
+    if tuning := tuning_sentence(results):
+        text.append(tuning)
     if analysis.reference is not None:
         others = [a for a in analysis.variants if a.variant is not analysis.reference]
         text += _cv_sentence(analysis, others)

@@ -28,6 +28,7 @@ class Analysed(Protocol):
     test_split: Headline | None
     clinical: Clinical | None
 
+
 ALPHA = 0.05
 RESAMPLES = 1000
 POWER = 0.8

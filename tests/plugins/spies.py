@@ -86,6 +86,7 @@ class SpyPreprocessor(Preprocessor):
         return self
 
     def transform(self, images):
+        _log(self.params.log, {"event": "transform", "ids": identities(images)})
         return images
 
 

@@ -1,0 +1,184 @@
+"""Hyperparameter search inside each cell, with Optuna: nested in the folds, so nothing held out informs a choice.
+
+A tuned cell (its variant has a ``tune`` search, ``octbench.suite.Tune``) first runs ``tune.trials`` trials. Each
+trial draws a setting from ``tune.space`` (Optuna's TPE sampler, seeded per cell, or random search), trains on the
+cell's inner training part and is scored on its inner validation split alone: a trial never preprocesses, predicts
+or scores a held-out or test image (``octbench.cell.run_trial``). The best setting then trains as the cell itself,
+which is evaluated once on the held-out fold and the test split, as an untuned cell is. Every variant gets the same
+number of trials unless the suite says otherwise, and the report says when budgets differ.
+
+Each cell's study is kept in a journal beside the run's store (``tuning.journal``, Optuna's ``JournalStorage``, safe
+for worker processes side by side), so a killed run resumes a cell at its next trial and never trains a finished
+trial again; a cell already in the store runs no trial at all. A trial that was running when the run was killed
+did not finish: it is tried afresh (its setting drawn again).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from octbench.deadline import TimeLimitExceeded
+from octbench.errors import CellFailed, Interrupted
+from octbench.suite import Distribution, Suite, Train, Tune, Variant
+
+JOURNAL = "tuning.journal"  # beside results.sqlite
+
+TrialRunner = Callable[[dict[str, Any]], float]
+
+
+def apply(suite: Suite, variant: Variant, params: dict[str, Any]) -> tuple[Suite, Variant]:
+    """``suite`` and ``variant`` with a trial's (or the chosen) setting: ``train.*`` keys set in the suite's
+    training settings, ``model.*`` in the model's parameters, ``<technique>.*`` in every use of that technique."""
+    train = suite.train.model_dump(mode="json")
+    refs = {kind: [ref.model_copy(deep=True) for ref in getattr(variant, kind)] for kind in TECHNIQUE_LISTS}
+    model = variant.model.model_copy(deep=True)
+    for key, value in params.items():
+        head, rest = key.split(".", 1)
+        if head == "train":
+            _set(train, rest.split("."), value)
+            continue
+        if head in ("model", model.name):
+            _set(model.params, rest.split("."), value)
+        for ref in (ref for kind in TECHNIQUE_LISTS for ref in refs[kind] if ref.name == head):
+            _set(ref.params, rest.split("."), value)
+    suite = suite.model_copy(update={"train": Train.model_validate(train)})
+    return suite, variant.model_copy(update={"model": model, **refs})
+
+
+TECHNIQUE_LISTS = ("preprocessors", "augmenters", "regularizers")
+
+
+def _set(target: dict[str, Any], path: list[str], value: Any) -> None:
+    for name in path[:-1]:
+        if name not in target and isinstance(target.get("params"), dict):  # an optimizer's own parameters
+            target = target["params"]
+        target = target.setdefault(name, {})
+    last = path[-1]
+    if last not in target and isinstance(target.get("params"), dict):
+        target = target["params"]
+    target[last] = value
+
+
+def low_end(distribution: Distribution) -> Any:
+    """A value the distribution can draw, for checking a search before any trial runs."""
+    return distribution.bounds[0]
+
+
+def suggest(trial: Any, key: str, distribution: Distribution) -> Any:
+    kind, bounds = distribution.kind, distribution.bounds
+    if kind == "choice":
+        return trial.suggest_categorical(key, bounds)
+    if kind in ("int", "log_int"):
+        return trial.suggest_int(key, bounds[0], bounds[1], log=kind == "log_int")
+    return trial.suggest_float(key, bounds[0], bounds[1], log=kind == "log_uniform")
+
+
+def _sampler(optuna: Any, tune: Tune, seed: int) -> Any:
+    if tune.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # TPE's first trials are random draws; a budget of 20 spends 6 of them there, 9 or fewer spend 3 at least
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, tune.trials // 3)))
+
+
+def study_name(variant: str, config_hash: str, seed: int, fold: int) -> str:
+    return f"{variant}/{config_hash}/seed {seed}/fold {fold}"
+
+
+def _import_optuna() -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_study(name: str, tune: Tune, journal: str | None) -> Any:
+    """The cell's study, from the run's journal (created, or found again after a kill), or in memory."""
+    optuna = _import_optuna()
+    storage = None
+    if journal:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+    return optuna.create_study(study_name=name, storage=storage, direction=tune.goal, load_if_exists=True)
+
+
+def search(
+    tune: Tune,
+    name: str,
+    seed: int,
+    run_trial: TrialRunner,
+    *,
+    journal: str | None = None,
+    describe_failure: Callable[[BaseException], str] = str,
+) -> dict[str, Any]:
+    """Run the study's remaining trials (``tune.trials`` finished ones in all) and return the search's record:
+    the chosen setting, its inner-validation score and every trial. Raises ``CellFailed`` when no trial finished."""
+    optuna = _import_optuna()
+    state = optuna.trial.TrialState
+    study = open_study(name, tune, journal)
+
+    def finished() -> list[Any]:
+        return [t for t in study.get_trials(deepcopy=False) if t.state in (state.COMPLETE, state.FAIL)]
+
+    found = len(finished())
+    # seeded per cell and per restart: an uninterrupted run draws the same settings every time, and a resumed one
+    # does not draw its first settings again
+    study.sampler = _sampler(optuna, tune, seed + len(study.trials))
+    while len(finished()) < tune.trials:
+        trial = study.ask()
+        params = {key: suggest(trial, key, distribution) for key, distribution in tune.space.items()}
+        start = time.perf_counter()
+        try:
+            value = float(run_trial(params))
+            error = "" if math.isfinite(value) else f"the trial scored {value} on the inner validation split"
+        except (KeyboardInterrupt, Interrupted, TimeLimitExceeded):  # the run, or the cell's own limit, stops
+            raise
+        except (Exception, SystemExit) as exc:
+            value, error = float("nan"), describe_failure(exc)
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        if error:
+            trial.set_user_attr("error", error)
+            study.tell(trial, state=state.FAIL)
+        else:
+            study.tell(trial, value)
+    return _record(study, tune, found, optuna)
+
+
+def _record(study: Any, tune: Tune, found: int, optuna: Any) -> dict[str, Any]:
+    state = optuna.trial.TrialState
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state in (state.COMPLETE, state.FAIL)]
+    complete = [t for t in trials if t.state == state.COMPLETE]
+    if not complete:
+        first = next((t.user_attrs.get("error", "") for t in trials), "")
+        raise CellFailed(f"every one of the search's {len(trials)} trials failed; the first: {first}")
+    best = study.best_trial
+    return {
+        "trials": tune.trials,
+        "metric": tune.metric,
+        "direction": tune.goal,
+        "sampler": tune.sampler,
+        "chosen": dict(best.params),
+        "score": float(best.value),
+        "resumed_after": found,
+        "seconds": sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials),
+        "history": [
+            {
+                "number": t.number,
+                "params": dict(t.params),
+                "value": None if t.value is None else float(t.value),
+                "state": t.state.name.lower(),
+                "error": t.user_attrs.get("error", ""),
+                "seconds": float(t.user_attrs.get("seconds", 0.0)),
+            }
+            for t in trials
+        ],
+    }
+
+
+def journal_path(out: str | Path | None) -> str:
+    return str(Path(out) / JOURNAL) if out is not None else ""

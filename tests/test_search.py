@@ -1,0 +1,290 @@
+"""Nested hyperparameter search (octbench.search): the suite's tune block, trials inside the folds, a kill and a
+resume that never repeat a finished trial, and the report's tuning section."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from octbench import folds, search
+from octbench.cli import cli
+from octbench.errors import SuiteError
+from octbench.suite import resolve_variants
+from octbench.suitefile import parse_suite
+from tests.conftest import TINY_DATASET, cells, spy_plugin_path, wait_for
+from tests.plugins.spies import POOL, TEST, read_log
+
+HEAD = f"""
+name: tuned
+dataset: {TINY_DATASET}
+cv: {{folds: 2, seeds: [0], val_fraction: 0.2}}
+train: {{epochs: 1, batch_size: 32, optimizer: {{name: adam, lr: 0.003}}, device: cpu}}
+defaults: {{model: {{name: cnn, widths: [8, 16], hidden: 16}}}}
+"""
+
+
+def suite_text(tune: str, variants: str, head: str = HEAD) -> str:
+    return (
+        textwrap.dedent(head) + textwrap.dedent(tune) + "variants:\n" + textwrap.indent(textwrap.dedent(variants), "  ")
+    )
+
+
+TUNE = """
+tune:
+  trials: 3
+  space:
+    train.optimizer.lr: {log_uniform: [0.0003, 0.03]}
+    clahe.clip_limit: {uniform: [1, 4]}
+"""
+
+
+def test_each_variant_searches_the_keys_that_apply_to_it_with_its_own_budget():
+    suite = parse_suite(
+        suite_text(
+            TUNE,
+            """
+            - name: baseline
+            - {name: clahe, preprocessors: [clahe]}
+            - {name: longer, preprocessors: [clahe], tune: {trials: 5, space: {model.hidden: {int: [8, 32]}}}}
+            - {name: untuned, preprocessors: [clahe], tune: false}
+            """,
+        )
+    )
+    tunes = {v.name: v.tune for v in resolve_variants(suite)}
+    assert list(tunes["baseline"].space) == ["train.optimizer.lr"]  # no clahe in the baseline: not searched there
+    assert list(tunes["clahe"].space) == ["train.optimizer.lr", "clahe.clip_limit"]
+    assert tunes["longer"].trials == 5 and "model.hidden" in tunes["longer"].space
+    assert tunes["untuned"] is None and tunes["clahe"].trials == 3
+    assert tunes["clahe"].goal == "minimize"  # loss, by default
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("{train.optimizer.lr: {uniform: [1, 2], int: [1, 2]}}", "give exactly one of"),
+        ("{train.optimizer.lr: {uniform: [2, 1]}}", "the low end must be below the high end"),
+        ("{train.optimizer.lr: {log_uniform: [0, 1]}}", "both ends must be above 0"),
+        ("{train.device: {choice: [cpu, cuda]}}", "cannot be searched"),
+        ("{lr: {uniform: [1, 2]}}", "should be train.<setting>"),
+        ("{clahee.clip_limit: {uniform: [1, 2]}}", "clahee.clip_limit names a technique no variant uses"),
+    ],
+)
+def test_a_bad_search_is_one_clear_error(space, message):
+    text = suite_text(f"tune: {{trials: 2, space: {space}}}\n", "- {name: clahe, preprocessors: [clahe]}\n")
+    with pytest.raises(SuiteError, match=message):
+        resolve_variants(parse_suite(text))
+
+
+@pytest.mark.parametrize(
+    ("tune", "message"),
+    [
+        ("tune: {trials: 2, metric: acc, space: {clahe.clip_limit: {uniform: [1, 2]}}}", "tune.metric: 'acc' is not"),
+        ("tune: {trials: 2, space: {clahe.clip_limit: {uniform: [-1, 2]}}}", "clahe.clip_limit = -1.0 is not a valid"),
+        ("tune: {trials: 2, space: {train.batch_size: {int: [0, 8]}}}", "train.batch_size = 0 is not a valid"),
+    ],
+)
+def test_a_search_that_could_not_run_is_refused_before_any_cell_naming_its_line(tmp_path, tune, message):
+    path = tmp_path / "suite.yaml"
+    path.write_text(suite_text(tune + "\n", "- {name: clahe, preprocessors: [clahe]}\n"))
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert f"{path}:7:" in result.output  # the tune block's line
+    assert "Traceback" not in result.output
+
+
+def test_a_setting_is_applied_where_its_key_points():
+    suite = parse_suite(suite_text(TUNE, "- {name: clahe, preprocessors: [clahe, {name: clahe, tile_grid: 4}]}\n"))
+    variant = resolve_variants(suite)[0]
+    params = {"train.optimizer.lr": 0.01, "train.optimizer.momentum": 0.9, "clahe.clip_limit": 3.0, "model.hidden": 8}
+    tuned_suite, tuned = search.apply(suite, variant, params)
+    assert tuned_suite.train.optimizer.lr == 0.01 and tuned_suite.train.optimizer.params == {"momentum": 0.9}
+    assert [ref.params for ref in tuned.preprocessors] == [{"clip_limit": 3.0}, {"clip_limit": 3.0, "tile_grid": 4}]
+    assert tuned.model.params["hidden"] == 8
+    assert suite.train.optimizer.lr == 0.003 and variant.preprocessors[0].params == {}  # the originals unchanged
+
+
+def read_study(journal, name):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def study_names(journal):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return sorted(
+        s.study_name for s in optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(journal))))
+    )
+
+
+@pytest.mark.slow
+def test_a_tuned_suite_runs_reports_and_exports_its_choices_and_a_rerun_trains_no_trial(tmp_path):
+    from octbench.runner import run_suite
+
+    path = tmp_path / "tuned.yaml"
+    path.write_text(suite_text(TUNE, "- name: baseline\n- {name: clahe, preprocessors: [clahe]}\n"))
+    out = tmp_path / "out"
+    summary = run_suite(path, out=out, progress=False)
+    assert (summary.done, summary.failed) == (4, 0)
+    names = study_names(out / search.JOURNAL)
+    assert len(names) == 4  # one study per cell
+    for name in names:
+        trials = read_study(out / search.JOURNAL, name).trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    page = (out / "report.html").read_text()
+    assert "<h2>Tuning</h2>" in page and "Each variant was tuned inside every fold with 3 trials" in page
+    assert "clahe.clip_limit" in page
+
+    result = CliRunner().invoke(cli, ["report", str(out), "--format", "csv", "--output", str(tmp_path / "csv")])
+    assert result.exit_code == 0, result.output
+    header = (tmp_path / "csv" / "cells.csv").read_text().splitlines()[0]
+    assert "tuned train.optimizer.lr" in header and "tuned clahe.clip_limit" in header
+
+    again = run_suite(path, out=out, progress=False)
+    assert again.done == 0 and again.skipped == 4
+    assert all(len(read_study(out / search.JOURNAL, n).trials) == 3 for n in names), "a rerun trained a trial"
+
+
+SPY_SUITE = """
+name: spied-search
+plugins: [{plugins}]
+dataset: {{name: tagged}}
+cv: {{folds: 3, seeds: [0], val_fraction: 0.2}}
+train: {{epochs: 1, batch_size: 16, device: cpu}}
+defaults: {{model: {{name: cnn, widths: [4], hidden: 8}}}}
+executor: {{stack: 1}}
+tune: {{trials: 2, sampler: random, space: {{train.optimizer.lr: {{log_uniform: [0.001, 0.01]}}}}}}
+variants:
+  - name: spied
+    preprocessors: [{{name: spy-preprocessor, log: {log}}}, {{name: spy-resampler, log: {log}}}]
+    augmenters: [{{name: spy-augmenter, log: {log}}}]
+"""
+
+
+@pytest.mark.slow
+def test_trials_never_see_held_out_or_test_images_and_the_tuned_cell_sees_them_once(tmp_path):
+    from octbench.runner import run_suite
+
+    log = tmp_path / "spy.jsonl"
+    path = tmp_path / "suite.yaml"
+    path.write_text(SPY_SUITE.format(plugins=spy_plugin_path(), log=log))
+    summary = run_suite(path, out=tmp_path / "out", progress=False, check=False)
+    assert (summary.done, summary.failed) == (3, 0)
+
+    # the log, cut at each fit: per cell, two trials and then the tuned cell, in order
+    groups: list[list[dict]] = []
+    for event in read_log(log):
+        if event["event"] == "fit":
+            groups.append([])
+        groups[-1].append(event)
+    assert len(groups) == 3 * 3
+    labels = np.arange(120) % 3
+    for fold in range(3):
+        train, held = folds.fold_indices(labels, 3, 0, fold)
+        inner, val = folds.inner_split(train, labels, 0.2, 0, fold)
+        *trials, final = groups[fold * 3 : fold * 3 + 3]
+        for group in trials:
+            for event in group:
+                origins = {origin for origin, _, _ in event["ids"]}
+                seen = {index for _, index, synthetic in event["ids"] if not synthetic}
+                assert origins == {POOL}, f"a trial's {event['event']} saw official test images"
+                assert not seen & set(held.tolist()), f"a trial's {event['event']} saw held-out images"
+                allowed = inner if event["event"] in ("fit", "resample", "augment") else np.concatenate([inner, val])
+                assert seen <= set(allowed.tolist())
+        transforms = [e for e in final if e["event"] == "transform"]
+        tested = [e for e in transforms if {o for o, _, _ in e["ids"]} == {TEST}]
+        held_out = [e for e in transforms if {i for o, i, _ in e["ids"] if o == POOL} == set(held.tolist())]
+        assert len(tested) == 1 and len(held_out) == 1, "the tuned cell is evaluated once on each split"
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_at_its_next_trial_and_never_repeats_a_finished_one(tmp_path):
+    from octbench.runner import run_suite
+
+    path = tmp_path / "suite.yaml"
+    tune = "tune: {trials: 8, space: {train.optimizer.lr: {log_uniform: [0.001, 0.01]}}}\n"
+    head = HEAD + f"plugins: [{spy_plugin_path()}]\nexecutor: {{stack: 1}}\n"
+    path.write_text(suite_text(tune, "- {name: baseline, regularizers: [{name: slow-down, seconds: 0.6}]}\n", head))
+    out = tmp_path / "out"
+    journal = out / search.JOURNAL
+
+    def first_cell(names):  # variant/config hash/seed/fold
+        return [n for n in names if n.startswith("baseline/") and n.endswith("/fold 0")]
+
+    def finished_in_first_cell() -> int:
+        if not journal.exists():
+            return 0
+        names = first_cell(study_names(journal))
+        return sum(t.state.name == "COMPLETE" for t in read_study(journal, names[0]).trials) if names else 0
+
+    command = [sys.executable, "-m", "octbench", "run", str(path), "--out", str(out), "--no-progress", "--no-check"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: finished_in_first_cell() >= 2, process)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    (name,) = first_cell(study_names(journal))
+    before = [(t.number, t.params, t.value) for t in read_study(journal, name).trials if t.state.name == "COMPLETE"]
+    assert 2 <= len(before) < 8, "the kill should land mid-search"
+    assert cells(out) == [] or all(c[2] != 0 for c in cells(out)), "the first cell was not finished"
+
+    summary = run_suite(path, out=out, progress=False, check=False)
+    assert (summary.done, summary.failed) == (2, 0)
+    study = read_study(journal, name)
+    complete = [(t.number, t.params, t.value) for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 8 and complete[: len(before)] == before, "a finished trial was trained again"
+    record = next(c for c in stored_settings(out) if c["fold"] == 0)["search"]
+    assert record["resumed_after"] == len(before) and len(record["history"]) == 8
+
+
+def stored_settings(out):
+    import json
+    import sqlite3
+
+    conn = sqlite3.connect(out / "results.sqlite")
+    try:
+        rows = conn.execute("SELECT fold, settings FROM cells WHERE status = 'done'").fetchall()
+    finally:
+        conn.close()
+    return [{"fold": fold, **json.loads(settings)} for fold, settings in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_a_tuned_breastmnist_suite_runs_end_to_end(shared_data, tmp_path):
+    from octbench.runner import run_suite
+
+    path = tmp_path / "breast.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            name: breast-tuned
+            dataset: {name: breastmnist}
+            cv: {folds: 2, seeds: [0]}
+            train: {epochs: 1, batch_size: 64, device: cpu}
+            defaults: {model: {name: cnn, widths: [8, 16], hidden: 16}}
+            tune: {trials: 2, metric: auc_macro, space: {train.optimizer.lr: {log_uniform: [0.0003, 0.01]}}}
+            variants:
+              - name: baseline
+              - {name: clahe, preprocessors: [{name: clahe, clip_limit: 2.0}]}
+            """
+        )
+    )
+    summary = run_suite(path, out=tmp_path / "out", data_dir=str(shared_data), progress=False)
+    assert (summary.done, summary.failed) == (4, 0)
+    records = [c["search"] for c in stored_settings(tmp_path / "out")]
+    assert all(r["metric"] == "auc_macro" and r["direction"] == "maximize" for r in records)
+    assert all(0.0 <= r["score"] <= 1.0 for r in records)
