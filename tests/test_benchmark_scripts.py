@@ -71,3 +71,14 @@ def test_stack_dispatch_counts_the_operators_of_a_step(tmp_path):
     assert [row["members"] for row in result["rows"]] == [1, 3]
     assert all(row["steps"] == 2 and 0 < row["direct_per_step"] < row["all_per_step"] for row in result["rows"])
     assert result["growth"] < 0.1, result
+
+
+@pytest.mark.slow
+def test_tuned_null_counts_false_positives_and_times_tuning(tmp_path):
+    result = run_script(
+        "tuned_null.py", "--replicates", "1", "--trials", "2", "--folds", "2", "--seeds", "1", "--epochs", "1",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert result["replicates"] == 1 and result["significant"] in (0, 1)
+    assert result["interval"][0] <= result["rate"] <= result["interval"][1]
+    assert result["trial_s"] > 0 and result["tuning_per_cell_s"] >= 2 * result["trial_s"] * 0.99
