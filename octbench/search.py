@@ -88,7 +88,8 @@ def study_name(variant: str, config_hash: str, seed: int, fold: int) -> str:
     return f"{variant}/{config_hash}/seed {seed}/fold {fold}"
 
 
-def _import_optuna() -> Any:
+def import_optuna() -> Any:
+    """Optuna, imported on first use (a run without a search never loads it), its per-trial INFO lines silenced."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -96,10 +97,11 @@ def _import_optuna() -> Any:
 
 
 def open_study(name: str, tune: Tune, journal: str | None) -> Any:
-    """The cell's study, from the run's journal (created, or found again after a kill), or in memory."""
-    optuna = _import_optuna()
+    """The cell's study, from the run's journal (created, or found again after a kill), or in memory where there is
+    no journal or its folder is not on this machine (a Ray node that does not share the driver's disk)."""
+    optuna = import_optuna()
     storage = None
-    if journal:
+    if journal and Path(journal).parent.is_dir():
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
@@ -118,7 +120,7 @@ def search(
 ) -> dict[str, Any]:
     """Run the study's remaining trials (``tune.trials`` finished ones in all) and return the search's record:
     the chosen setting, its inner-validation score and every trial. Raises ``CellFailed`` when no trial finished."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     state = optuna.trial.TrialState
     study = open_study(name, tune, journal)
 

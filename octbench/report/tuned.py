@@ -16,6 +16,7 @@ import numpy as np
 
 from octbench.report import plots
 from octbench.report.collect import Results, VariantResults
+from octbench.search import import_optuna
 
 EDGE = 0.05  # a choice within 5% of its range's width (log-width for log ranges) of an end is "at the edge"
 
@@ -89,14 +90,16 @@ def _edges(found: VariantSearch) -> list[str]:
         if kind is None:
             continue
         low, high = spec[kind]
-        values = [setting[key] for _, _, setting, _ in found.chosen if key in setting]
-        ends = [p for p in (_position(v, kind, low, high) for v in values) if p <= EDGE or p >= 1 - EDGE]
-        if values and len(ends) * 2 >= len(values):
-            side = "low" if sum(p <= EDGE for p in ends) >= len(ends) / 2 else "high"
-            warnings.append(
-                f"{found.key}: {key} was chosen at the {side} end of [{low:g}, {high:g}] in {len(ends)} of "
-                f"{len(values)} folds; the best setting may lie beyond it: widen the range"
-            )
+        positions = [_position(setting[key], kind, low, high) for _, _, setting, _ in found.chosen if key in setting]
+        for side, count in (
+            ("low", sum(p <= EDGE for p in positions)),
+            ("high", sum(p >= 1 - EDGE for p in positions)),
+        ):
+            if positions and count * 2 >= len(positions):
+                warnings.append(
+                    f"{found.key}: {key} was chosen at the {side} end of [{low:g}, {high:g}] in {count} of "
+                    f"{len(positions)} folds; the best setting may lie beyond it: widen the range"
+                )
     return warnings
 
 
@@ -107,8 +110,7 @@ def _importance(found: VariantSearch, records: list[dict[str, Any]]) -> dict[str
     keys = [k for k in found.space if all(k in t["params"] for t in complete)]
     if len(keys) < 2 or len(complete) < 10:
         return {}
-    import optuna
-
+    optuna = import_optuna()
     distributions = {key: _distribution(optuna, found.space[key]) for key in keys}
     study = optuna.create_study(direction=found.direction)
     study.add_trials(
