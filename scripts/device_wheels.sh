@@ -9,7 +9,8 @@ py=.venv/bin/python
 # what the GPU image has no copy of (its package list: torch, numpy, scipy, scikit-learn, pandas, matplotlib,
 # jinja2, click, rich, pyyaml, pluggy, pillow, tqdm, opencv-python-headless, pytest and pytest-benchmark are there)
 missing=(pydantic pydantic-core annotated-types typing-inspection typing-extensions
-         imbalanced-learn sklearn-compat albumentations albucore simsimd stringzilla)
+         imbalanced-learn sklearn-compat albumentations albucore simsimd stringzilla
+         optuna sqlalchemy greenlet alembic mako markupsafe colorlog)
 pins=()
 for name in "${missing[@]}"; do
     pins+=("$name==$($py -m pip show "$name" | awk '/^Version:/ {print $2}')")

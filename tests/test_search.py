@@ -288,3 +288,50 @@ def test_a_tuned_breastmnist_suite_runs_end_to_end(shared_data, tmp_path):
     records = [c["search"] for c in stored_settings(tmp_path / "out")]
     assert all(r["metric"] == "auc_macro" and r["direction"] == "maximize" for r in records)
     assert all(0.0 <= r["score"] <= 1.0 for r in records)
+
+
+def tuned_variant(key, trials, chosen, space=None):
+    from octbench.report.collect import Cell, VariantResults
+
+    def record(setting):
+        history = [{"number": 0, "params": setting, "value": 0.5, "state": "complete", "error": "", "seconds": 1.0}]
+        return {"trials": trials, "metric": "loss", "direction": "minimize", "sampler": "tpe", "chosen": setting,
+                "score": 0.5, "resumed_after": 0, "seconds": 1.0, "history": history}  # fmt: skip
+
+    cells = [
+        Cell(0, fold, {}, {}, {}, [], {}, {}, settings={"search": record(setting)} if setting is not None else {})
+        for fold, setting in enumerate(chosen)
+    ]
+    return VariantResults(key, key, "run", "variant", {"tune": {"space": space or {}}}, cells=cells)
+
+
+def test_the_report_says_when_budgets_differ_and_when_a_choice_sits_at_an_end_of_its_range():
+    from octbench.report import tuned
+    from octbench.report.collect import Results
+
+    lr = {"log_uniform": [0.0001, 0.01]}
+    same = Results(
+        [], [tuned_variant("a", 8, [{"lr": 0.001}] * 2, {"lr": lr}), tuned_variant("b", 8, [{"lr": 0.002}] * 2)]
+    )
+    assert tuned.sentence(same).startswith("Each variant was tuned inside every fold with 8 trials")
+    differ = Results([], [tuned_variant("a", 8, [{"lr": 0.001}]), tuned_variant("b", 16, [{"lr": 0.001}]),
+                          tuned_variant("c", 8, [None])])  # fmt: skip
+    assert tuned.sentence(differ) == (
+        "Tuning budgets differ: a 8 trials, b 16 trials; c not tuned, so differences mix the techniques with their "
+        "search budgets."
+    )
+    # 0.0001 and 0.0099 sit at the two ends of a log range, 0.001 in the middle: no end holds half the folds
+    split = tuned.searches(
+        Results([], [tuned_variant("a", 8, [{"lr": 0.0001}, {"lr": 0.0099}, {"lr": 0.001}], {"lr": lr})])
+    )
+    assert split[0].edges == []
+    low = tuned.searches(
+        Results([], [tuned_variant("a", 8, [{"lr": 0.0001}, {"lr": 0.00011}, {"lr": 0.001}], {"lr": lr})])
+    )
+    assert low[0].edges == [
+        "a: lr was chosen at the low end of [0.0001, 0.01] in 2 of 3 folds; the best setting may lie beyond it: "
+        "widen the range"
+    ]
+    page = tuned.render(Results([], [tuned_variant("a", 8, [{"lr": 0.0001}, {"lr": 0.00011}], {"lr": lr})]))
+    assert "widen the range" in page and "0.000105 [0.0001–0.00011]" in page
+    assert tuned.render(Results([], [tuned_variant("c", 8, [None])])) is None
