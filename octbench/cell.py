@@ -124,7 +124,7 @@ def _execute_stack(
     for i, task in enumerate(tasks):
         try:
             if task.variant.tune is not None:
-                task, searches[i] = tuned(task, host)
+                task, searches[i] = tuned(task, host, on_epoch)
             prepared[i] = prepare(task, host)
         except (KeyboardInterrupt, Interrupted):
             raise
@@ -153,7 +153,7 @@ def _execute_stack(
             results[i] = failure(p.task, exc, traceback.format_exc())
 
 
-def tuned(task: CellTask, host: PluginHost) -> tuple[CellTask, dict[str, Any]]:
+def tuned(task: CellTask, host: PluginHost, on_epoch: Any = None) -> tuple[CellTask, dict[str, Any]]:
     """Search the task's hyperparameters inside its fold (``octbench.search``): the task with the chosen setting,
     and the search's record (every trial, the choice, the time it took)."""
     tune = task.variant.tune
@@ -161,7 +161,7 @@ def tuned(task: CellTask, host: PluginHost) -> tuple[CellTask, dict[str, Any]]:
         tune,
         search.study_name(*task.key[:1], task.config_hash, task.seed, task.fold),
         int(task.config_hash[:8], 16),
-        lambda params: run_trial(task, host, params),
+        lambda params: run_trial(task, host, params, on_epoch),
         journal=task.journal or None,
         describe_failure=failure_reason,
     )
@@ -169,14 +169,14 @@ def tuned(task: CellTask, host: PluginHost) -> tuple[CellTask, dict[str, Any]]:
     return dataclasses.replace(task, suite=suite, variant=variant.model_copy(update={"tune": None})), record
 
 
-def run_trial(task: CellTask, host: PluginHost, params: dict[str, Any]) -> float:
+def run_trial(task: CellTask, host: PluginHost, params: dict[str, Any], on_epoch: Any = None) -> float:
     """One trial of a search: ``task`` with ``params``, trained on the fold's inner training part and scored on its
     inner validation split. The held-out fold and the test split are never preprocessed, predicted or scored."""
     suite, variant = search.apply(task.suite, task.variant, params)
     trial = dataclasses.replace(task, suite=suite, variant=variant)
     data = load_data(suite, host, task.data_dir)
     p = build_learner(preprocess(trial, host, data, fold_rows(trial, data.pool[1]), trial=True))
-    train_stack([p.learner], epochs=p.epochs)
+    train_stack([p.learner], epochs=p.epochs, on_epoch=on_epoch)
     if p.learner.error is not None:
         raise CellFailed(p.learner.error)
     return inner_score(p, task.variant.tune.metric)

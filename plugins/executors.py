@@ -81,7 +81,10 @@ class Local(Executor):
                 label = f"{first.variant.name} seed {first.seed} fold {first.fold}"
                 more = f" and {len(stack) - 1} more" if len(stack) > 1 else ""
                 bars.update(cells, status=escape(label + more))
-                bars.reset(epochs, total=first.suite.train.epochs, visible=context.progress, status="")
+                # a tuned cell trains each of its search's trials first (fewer where a killed run left some done)
+                trials = sum(task.variant.tune.trials for task in stack if task.variant.tune is not None)
+                total = first.suite.epochs * (1 + trials)
+                bars.reset(epochs, total=total, visible=context.progress, status="")
 
                 def on_epoch(logs, bars=bars, epochs=epochs):
                     status = f"val_loss {logs['val_loss']:.3f} val_acc {logs['val_acc']:.3f}"
