@@ -142,6 +142,15 @@ def check(suite, data_dir, device, overrides, quick) -> None:
         f"all {len(plan.variants)} variants passed their trial on a sample of {plan.suite.dataset.name} "
         f"({seconds:.1f} s)"
     )
+    tuned = [v for v in plan.variants if v.tune is not None]
+    if tuned:
+        cells = len(plan.suite.cv.seeds) * plan.suite.cv.folds
+        trainings = sum((v.tune.trials + 1) * cells for v in tuned) + (len(plan.variants) - len(tuned)) * cells
+        budgets = sorted({v.tune.trials for v in tuned})
+        click.echo(
+            f"{len(tuned)} of {len(plan.variants)} variants are tuned inside each of their {cells} cells with "
+            f"{' to '.join(map(str, budgets))} trials: {trainings:,} trainings in all (tried at their set values here)"
+        )
 
 
 @cli.command()

@@ -135,6 +135,8 @@ def test_a_tuned_suite_runs_reports_and_exports_its_choices_and_a_rerun_trains_n
 
     path = tmp_path / "tuned.yaml"
     path.write_text(suite_text(TUNE, "- name: baseline\n- {name: clahe, preprocessors: [clahe]}\n"))
+    checked = CliRunner().invoke(cli, ["check", str(path)])
+    assert "2 of 2 variants are tuned inside each of their 2 cells with 3 trials: 16 trainings" in checked.output
     out = tmp_path / "out"
     summary = run_suite(path, out=out, progress=False)
     assert (summary.done, summary.failed) == (4, 0)
