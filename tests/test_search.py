@@ -337,3 +337,27 @@ def test_the_report_says_when_budgets_differ_and_when_a_choice_sits_at_an_end_of
     page = tuned.render(Results([], [tuned_variant("a", 8, [{"lr": 0.0001}, {"lr": 0.00011}], {"lr": lr})]))
     assert "widen the range" in page and "0.000105 [0.0001–0.00011]" in page
     assert tuned.render(Results([], [tuned_variant("c", 8, [None])])) is None
+
+
+@pytest.mark.slow
+def test_worker_processes_share_one_journal_and_draw_the_settings_one_process_draws(tmp_path):
+    """Cells in two worker processes write their studies to the same journal (Optuna's file lock); each cell's
+    seeded search draws the same settings wherever it runs."""
+    from octbench.runner import run_suite
+
+    tune = "tune: {trials: 2, sampler: random, space: {train.optimizer.lr: {log_uniform: [0.001, 0.01]}}}\n"
+    drawn = {}
+    for executor in ("{stack: 1}", "{stack: 1, parallel: 2}"):
+        path = tmp_path / "suite.yaml"
+        path.write_text(suite_text(tune, "- name: baseline\n- {name: clahe, preprocessors: [clahe]}\n") +
+                        f"executor: {executor}\n")  # fmt: skip
+        out = tmp_path / executor.replace(" ", "")
+        summary = run_suite(path, out=out, progress=False, check=False)
+        assert (summary.done, summary.failed) == (4, 0)
+        names = study_names(out / search.JOURNAL)
+        assert len(names) == 4
+        drawn[executor] = {
+            name.split("/")[0] + name.split("/")[-1]: [t.params for t in read_study(out / search.JOURNAL, name).trials]
+            for name in names
+        }
+    assert drawn["{stack: 1}"] == drawn["{stack: 1, parallel: 2}"]
