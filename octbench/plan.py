@@ -78,7 +78,9 @@ def check_search(suite: Suite, variants: list[Variant], host: PluginHost, text: 
         for key, distribution in tune.space.items():
             for value in distribution.bounds if distribution.kind != "choice" else distribution.choice:
                 try:
-                    _, tried = search.apply(suite, variant, {key: value})
+                    tried_suite, tried = search.apply(suite, variant, {key: value})
+                    optimizer = tried_suite.train.optimizer
+                    host.check("optimizer", optimizer.name, optimizer.params)
                     for kind, ref in [("model", tried.model), *technique_refs(tried)]:
                         host.check(kind, ref.name, ref.params)
                 except (ValidationError, OctbenchError) as exc:

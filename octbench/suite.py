@@ -361,7 +361,9 @@ class Suite(_Strict):
         return min(self.train.epochs, QUICK_EPOCHS) if self.quick else self.train.epochs
 
     def digest(self) -> str:
-        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
+        # a suite without a search hashes as it did before searches existed
+        dumped = self.model_dump(mode="json", exclude={"tune"} if self.tune is None else None)
+        return hashlib.sha256(canonical_json(dumped).encode()).hexdigest()
 
 
 class Variant(_Strict):

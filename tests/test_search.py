@@ -88,6 +88,7 @@ def test_a_bad_search_is_one_clear_error(space, message):
         ("tune: {trials: 2, metric: acc, space: {clahe.clip_limit: {uniform: [1, 2]}}}", "tune.metric: 'acc' is not"),
         ("tune: {trials: 2, space: {clahe.clip_limit: {uniform: [-1, 2]}}}", "clahe.clip_limit = -1.0 is not a valid"),
         ("tune: {trials: 2, space: {train.batch_size: {int: [0, 8]}}}", "train.batch_size = 0 is not a valid"),
+        ("tune: {trials: 2, space: {train.optimizer.name: {choice: [adam, adamm]}}}", "optimizer.name = 'adamm' is"),
     ],
 )
 def test_a_search_that_could_not_run_is_refused_before_any_cell_naming_its_line(tmp_path, tune, message):
