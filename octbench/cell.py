@@ -159,7 +159,7 @@ def tuned(task: CellTask, host: PluginHost, on_epoch: Any = None) -> tuple[CellT
     tune = task.variant.tune
     record = search.search(
         tune,
-        search.study_name(*task.key[:1], task.config_hash, task.seed, task.fold),
+        search.study_name(task.variant.name, task.config_hash, task.seed, task.fold),
         int(task.config_hash[:8], 16),
         lambda params: run_trial(task, host, params, on_epoch),
         journal=task.journal or None,

@@ -23,6 +23,7 @@ from typing import Any
 
 from octbench.deadline import TimeLimitExceeded
 from octbench.errors import CellFailed, Interrupted
+from octbench.kinds import VARIANT_LISTS
 from octbench.suite import Distribution, Suite, Train, Tune, Variant
 
 JOURNAL = "tuning.journal"  # beside results.sqlite
@@ -34,7 +35,7 @@ def apply(suite: Suite, variant: Variant, params: dict[str, Any]) -> tuple[Suite
     """``suite`` and ``variant`` with a trial's (or the chosen) setting: ``train.*`` keys set in the suite's
     training settings, ``model.*`` in the model's parameters, ``<technique>.*`` in every use of that technique."""
     train = suite.train.model_dump(mode="json")
-    refs = {kind: [ref.model_copy(deep=True) for ref in getattr(variant, kind)] for kind in TECHNIQUE_LISTS}
+    refs = {kind: [ref.model_copy(deep=True) for ref in getattr(variant, kind)] for kind in VARIANT_LISTS}
     model = variant.model.model_copy(deep=True)
     for key, value in params.items():
         head, rest = key.split(".", 1)
@@ -43,13 +44,10 @@ def apply(suite: Suite, variant: Variant, params: dict[str, Any]) -> tuple[Suite
             continue
         if head in ("model", model.name):
             _set(model.params, rest.split("."), value)
-        for ref in (ref for kind in TECHNIQUE_LISTS for ref in refs[kind] if ref.name == head):
+        for ref in (ref for kind in VARIANT_LISTS for ref in refs[kind] if ref.name == head):
             _set(ref.params, rest.split("."), value)
     suite = suite.model_copy(update={"train": Train.model_validate(train)})
     return suite, variant.model_copy(update={"model": model, **refs})
-
-
-TECHNIQUE_LISTS = ("preprocessors", "augmenters", "regularizers")
 
 
 def _set(target: dict[str, Any], path: list[str], value: Any) -> None:
@@ -63,18 +61,20 @@ def _set(target: dict[str, Any], path: list[str], value: Any) -> None:
     target[last] = value
 
 
-def low_end(distribution: Distribution) -> Any:
-    """A value the distribution can draw, for checking a search before any trial runs."""
-    return distribution.bounds[0]
+def distributions(optuna: Any, space: dict[str, Distribution]) -> dict[str, Any]:
+    """Optuna's distribution for each searched key: what a trial draws from, and what the report's importance
+    analysis reads the trials with."""
+    d = optuna.distributions
 
+    def one(distribution: Distribution) -> Any:
+        kind, bounds = distribution.kind, distribution.bounds
+        if kind == "choice":
+            return d.CategoricalDistribution(bounds)
+        if kind in ("int", "log_int"):
+            return d.IntDistribution(bounds[0], bounds[1], log=kind == "log_int")
+        return d.FloatDistribution(bounds[0], bounds[1], log=kind == "log_uniform")
 
-def suggest(trial: Any, key: str, distribution: Distribution) -> Any:
-    kind, bounds = distribution.kind, distribution.bounds
-    if kind == "choice":
-        return trial.suggest_categorical(key, bounds)
-    if kind in ("int", "log_int"):
-        return trial.suggest_int(key, bounds[0], bounds[1], log=kind == "log_int")
-    return trial.suggest_float(key, bounds[0], bounds[1], log=kind == "log_uniform")
+    return {key: one(distribution) for key, distribution in space.items()}
 
 
 def _sampler(optuna: Any, tune: Tune, seed: int) -> Any:
@@ -131,9 +131,10 @@ def search(
     # seeded per cell and per restart: an uninterrupted run draws the same settings every time, and a resumed one
     # does not draw its first settings again
     study.sampler = _sampler(optuna, tune, seed + len(study.trials))
+    space = distributions(optuna, tune.space)
     while len(finished()) < tune.trials:
-        trial = study.ask()
-        params = {key: suggest(trial, key, distribution) for key, distribution in tune.space.items()}
+        trial = study.ask(fixed_distributions=space)
+        params = dict(trial.params)
         start = time.perf_counter()
         try:
             value = float(run_trial(params))

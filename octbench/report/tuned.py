@@ -16,7 +16,8 @@ import numpy as np
 
 from octbench.report import plots
 from octbench.report.collect import Results, VariantResults
-from octbench.search import import_optuna
+from octbench.search import distributions, import_optuna
+from octbench.suite import Distribution
 
 EDGE = 0.05  # a choice within 5% of its range's width (log-width for log ranges) of an end is "at the edge"
 
@@ -28,13 +29,13 @@ class VariantSearch:
     metric: str
     direction: str
     sampler: str
-    space: dict[str, dict[str, Any]]
+    space: dict[str, Distribution]
     chosen: list[tuple[int, int, dict[str, Any], float]]  # seed, fold, setting, inner-validation score
     seconds: list[float]  # per tuned cell
     curves: list[list[float]]  # best-so-far per tuned cell, over its finished trials
     failed_trials: int
+    records: list[dict[str, Any]]  # each tuned cell's stored search
     edges: list[str] = field(default_factory=list)
-    importance: dict[str, float] = field(default_factory=dict)
 
 
 def searches(results: Results) -> list[VariantSearch]:
@@ -47,7 +48,7 @@ def _variant_search(variant: VariantResults) -> VariantSearch | None:
     if not records:
         return None
     first = records[0][2]
-    space = (variant.spec.get("tune") or {}).get("space", {})
+    space = {k: Distribution.model_validate(v) for k, v in (variant.spec.get("tune") or {}).get("space", {}).items()}
     found = VariantSearch(
         key=variant.key,
         trials=first["trials"],
@@ -59,9 +60,9 @@ def _variant_search(variant: VariantResults) -> VariantSearch | None:
         seconds=[r["seconds"] for _, _, r in records],
         curves=[_best_so_far(r) for _, _, r in records],
         failed_trials=sum(1 for _, _, r in records for t in r["history"] if t["state"] != "complete"),
+        records=[r for _, _, r in records],
     )
     found.edges = _edges(found)
-    found.importance = _importance(found, [r for _, _, r in records])
     return found
 
 
@@ -85,11 +86,11 @@ def _edges(found: VariantSearch) -> list[str]:
     """A sentence per searched range whose chosen values sit at one of its ends in at least half of the folds:
     the optimum may lie outside the range, so the comparison may understate this variant."""
     warnings = []
-    for key, spec in found.space.items():
-        kind = next((k for k in ("uniform", "log_uniform", "int", "log_int") if spec.get(k) is not None), None)
-        if kind is None:
+    for key, distribution in found.space.items():
+        kind = distribution.kind
+        if kind == "choice":
             continue
-        low, high = spec[kind]
+        low, high = distribution.bounds
         positions = [_position(setting[key], kind, low, high) for _, _, setting, _ in found.chosen if key in setting]
         for side, count in (
             ("low", sum(p <= EDGE for p in positions)),
@@ -103,20 +104,20 @@ def _edges(found: VariantSearch) -> list[str]:
     return warnings
 
 
-def _importance(found: VariantSearch, records: list[dict[str, Any]]) -> dict[str, float]:
+def importance(found: VariantSearch) -> dict[str, float]:
     """Optuna's fANOVA importance of each searched parameter over the variant's finished trials of every fold (two
     parameters or more, ten trials or more); empty where that cannot be estimated."""
-    complete = [t for r in records for t in r["history"] if t["state"] == "complete" and t["value"] is not None]
+    complete = [t for r in found.records for t in r["history"] if t["state"] == "complete" and t["value"] is not None]
     keys = [k for k in found.space if all(k in t["params"] for t in complete)]
     if len(keys) < 2 or len(complete) < 10:
         return {}
     optuna = import_optuna()
-    distributions = {key: _distribution(optuna, found.space[key]) for key in keys}
+    searched = distributions(optuna, {key: found.space[key] for key in keys})
     study = optuna.create_study(direction=found.direction)
     study.add_trials(
         [
             optuna.trial.create_trial(
-                params={k: t["params"][k] for k in keys}, distributions=distributions, value=t["value"]
+                params={k: t["params"][k] for k in keys}, distributions=searched, value=t["value"]
             )
             for t in complete
         ]
@@ -126,17 +127,6 @@ def _importance(found: VariantSearch, records: list[dict[str, Any]]) -> dict[str
         return {k: float(v) for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
     except (RuntimeError, ValueError):  # every trial scored the same, say
         return {}
-
-
-def _distribution(optuna: Any, spec: dict[str, Any]) -> Any:
-    d = optuna.distributions
-    if spec.get("choice") is not None:
-        return d.CategoricalDistribution(spec["choice"])
-    if spec.get("int") is not None or spec.get("log_int") is not None:
-        low, high = spec.get("int") or spec.get("log_int")
-        return d.IntDistribution(low, high, log=spec.get("log_int") is not None)
-    low, high = spec.get("uniform") or spec.get("log_uniform")
-    return d.FloatDistribution(low, high, log=spec.get("log_uniform") is not None)
 
 
 def sentence(results: Results) -> str:
@@ -190,10 +180,10 @@ def render(results: Results) -> str | None:
             for k in keys
             if any(k in s for _, _, s, _ in f.chosen)
         )
-        importance = ", ".join(f"{e(k)} {v:.2f}" for k, v in f.importance.items()) or "—"
+        importance_text = ", ".join(f"{e(k)} {v:.2f}" for k, v in importance(f).items()) or "—"
         rows.append(
             f"<tr><td>{e(f.key)}</td><td>{f.trials} ({e(f.sampler)})</td><td>{len(f.chosen)}</td>"
-            f"<td>{np.mean(f.seconds):.1f} s</td><td>{chosen}</td><td>{importance}</td>"
+            f"<td>{np.mean(f.seconds):.1f} s</td><td>{chosen}</td><td>{importance_text}</td>"
             f"<td>{f.failed_trials}</td></tr>"
         )
     per_fold = []
