@@ -154,6 +154,59 @@ def check(suite, data_dir, device, overrides, quick) -> None:
 
 
 @cli.command()
+@click.argument("dataset")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A dataset parameter, e.g. size=64.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with MedMNIST .npz files.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0, max=2, min_open=True),
+    help="Distance under which two images count as near-duplicates [default: 0.1].",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--show", type=click.IntRange(min=0), default=5, show_default=True, help="Closest pairs to list.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def audit(dataset, params, data_dir, threshold, device, show, as_json) -> None:
+    """Near-duplicates in DATASET before any training: for every CV-pool image (train + val) its nearest neighbour
+    in the rest of the pool, for every test image its nearest in the pool, and how many are closer than the
+    threshold. A pool with many more near-copies of itself than the test split has makes CV look optimistic."""
+    import numpy as np
+    import yaml
+
+    from octbench import audit as near
+    from octbench.dataset import load_data
+    from octbench.device import resolve
+    from octbench.plugins import PluginHost
+    from octbench.suite import PluginRef
+
+    parsed = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--param {item!r}: write KEY=VALUE, e.g. --param size=64.")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    data = load_data(PluginRef(name=dataset, params=parsed), PluginHost.load(), data_dir, progress=not as_json)
+    found = near.audit(data.pool[0], data.test_images, threshold=threshold or near.THRESHOLD, device=resolve(device))
+    pairings = [p for p in (found.within_pool, found.test_to_pool) if p is not None]
+    if as_json:
+        payload = {
+            "dataset": dataset,
+            "params": parsed,
+            "md5": data.md5,
+            "threshold": found.within_pool.threshold,
+            "optimistic": found.optimistic,
+            **{p.queries: {"images": len(p.distances), "rate": p.rate, "closest": p.closest(show)} for p in pairings},
+        }
+        click.echo(json.dumps(payload, indent=1))
+        return
+    click.echo(found.sentence())
+    for p in pairings:
+        click.echo(f"{p.name}: {int(p.near.sum())} of {len(p.distances)} images ({100 * p.rate:.1f}%) closer than "
+                   f"{p.threshold:g}; median distance to the nearest {float(np.median(p.distances)):.3f}")  # fmt: skip
+        for i, j, d in p.closest(show):
+            click.echo(f"  {p.queries} #{i}  pool #{j}  distance {d:.3f}")
+
+
+@cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 def init(directory) -> None:
     """Copy the suites octbench ships into DIRECTORY/suites, to edit and run (existing files are kept)."""

@@ -6,16 +6,21 @@ from __future__ import annotations
 from octbench import validate
 from octbench.errors import OctbenchError
 from octbench.plugins import PluginHost
-from octbench.suite import Suite
+from octbench.suite import PluginRef, Suite
 from octbench.technique import Splits
 from octbench.validate import frozen
 
 _DATA: dict[tuple[str, str, str | None], Splits] = {}
 
 
-def _data_key(suite: Suite, data_dir: str | None) -> tuple[str, str, str | None]:
-    ref = suite.dataset
+def _data_key(source: Suite | PluginRef, data_dir: str | None) -> tuple[str, str, str | None]:
+    ref = _ref(source)
     return (ref.name or "", repr(sorted(ref.params.items())), data_dir)
+
+
+def _ref(source: Suite | PluginRef) -> PluginRef:
+    """The dataset a suite names, or a dataset named on its own (``octbench audit``)."""
+    return source.dataset if isinstance(source, Suite) else source
 
 
 def provide_data(suite: Suite, data_dir: str | None, splits: Splits) -> None:
@@ -24,10 +29,10 @@ def provide_data(suite: Suite, data_dir: str | None, splits: Splits) -> None:
     _DATA[_data_key(suite, data_dir)] = splits
 
 
-def load_data(suite: Suite, host: PluginHost, data_dir: str | None, progress: bool = False) -> Splits:
-    """The suite's dataset, loaded once per process, checked, and read-only from then on."""
-    ref = suite.dataset
-    key = _data_key(suite, data_dir)
+def load_data(source: Suite | PluginRef, host: PluginHost, data_dir: str | None, progress: bool = False) -> Splits:
+    """The suite's dataset (or the one named), loaded once per process, checked, and read-only from then on."""
+    ref = _ref(source)
+    key = _data_key(source, data_dir)
     if key not in _DATA:
         dataset = host.create("dataset", ref.name, ref.params)
         try:

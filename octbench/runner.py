@@ -177,6 +177,7 @@ def _provenance(plan: RunPlan, suite_hash: str) -> dict:
         suite_hash=suite_hash,
         data_md5=plan.data.md5,
         data_source=plan.data.source,
+        data_dir=plan.data_dir,
         quick=plan.quick,
         pools=plan.pools(),
         plugins={f"{kind}:{name}": plan.host.provenance(kind, name) for kind, name in plan.used_plugins()},

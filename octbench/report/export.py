@@ -11,6 +11,7 @@ from typing import Any
 
 from octbench.data.files import write_atomically
 from octbench.errors import OctbenchError
+from octbench.report import images
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
 from octbench.report.summary import design, summary
@@ -342,11 +343,22 @@ def write_predictions(results: Results, path: Path) -> list[Path]:
     return [path]
 
 
+def _images(results: Results, analysis: Analysis) -> images.Selection:
+    """Which images the page shows, by split and index, and the near-duplicate audit (the montage and the audit need
+    the dataset, loaded as the run loaded it; the errors and flips the store alone)."""
+    try:
+        data = images.load_images(results)
+    except Exception:
+        data = None
+    return images.select(results, analysis, data)
+
+
 def to_json(results: Results, analysis: Analysis) -> str:
     from octbench.report.compare import confusions, rocs
 
+    shown = _images(results, analysis)
     payload = {
-        "summary": summary(results, analysis),
+        "summary": " ".join(filter(None, [summary(results, analysis), shown.summary_sentence()])),
         "dataset": results.dataset,
         "design": {"folds": analysis.folds, "seeds": analysis.seeds},
         "metric": analysis.metric,
@@ -358,6 +370,7 @@ def to_json(results: Results, analysis: Analysis) -> str:
         "cells": cell_rows(results),
         "confusion": {k: {view: m.tolist() for view, m in v.items()} for k, v in confusions(analysis).items()},
         "roc": rocs(analysis),
+        "images": shown.as_json(),
         "runs": [
             {"label": r.label, "suite": r.row["suite_name"], "quick": bool(r.row["quick"]), "provenance": r.provenance}
             for r in results.runs

@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from octbench.plugins import PluginHost
-from octbench.report import figures, tuned
+from octbench.report import figures, images, tuned
 from octbench.report.analysis import ALPHA, Analysis
 from octbench.report.collect import Results
 from octbench.report.export import best_keys, leaderboard_rows
@@ -31,6 +31,7 @@ LEADERBOARD = (
 def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = None) -> dict[str, Any]:
     """Everything the page shows; ``drawer`` (with a folder) also writes each figure as files."""
     drawer = drawer or Drawer(analysis)
+    gallery = _gallery(results, analysis)
     suite_figures, variant_figures = figures.suite_wide(results, drawer), figures.per_variant(results, drawer)
     first = results.runs[0]
     totals = {
@@ -59,7 +60,7 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
             for i, a in enumerate(analysis.variants)
         ],
         "figures": suite_figures,
-        "summary": summary(results, analysis),
+        "summary": " ".join(filter(None, [summary(results, analysis), gallery.selection.summary_sentence()])),
         "best": best_keys(leaderboard_rows(results, analysis), analysis),
         "provenance": [provenance_of(run, results.variants) for run in results.runs],
         "leaderboard_columns": LEADERBOARD,
@@ -72,7 +73,13 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
         "alpha": ALPHA,
         "settings": _settings(results),
         "sections": _sections(results, analysis),
+        "gallery": gallery,
     }
+
+
+def _gallery(results: Results, analysis: Analysis) -> images.Gallery:
+    found = analysis.attempt("images", images.gallery, results, analysis)
+    return found or images.Gallery(images.Selection(), unavailable="they could not be drawn (see the note at the top)")
 
 
 def _sections(results: Results, analysis: Analysis) -> list[tuple[str, str]]:

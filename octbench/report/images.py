@@ -1,0 +1,243 @@
+"""The images behind the numbers: the data at a glance, each variant's errors on the test split, the images it fixed
+and broke against the reference (exactly the two off-diagonal cells of McNemar's table), and the near-duplicate
+audit (``octbench.audit``).
+
+The store holds numbers, not pictures: the images come from the dataset itself, loaded as the run loaded it (its
+dataset plugin, parameters and data folder, all in the provenance) and checked against the MD5 the store recorded.
+Where that fails (another machine, a moved file) the page says why and shows none; every number stays.
+Which images each view shows is chosen from the stored results alone (``Selection``), so the JSON export lists the
+same indices the page draws.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from octbench import audit as near
+from octbench.data.files import write_atomically
+from octbench.dataset import load_data
+from octbench.plugins import PluginHost
+from octbench.report.analysis import Analysis
+from octbench.report.collect import Results
+from octbench.suite import PluginRef
+from octbench.technique import Splits
+
+PER_CLASS = 6  # montage images per class and split
+ERRORS = 12  # errors shown per variant (the most confident first)
+FLIPS = 8  # fixed and broken images shown per variant
+CLOSEST = 6  # near-duplicate pairs shown per pairing
+
+
+@dataclass
+class Tile:
+    """One small image: which one, its embedded PNG, and what to say under it."""
+
+    split: str
+    index: int
+    caption: str
+    uri: str = ""
+
+
+@dataclass
+class Flips:
+    """Against the reference on the test split: every error, and the images only this variant (``fixed``) or only
+    the reference (``broke``) got right, all as test-split indices."""
+
+    errors: list[int]
+    fixed: list[int]
+    broke: list[int]
+
+
+@dataclass
+class Selection:
+    montage: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # split -> class name -> indices
+    flips: dict[str, Flips] = field(default_factory=dict)  # variant key -> its test-split errors and flips
+    audit: near.Audit | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "montage": self.montage,
+            "variants": {
+                key: {"errors": f.errors[:ERRORS], "errors_total": len(f.errors), "fixed": f.fixed, "broke": f.broke}
+                for key, f in self.flips.items()
+            },
+        }
+        if self.audit is not None:
+            found["near_duplicates"] = {
+                "threshold": self.audit.within_pool.threshold,
+                "optimistic": self.audit.optimistic,
+                "sentence": self.audit.sentence(),
+                **{
+                    p.queries: {"rate": p.rate, "closest": p.closest(CLOSEST)}
+                    for p in (self.audit.within_pool, self.audit.test_to_pool)
+                    if p is not None
+                },
+            }
+        return found
+
+    def summary_sentence(self) -> str:
+        """For the summary, only where the audit found something that bears on the comparison."""
+        a = self.audit
+        if a is None or not (a.optimistic or (a.test_to_pool is not None and a.test_to_pool.rate >= 0.02)):
+            return ""
+        return a.sentence()[0].upper() + a.sentence()[1:]
+
+
+def flips(analysis: Analysis) -> dict[str, Flips]:
+    """Each variant's test-split errors (the most confident first) and, against the reference's ensemble, the
+    images it fixed and broke: the cells McNemar counts."""
+    base = next((a.test_split for a in analysis.variants if a.variant is analysis.reference), None)
+    found = {}
+    for a in analysis.variants:
+        t = a.test_split
+        if t is None:
+            continue
+        predicted, y = t.scores.predicted, t.y_true
+        wrong = np.flatnonzero(predicted != y)
+        confidence = t.scores.probs[wrong, predicted[wrong]]
+        errors = wrong[np.argsort(-confidence, kind="stable")].tolist()
+        fixed: list[int] = []
+        broke: list[int] = []
+        if base is not None and a.variant is not analysis.reference:
+            mine, theirs = predicted == y, base.scores.predicted == y
+            fixed, broke = np.flatnonzero(mine & ~theirs).tolist(), np.flatnonzero(~mine & theirs).tolist()
+        found[a.variant.key] = Flips(errors, fixed, broke)
+    return found
+
+
+def montage_rows(labels: np.ndarray, class_names: list[str], seed: int) -> dict[str, list[int]]:
+    """A few images of each class, drawn once with the run's first seed (the same for every report of it)."""
+    rng = np.random.default_rng(seed)
+    chosen = {}
+    for c, name in enumerate(class_names):
+        rows = np.flatnonzero(labels == c)
+        chosen[name] = sorted(rng.choice(rows, size=min(PER_CLASS, len(rows)), replace=False).tolist())
+    return chosen
+
+
+def select(results: Results, analysis: Analysis, data: Splits | None) -> Selection:
+    selection = Selection(flips=flips(analysis))
+    if data is not None:
+        seed = results.runs[0].seeds[0] if results.runs[0].seeds else 0
+        for split, labels in (("train", data.train_labels), ("val", data.val_labels), ("test", data.test_labels)):
+            selection.montage[split] = montage_rows(labels, results.class_names, seed)
+        selection.audit = audit_of(results.runs[0].path, data)
+    return selection
+
+
+def audit_of(folder: Path, data: Splits) -> near.Audit:
+    """The near-duplicate audit of the run's dataset, computed once per results folder and dataset (a large pool
+    takes minutes on a CPU) and kept beside the store."""
+    cached = folder / f"near-duplicates-{data.md5[:12]}-{near.THRESHOLD:g}.npz"
+    if cached.exists():
+        try:
+            return near.Audit.from_arrays(dict(np.load(cached)), near.THRESHOLD)
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: computed again below
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    found = near.audit(data.pool[0], data.test_images, device=device)
+    buffer = io.BytesIO()
+    np.savez(buffer, **found.arrays())
+    with contextlib.suppress(OSError):  # a read-only folder: the next report computes it again
+        write_atomically(cached, buffer.getvalue())
+    return found
+
+
+def load_images(results: Results) -> Splits:
+    """The run's dataset, as the run loaded it, or an exception that says why not."""
+    run = results.runs[0]
+    dataset = PluginRef(name=run.dataset["name"], params=run.dataset.get("params") or {})
+    host = PluginHost.load(run.provenance.get("plugin_paths", []))
+    data = load_data(dataset, host, run.provenance.get("data_dir"))
+    if data.md5 != run.dataset["md5"]:
+        raise ValueError(
+            f"the dataset loaded here has MD5 {data.md5}, the run's had {run.dataset['md5']}: its images may differ"
+        )
+    return data
+
+
+def png_uri(image: np.ndarray) -> str:
+    """A small PNG data URI of one (H, W, C) uint8 image at its own size (the page scales it, pixelated)."""
+    array = image[..., 0] if image.shape[-1] == 1 else image
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@dataclass
+class Gallery:
+    """What the page draws; ``unavailable`` says why no image is shown."""
+
+    selection: Selection
+    unavailable: str | None = None
+    montage: list[tuple[str, list[tuple[str, list[Tile]]]]] = field(default_factory=list)  # class -> split -> tiles
+    per_class: int = PER_CLASS
+    variants: dict[str, dict[str, list[Tile]]] = field(default_factory=dict)
+    audit: near.Audit | None = None
+    closest: list[tuple[str, list[tuple[Tile, Tile, float]]]] = field(default_factory=list)
+
+
+def gallery(results: Results, analysis: Analysis) -> Gallery:
+    """The page's images: the selection drawn as tiles, or the selection alone and why no image can be drawn."""
+    try:
+        data = load_images(results)
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        return Gallery(select(results, analysis, None), unavailable=f"the dataset could not be loaded here: {reason}")
+    selection = select(results, analysis, data)
+    images = {"train": data.train_images, "val": data.val_images, "test": data.test_images, "pool": data.pool[0]}
+    page = Gallery(selection, audit=selection.audit)
+    for name in results.class_names:
+        page.montage.append(
+            (
+                name,
+                [
+                    (split, [_tile(images, split, i) for i in by_class[name]])
+                    for split, by_class in selection.montage.items()
+                ],
+            )
+        )
+    headlines = {a.variant.key: a.test_split for a in analysis.variants}
+    for key, f in selection.flips.items():
+        caption = _captioner(headlines[key], results.class_names)
+        shown = {"errors": f.errors[:ERRORS], "fixed": f.fixed[:FLIPS], "broke": f.broke[:FLIPS]}
+        page.variants[key] = {
+            view: [_tile(images, "test", i, caption(i)) for i in rows] for view, rows in shown.items()
+        }
+    for pairing in (selection.audit.within_pool, selection.audit.test_to_pool):
+        if pairing is not None:
+            pairs = [
+                (
+                    _tile(images, pairing.queries, i, f"{pairing.queries} #{i}"),
+                    _tile(images, "pool", j, f"pool #{j}"),
+                    d,
+                )
+                for i, j, d in pairing.closest(CLOSEST)
+            ]
+            page.closest.append((pairing.name, pairs))
+    return page
+
+
+def _captioner(headline: Any, names: list[str]) -> Callable[[int], str]:
+    """'#index true → predicted probability' for a test image under a variant's ensemble."""
+    probs, y = headline.scores.probs, headline.y_true
+
+    def caption(i: int) -> str:
+        guess = int(np.argmax(probs[i]))
+        return f"#{i} {names[int(y[i])]} → {names[guess]} {probs[i, guess]:.2f}"
+
+    return caption
+
+
+def _tile(images: dict[str, np.ndarray], split: str, index: int, caption: str = "") -> Tile:
+    return Tile(split, index, caption, png_uri(images[split][index]))
