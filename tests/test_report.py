@@ -55,7 +55,7 @@ def test_html_report_shows_statistics_and_figures(run_dir):
         assert f'alt="training curves of {name}"' in html
     # per variant 3; effects, spread, throughput, reliability; and the compare views: ROC overlaid, the confusion
     # grids of the test ensembles and of the CV pool, the learning curves overlaid
-    assert len(re.findall(r'src="data:image/png;base64,', html)) == 4 * 3 + 4 + 4
+    assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 4 * 3 + 4 + 4  # figures; tiles apart
     assert 'alt="ROC curves of every variant overlaid: the macro average' in html
     assert "alt=\"confusion matrices of every variant's test-split ensemble" in html
     assert 'alt="confusion matrices of every variant on the CV pool' in html

@@ -1,0 +1,174 @@
+"""Images in the report: the montage, each variant's errors and flips (McNemar's cells), and the near-duplicate
+audit, in the page, the JSON export and `octbench audit`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from html import unescape
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from octbench import audit as near
+from octbench.cli import cli
+from octbench.dataset import load_data
+from octbench.plugins import PluginHost
+from octbench.report.analysis import Options, analyse
+from octbench.report.collect import load
+from octbench.report.images import ERRORS, FLIPS, PER_CLASS, flips, select
+from octbench.suite import PluginRef
+
+
+def analysed(run_dir):
+    results = load([run_dir])
+    return results, analyse(results, Options.of_suite(results.runs[0].suite))
+
+
+def test_fixed_and_broken_images_are_mcnemars_counts_for_every_variant(run_dir):
+    _, analysis = analysed(run_dir)
+    found = flips(analysis)
+    compared = [a for a in analysis.variants if a.variant is not analysis.reference]
+    assert compared and all(a.test_split is not None and a.test_split.versus is not None for a in compared)
+    for a in compared:
+        f, t = found[a.variant.key], a.test_split
+        assert len(f.fixed) == t.versus.mcnemar.only_first_correct, a.variant.key
+        assert len(f.broke) == t.versus.mcnemar.only_second_correct, a.variant.key
+        # every error is one, and the off-diagonal of the ensemble's confusion matrix counts them all
+        assert sorted(f.errors) == np.flatnonzero(t.scores.predicted != t.y_true).tolist()
+        assert len(f.errors) == int(t.confusion.sum() - np.trace(t.confusion))
+    reference = found[analysis.reference.key]
+    assert reference.fixed == [] and reference.broke == []
+
+    html = unescape((run_dir / "report.html").read_text())
+    for a in compared:
+        m = a.test_split.versus.mcnemar
+        s = "" if m.only_first_correct == 1 else "s"
+        assert f"Fixed against baseline: {m.only_first_correct} test image{s} only this variant got right" in html
+        shown = min(FLIPS, m.only_second_correct)
+        assert html.count(f'aria-label="images {a.variant.key} broke"') == 1
+        assert (
+            len(
+                re.findall(rf'aria-label="images {re.escape(a.variant.key)} broke">(.*?)</div>', html)[0].split(
+                    'class="thumb"'
+                )
+            )
+            - 1
+            == shown
+        )
+
+    exported = json.loads(CliRunner().invoke(cli, ["report", str(run_dir), "--format", "json", "--output", "-"]).output)
+    for a in compared:
+        listed = exported["images"]["variants"][a.variant.key]
+        assert listed["fixed"] == found[a.variant.key].fixed and listed["broke"] == found[a.variant.key].broke
+        assert listed["errors_total"] == len(found[a.variant.key].errors)
+        assert listed["errors"] == found[a.variant.key].errors[:ERRORS]
+
+
+def test_the_montage_shows_each_class_of_each_split_and_the_export_lists_the_same_rows(run_dir):
+    results, analysis = analysed(run_dir)
+    data = load_data(PluginRef(name=results.dataset["name"], params=results.dataset["params"]), PluginHost.load(), None)
+    montage = select(results, analysis, data).montage
+    labels = {"train": data.train_labels, "val": data.val_labels, "test": data.test_labels}
+    for split, by_class in montage.items():
+        for c, name in enumerate(results.class_names):
+            rows = by_class[name]
+            assert len(rows) == min(PER_CLASS, int(np.sum(labels[split] == c)))
+            assert all(labels[split][i] == c for i in rows), (split, name)
+    assert select(results, analysis, data).montage == montage  # drawn once, the same for every report
+    html = unescape((run_dir / "report.html").read_text())
+    for split in ("train", "val", "test"):
+        for name in results.class_names:
+            assert f'aria-label="{split} images of class {name}"' in html
+    exported = json.loads(CliRunner().invoke(cli, ["report", str(run_dir), "--format", "json", "--output", "-"]).output)
+    assert exported["images"]["montage"] == montage
+    assert "near_duplicates" in exported["images"]
+
+
+def test_without_its_dataset_the_page_says_why_it_shows_no_image_and_keeps_every_number(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    with sqlite3.connect(copy / "results.sqlite") as conn:
+        (raw,) = conn.execute("SELECT dataset_json FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        dataset = json.loads(raw)
+        conn.execute("UPDATE runs SET dataset_json = ?", (json.dumps({**dataset, "md5": "0" * 32}),))
+    result = CliRunner().invoke(cli, ["report", str(copy)])
+    assert result.exit_code == 0, result.output
+    html = unescape((copy / "report.html").read_text())
+    assert "No image is shown: the dataset could not be loaded here: the dataset loaded here has MD5" in html
+    assert 'class="thumb"' not in html
+    assert "Fixed against baseline" not in html
+    assert "McNemar" in html and "Leaderboard" in html
+
+
+def planted(seed: int = 0):
+    """Synthetic OCT pool and test images with known near-copies: pool 10 of pool 3 (noise and brightness), pool 40
+    of pool 7 (a copy), test 5 of pool 20 (contrast), test 9 of pool 33 (a copy)."""
+    data = load_data(PluginRef(name="synthetic-oct", params={"n_train": 300, "n_val": 40, "n_test": 60}),
+                     PluginHost.load(), None)  # fmt: skip
+    pool, test = data.pool[0].copy(), data.test_images.copy()
+    rng = np.random.default_rng(seed)
+    pool[10] = np.clip(pool[3] * 1.1 + 5 + rng.normal(0, 2, pool[3].shape), 0, 255).astype(np.uint8)
+    pool[40] = pool[7]
+    test[5] = np.clip(pool[20] * 0.8 + 20, 0, 255).astype(np.uint8)
+    test[9] = pool[33]
+    return pool, test
+
+
+def test_planted_near_duplicates_are_found_across_folds_and_across_train_and_test():
+    pool, test = planted()
+    audit = near.audit(pool, test)
+    within, across = audit.within_pool, audit.test_to_pool
+    assert set(np.flatnonzero(within.near).tolist()) == {3, 10, 7, 40}
+    assert within.neighbours[10] == 3 and within.neighbours[40] == 7 and within.distances[40] < 1e-3
+    assert set(np.flatnonzero(across.near).tolist()) == {5, 9}
+    assert across.neighbours[5] == 20 and across.neighbours[9] == 33
+    assert [(i, j) for i, j, _ in within.closest(2)] in ([(7, 40), (3, 10)], [(40, 7), (3, 10)])
+    assert within.rate == pytest.approx(4 / len(pool)) and across.rate == pytest.approx(2 / len(test))
+    # unrelated images sit far above the threshold: nothing else is flagged
+    assert np.min(within.distances[~within.near]) > 2 * near.THRESHOLD
+
+    cached = near.Audit.from_arrays(audit.arrays(), near.THRESHOLD)
+    assert cached.within_pool.rate == within.rate and cached.test_to_pool.closest(2) == across.closest(2)
+
+
+def test_a_pool_with_near_copies_the_test_split_lacks_makes_the_summary_say_cv_may_be_optimistic():
+    pool, test = planted()
+    pool[100:120] = pool[200:220]  # 40 pool images (11.8 %) now have a near-copy, and no test image gains one
+    audit = near.audit(pool, test[10:])
+    assert audit.optimistic
+    assert "CV may be optimistic" in audit.sentence()
+    assert not near.audit(*planted()).optimistic
+
+
+def test_octbench_audit_reports_a_dataset_before_any_training(shared_data):
+    result = CliRunner().invoke(cli, ["audit", "breastmnist", "--data-dir", str(shared_data), "--json", "--show", "3"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert found["pool"]["images"] == 546 + 78 and found["test"]["images"] == 156
+    assert 0 < found["pool"]["rate"] < 1 and len(found["pool"]["closest"]) == 3
+    test_index, pool_index, distance = found["test"]["closest"][0]
+    data = np.load(shared_data / "breastmnist.npz")
+    pool = np.concatenate([data["train_images"], data["val_images"]])
+    assert distance < 1e-3 and np.array_equal(data["test_images"][test_index], pool[pool_index])  # an exact copy
+
+    text = CliRunner().invoke(cli, ["audit", "breastmnist", "--data-dir", str(shared_data)])
+    assert text.exit_code == 0 and "of CV-pool images have a near-duplicate elsewhere in the pool" in text.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "unknown dataset 'nope'"),
+        (["synthetic-oct", "--param", "bogus=1"], "synthetic-oct has no parameter 'bogus'"),
+        (["synthetic-oct", "--param", "size"], "--param 'size': write KEY=VALUE"),
+        (["synthetic-oct", "--threshold", "3"], "--threshold"),
+    ],
+)
+def test_a_bad_audit_request_is_one_line_and_exit_2(args, message):
+    result = CliRunner().invoke(cli, ["audit", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
