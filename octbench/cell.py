@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from octbench import folds, search, validate
+from octbench import attribution, folds, search, validate
 from octbench.dataset import load_data
 from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.device import describe, deterministic_algorithms, resolve
@@ -83,6 +83,7 @@ class CellResult:
     device: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)  # what the cell's techniques reported (cell_values)
+    attributions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # split -> indices, maps
 
 
 def execute(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None) -> CellResult:
@@ -394,6 +395,7 @@ def evaluate_cell(p: Prepared) -> CellResult:
         if split == "heldout":
             timings["infer_images_per_s"] = speed
     timings["evaluate"] = time.perf_counter() - start
+    explained = explain(p, result)
     result.timings = timings
     result.values = {
         f"{technique.name}: {key}": float(value)
@@ -409,9 +411,29 @@ def evaluate_cell(p: Prepared) -> CellResult:
         "parameters": sum(t.numel() for t in learner.model.parameters() if t.requires_grad),
         "threads": torch.get_num_threads(),
         "deterministic": bool(task.suite.train.deterministic),
+        "attribution": explained,
         **peak_memory(p.device),
     }
     return result
+
+
+def explain(p: Prepared, result: CellResult) -> dict[str, str]:
+    """Class-activation maps of the run's fixed test images (``octbench.attribution``) into ``result``; what was
+    computed (method, layer), or why nothing was."""
+    if "test" not in p.on_device:
+        return {"unavailable": "no test split"}
+    start = time.perf_counter()
+    labels = p.parts["test"][1]
+    chosen = attribution.rows(labels, p.data.num_classes)
+    images = p.on_device["test"][0]
+    try:
+        maps, layer = attribution.grad_cam(p.learner.model, images[torch.as_tensor(chosen, device=images.device)],
+                                           labels[chosen])  # fmt: skip
+    except attribution.Unavailable as exc:
+        return {"unavailable": str(exc)}
+    result.attributions["test"] = {"indices": chosen, "maps": maps}
+    p.timings["explain"] = time.perf_counter() - start
+    return {"method": attribution.METHOD, "layer": layer}
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:

@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS predictions (
     indices BLOB NOT NULL, y_true BLOB NOT NULL, scores BLOB NOT NULL, score_kind TEXT NOT NULL,
     PRIMARY KEY (cell_id, split)
 );
+CREATE TABLE IF NOT EXISTS attributions (
+    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, split TEXT NOT NULL,
+    indices BLOB NOT NULL, maps BLOB NOT NULL, PRIMARY KEY (cell_id, split)
+);
 """
 
 
@@ -285,6 +289,11 @@ class Store:
                     "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
                     (cell_id, split, to_blob(p["indices"]), to_blob(p["y_true"]), to_blob(p["logits"]), "logits"),
                 )
+            for split, a in result.attributions.items():
+                self.conn.execute(
+                    "INSERT INTO attributions VALUES (?, ?, ?, ?)",
+                    (cell_id, split, to_blob(a["indices"]), to_blob(a["maps"])),
+                )
 
     # --- reading -----------------------------------------------------------------------------------------------
 
@@ -332,6 +341,15 @@ class Store:
             "scores": from_blob(scores),
             "kind": kind,
         }
+
+    def attributions(self, cell_id: int) -> dict[str, dict[str, np.ndarray]]:
+        """Per split, the explained images' ``indices`` and their activation ``maps`` (none in a store written before
+        octbench kept them: the table was added to schema 2 without a migration, as nothing else changed)."""
+        try:
+            rows = self.conn.execute("SELECT * FROM attributions WHERE cell_id=?", (cell_id,)).fetchall()
+        except sqlite3.OperationalError:  # no such table: a store read-only, written by an earlier version
+            return {}
+        return {r["split"]: {"indices": from_blob(r["indices"]), "maps": from_blob(r["maps"])} for r in rows}
 
     def _for_cells(self, query: str, cell_ids: list[int], order: str = "") -> list[sqlite3.Row]:
         if not cell_ids:

@@ -10,7 +10,7 @@ py=.venv/bin/python
 # jinja2, click, rich, pyyaml, pluggy, pillow, tqdm, opencv-python-headless, pytest and pytest-benchmark are there)
 missing=(pydantic pydantic-core annotated-types typing-inspection typing-extensions
          imbalanced-learn sklearn-compat albumentations albucore simsimd stringzilla
-         optuna sqlalchemy greenlet alembic mako markupsafe colorlog)
+         optuna sqlalchemy greenlet alembic mako markupsafe colorlog captum)
 pins=()
 for name in "${missing[@]}"; do
     pins+=("$name==$($py -m pip show "$name" | awk '/^Version:/ {print $2}')")

@@ -37,6 +37,7 @@ class Cell:
     counts: dict[str, int]
     predictions: dict[str, Prediction] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    attributions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # split -> indices, maps
 
     @property
     def test(self) -> Prediction | None:
@@ -223,6 +224,7 @@ def _load_one(directory: Path, merged: bool) -> tuple[RunInfo, list[VariantResul
                         counts=json.loads(row["counts"]),
                         predictions=_predictions(store, i),
                         settings=json.loads(row["settings"] or "{}"),
+                        attributions=store.attributions(i),
                     )
                 )
         return info, list(by_name.values())

@@ -21,14 +21,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from PIL import Image
 
+from octbench import attribution
 from octbench import audit as near
 from octbench.data.files import write_atomically
 from octbench.dataset import load_data
 from octbench.plugins import PluginHost
 from octbench.report.analysis import Analysis
-from octbench.report.collect import Results
+from octbench.report.collect import Results, VariantResults
 from octbench.suite import PluginRef
 from octbench.technique import Splits
 
@@ -185,6 +187,7 @@ class Gallery:
     variants: dict[str, dict[str, list[Tile]]] = field(default_factory=dict)
     audit: near.Audit | None = None
     closest: list[tuple[str, list[tuple[Tile, Tile, float]]]] = field(default_factory=list)
+    looks: list[tuple[str, list[Tile], str]] = field(default_factory=list)  # (row, tiles, why none) for the maps
 
 
 def gallery(results: Results, analysis: Analysis) -> Gallery:
@@ -214,6 +217,7 @@ def gallery(results: Results, analysis: Analysis) -> Gallery:
         page.variants[key] = {
             view: [_tile(images, "test", i, caption(i)) for i in rows] for view, rows in shown.items()
         }
+    page.looks = _looks(results, images["test"])
     for pairing in (selection.audit.within_pool, selection.audit.test_to_pool):
         if pairing is not None:
             pairs = [
@@ -226,6 +230,52 @@ def gallery(results: Results, analysis: Analysis) -> Gallery:
             ]
             page.closest.append((pairing.name, pairs))
     return page
+
+
+def mean_maps(variant: VariantResults) -> tuple[np.ndarray, np.ndarray] | str:
+    """(test indices, activation maps averaged over the variant's fold models), or why there are none."""
+    found = [c.attributions["test"] for c in variant.cells if "test" in c.attributions]
+    if not found:
+        reasons = {str(c.settings.get("attribution", {}).get("unavailable", "")) for c in variant.cells} - {""}
+        return "; ".join(sorted(reasons)) or "no cell of this variant stored one (a run by an earlier octbench)"
+    indices = found[0]["indices"]
+    same = [f["maps"].astype(np.float32) for f in found if np.array_equal(f["indices"], indices)]
+    return indices, np.mean(same, axis=0)
+
+
+def _looks(results: Results, test_images: np.ndarray) -> list[tuple[str, list[Tile], str]]:
+    """The rows of the 'where the models look' grid: the images, then each variant's mean map over them."""
+    maps = {v.key: mean_maps(v) for v in results.variants}
+    shown = next((m[0] for m in maps.values() if not isinstance(m, str)), None)
+    if shown is None:
+        return []
+    names, labels = results.class_names, _test_labels(results)
+    rows = [("image", [_tile({"test": test_images}, "test", i, f"#{i} {names[labels[i]]}") for i in shown], "")]
+    for key, found in maps.items():
+        if isinstance(found, str):
+            rows.append((key, [], f"not available for this model: {found}"))
+            continue
+        indices, mean = found
+        tiles = [
+            Tile("test", int(i), f"#{i}", overlay_uri(test_images[i], m)) for i, m in zip(indices, mean, strict=True)
+        ]
+        rows.append((key, tiles, ""))
+    return rows
+
+
+def _test_labels(results: Results) -> np.ndarray:
+    return next(c.test.y_true for v in results.variants for c in v.cells if c.test is not None)
+
+
+def overlay_uri(image: np.ndarray, heat: np.ndarray) -> str:
+    """The image in gray with the activation map over it (jet, half transparent), at least 56 px a side."""
+    scale = max(1, 56 // image.shape[0])
+    gray = image.astype(np.float32).mean(axis=-1) / 255
+    gray = np.kron(gray, np.ones((scale, scale), np.float32))
+    (upsized,) = attribution.upsampled(heat[None], gray.shape)
+    colour = colormaps["jet"](np.clip(upsized, 0, 1))[..., :3]
+    blended = 0.55 * gray[..., None] + 0.45 * colour
+    return png_uri((blended * 255).round().astype(np.uint8))
 
 
 def _captioner(headline: Any, names: list[str]) -> Callable[[int], str]:
