@@ -11,15 +11,17 @@ from html import unescape
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
+from octbench import attribution
 from octbench import audit as near
 from octbench.cli import cli
 from octbench.dataset import load_data
 from octbench.plugins import PluginHost
 from octbench.report.analysis import Options, analyse
-from octbench.report.collect import load
-from octbench.report.images import ERRORS, FLIPS, PER_CLASS, flips, select
+from octbench.report.collect import Cell, VariantResults, load
+from octbench.report.images import ERRORS, FLIPS, PER_CLASS, flips, mean_maps, select
 from octbench.suite import PluginRef
 
 
@@ -172,3 +174,72 @@ def test_a_bad_audit_request_is_one_line_and_exit_2(args, message):
     result = CliRunner().invoke(cli, ["audit", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def lesion_images(n: int, rng: np.random.Generator):
+    """Gray speckle; class 1 carries a bright 5 x 5 lesion at a random place (returned), class 0 none."""
+    x = rng.normal(80, 12, (n, 1, 28, 28))
+    y = rng.integers(0, 2, n)
+    where = rng.integers(3, 20, (n, 2))
+    for i in np.flatnonzero(y == 1):
+        r, c = where[i]
+        x[i, 0, r : r + 5, c : c + 5] += 90
+    return torch.as_tensor(x.clip(0, 255).astype(np.uint8)), torch.as_tensor(y), where
+
+
+def test_the_activation_map_peaks_inside_the_lesion_that_decides_the_class():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x, y, _ = lesion_images(1200, rng)
+    test_x, test_y, where = lesion_images(200, rng)
+    model = PluginHost.load().create("model", "seed-cnn", {}).build(1, 2, 28)
+    optimizer = torch.optim.Adam(model.parameters(), 2e-3)
+    for _ in range(4):
+        model.train()
+        for batch in torch.randperm(len(x)).split(64):
+            loss = torch.nn.functional.cross_entropy(model(x[batch].float() / 255), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        predicted = model(test_x.float() / 255).argmax(1).numpy()
+    right = np.flatnonzero((test_y.numpy() == 1) & (predicted == 1))
+    assert len(right) > 50
+    maps, layer = attribution.grad_cam(model, test_x[right], np.ones(len(right), np.int64))
+    assert maps.dtype == np.float16 and maps.shape == (len(right), 7, 7) and float(maps.max()) == 1.0
+    assert layer == "8"  # the third convolution of seed-cnn
+    peaks = [np.unravel_index(np.argmax(m), m.shape) for m in attribution.upsampled(maps, (28, 28))]
+    inside = [
+        r0 - 2 <= r < r0 + 7 and c0 - 2 <= c < c0 + 7 for (r, c), (r0, c0) in zip(peaks, where[right], strict=True)
+    ]
+    assert np.mean(inside) >= 0.8, np.mean(inside)
+    assert not model.training  # explaining leaves the model as it found it
+
+
+def test_a_model_without_a_convolution_has_no_map_and_says_so():
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 2))
+    with pytest.raises(attribution.Unavailable, match="Sequential has no 2-D convolution"):
+        attribution.grad_cam(flat, torch.zeros(2, 1, 28, 28, dtype=torch.uint8), np.array([0, 1]))
+    variant = VariantResults("mlp", "mlp", "run", "variant", {})
+    variant.cells.append(Cell(0, 0, {}, {}, {}, [], {}, {}, settings={"attribution": {"unavailable": "no conv"}}))
+    assert mean_maps(variant) == "no conv"
+
+
+def test_every_cell_stores_maps_of_the_same_test_images_and_the_page_draws_them(run_dir):
+    results, _ = analysed(run_dir)
+    labels = next(c.test.y_true for c in results.variants[0].cells)
+    expected = attribution.rows(labels, len(results.class_names))
+    assert len(expected) == min(attribution.MOST, attribution.PER_CLASS * len(results.class_names))
+    for variant in results.variants:
+        for cell in variant.cells:
+            stored = cell.attributions["test"]
+            assert np.array_equal(stored["indices"], expected)
+            assert stored["maps"].shape[0] == len(expected) and 0 <= stored["maps"].min() <= stored["maps"].max() <= 1
+            assert cell.settings["attribution"]["method"].startswith("Grad-CAM")
+        indices, mean = mean_maps(variant)
+        assert np.array_equal(indices, expected) and mean.shape == stored["maps"].shape
+    html = unescape((run_dir / "report.html").read_text())
+    for variant in results.variants:
+        tiles = re.findall(rf'aria-label="activation maps of {re.escape(variant.key)}">(.*?)</div>', html)
+        assert tiles and tiles[0].count('class="thumb"') == len(expected)
