@@ -19,6 +19,7 @@ from octbench import audit as near
 from octbench.cli import cli
 from octbench.dataset import load_data
 from octbench.plugins import PluginHost
+from octbench.report import pipelines
 from octbench.report.analysis import Options, analyse
 from octbench.report.collect import Cell, VariantResults, load
 from octbench.report.images import ERRORS, FLIPS, PER_CLASS, flips, mean_maps, select
@@ -243,3 +244,46 @@ def test_every_cell_stores_maps_of_the_same_test_images_and_the_page_draws_them(
     for variant in results.variants:
         tiles = re.findall(rf'aria-label="activation maps of {re.escape(variant.key)}">(.*?)</div>', html)
         assert tiles and tiles[0].count('class="thumb"') == len(expected)
+
+
+def test_each_pipeline_is_shown_step_by_step_on_the_same_training_images():
+    host = PluginHost.load()
+    data = load_data(PluginRef(name="synthetic-oct", params={"n_train": 300, "n_val": 40, "n_test": 60}), host, None)
+    shown = pipelines.rows(data.train_labels, 4, seed=0)
+    assert len(shown) == pipelines.IMAGES and sorted(data.train_labels[shown].tolist()) == [0, 1, 2, 3]
+    assert np.array_equal(shown, pipelines.rows(data.train_labels, 4, seed=0))  # the same for every variant
+    spec = {
+        "preprocessors": [{"name": "clahe", "params": {"clip_limit": 3.0}}, {"name": "smote"}, {"name": "normalize"}],
+        "augmenters": [{"name": "batch-augment", "params": {"hflip": 1.0}}],
+    }
+    stages = pipelines.stages(spec, host, data, shown, seed=0)
+    assert [s.label for s in stages] == [
+        "raw",
+        "clahe(clip_limit=3.0)",
+        "smote",
+        "normalize",
+        *[f"batch-augment(hflip=1.0), draw {d}" for d in (1, 2, 3)],
+    ]
+    raw, clahe, smote, normalize, *draws = stages
+    assert np.array_equal(np.stack(raw.images), data.train_images[shown])
+    expected = host.create("preprocessor", "clahe", {"clip_limit": 3.0}).transform(data.train_images[shown])
+    assert np.array_equal(np.stack(clahe.images), expected) and clahe.note == ""  # stateless: as the run did it
+    assert smote.images == [] and "resamples the training part" in smote.note
+    assert "fitted here on 300 official training images" in normalize.note
+    assert np.stack(normalize.images).dtype == np.float32
+    # a certain horizontal flip of the standardised images, in their value range
+    for draw in draws:
+        assert draw.augmented and draw.span is not None
+        assert np.allclose(np.stack(draw.images), np.stack(normalize.images)[:, :, ::-1], atol=1e-5)
+    assert pipelines.displayable(normalize.images[0]).dtype == np.uint8
+
+
+def test_the_page_shows_every_variants_pipeline(run_dir):
+    html = unescape((run_dir / "report.html").read_text())
+    assert 'id="pipelines"' in html
+    for name in ("baseline", "flip", "smote", "class-weights"):
+        assert f'aria-label="pipeline output of {name}"' in html
+        assert f'aria-label="{name}: raw"' in html
+    for d in (1, 2, 3):
+        assert f'aria-label="flip: batch-augment(hflip=0.5), draw {d}"' in html
+    assert "resamples the training part (adds or drops images); no image changes" in html

@@ -29,6 +29,7 @@ from octbench import audit as near
 from octbench.data.files import write_atomically
 from octbench.dataset import load_data
 from octbench.plugins import PluginHost
+from octbench.report import pipelines
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results, VariantResults
 from octbench.suite import PluginRef
@@ -155,12 +156,16 @@ def audit_of(folder: Path, data: Splits) -> near.Audit:
     return found
 
 
-def load_images(results: Results) -> Splits:
+def plugin_host(results: Results) -> PluginHost:
+    """The plugins the run used: installed ones and the plugin files it named."""
+    return PluginHost.load(results.runs[0].provenance.get("plugin_paths", []))
+
+
+def load_images(results: Results, host: PluginHost | None = None) -> Splits:
     """The run's dataset, as the run loaded it, or an exception that says why not."""
     run = results.runs[0]
     dataset = PluginRef(name=run.dataset["name"], params=run.dataset.get("params") or {})
-    host = PluginHost.load(run.provenance.get("plugin_paths", []))
-    data = load_data(dataset, host, run.provenance.get("data_dir"))
+    data = load_data(dataset, host or plugin_host(results), run.provenance.get("data_dir"))
     if data.md5 != run.dataset["md5"]:
         raise ValueError(
             f"the dataset loaded here has MD5 {data.md5}, the run's had {run.dataset['md5']}: its images may differ"
@@ -188,12 +193,16 @@ class Gallery:
     audit: near.Audit | None = None
     closest: list[tuple[str, list[tuple[Tile, Tile, float]]]] = field(default_factory=list)
     looks: list[tuple[str, list[Tile], str]] = field(default_factory=list)  # (row, tiles, why none) for the maps
+    strips: dict[str, list[tuple[str, list[Tile], str]]] = field(default_factory=dict)  # variant -> stage rows
+    strip_rows: list[int] = field(default_factory=list)  # which training images the strips show
+    finals: dict[str, list[Tile]] = field(default_factory=dict)  # variant -> the images as its model gets them
 
 
 def gallery(results: Results, analysis: Analysis) -> Gallery:
     """The page's images: the selection drawn as tiles, or the selection alone and why no image can be drawn."""
     try:
-        data = load_images(results)
+        host = plugin_host(results)
+        data = load_images(results, host)
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
         return Gallery(select(results, analysis, None), unavailable=f"the dataset could not be loaded here: {reason}")
@@ -218,6 +227,7 @@ def gallery(results: Results, analysis: Analysis) -> Gallery:
             view: [_tile(images, "test", i, caption(i)) for i in rows] for view, rows in shown.items()
         }
     page.looks = _looks(results, images["test"])
+    page.strip_rows, page.strips, page.finals = _strips(results, host, data)
     for pairing in (selection.audit.within_pool, selection.audit.test_to_pool):
         if pairing is not None:
             pairs = [
@@ -230,6 +240,34 @@ def gallery(results: Results, analysis: Analysis) -> Gallery:
             ]
             page.closest.append((pairing.name, pairs))
     return page
+
+
+def _strips(
+    results: Results, host: PluginHost, data: Splits
+) -> tuple[list[int], dict[str, list[tuple[str, list[Tile], str]]], dict[str, list[Tile]]]:
+    """Each variant's pipeline on the same training images (``octbench.report.pipelines``) as rows of tiles, and
+    the row its model gets (after the last preprocessor, before augmentation)."""
+    seed = results.runs[0].seeds[0] if results.runs[0].seeds else 0
+    shown = pipelines.rows(data.train_labels, len(results.class_names), seed)
+    strips, finals = {}, {}
+    for v in results.variants:
+        try:
+            stages = pipelines.stages(v.spec, host, data, shown, seed)
+        except Exception as exc:  # a plugin that fails here must not cost the page
+            strips[v.key] = [("", [], f"could not be drawn here: {type(exc).__name__}: {exc}")]
+            continue
+        rows = []
+        for stage in stages:
+            span = stage.span or (None, None)
+            tiles = [
+                Tile("train", int(i), "", png_uri(pipelines.displayable(image, *span)))
+                for i, image in zip(shown, stage.images, strict=False)
+            ]
+            rows.append((stage.label, tiles, stage.note))
+            if tiles and not stage.augmented:
+                finals[v.key] = tiles
+        strips[v.key] = rows
+    return shown.tolist(), strips, finals
 
 
 def mean_maps(variant: VariantResults) -> tuple[np.ndarray, np.ndarray] | str:
