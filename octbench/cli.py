@@ -270,6 +270,8 @@ def init(directory) -> None:
 def report(directories, fmt, figures, metric, rope, positive_class, output) -> None:
     """Render a report from stored results only (no training). Several DIRs of one dataset merge into one
     comparison; DIRs of different datasets make a study over datasets (rank tests, critical-difference diagram)."""
+    from pathlib import Path
+
     from octbench.report.publish import publish
 
     if output == "-" and fmt in ("html", "csv", "predictions"):
@@ -283,12 +285,16 @@ def report(directories, fmt, figures, metric, rope, positive_class, output) -> N
         positive_class=positive_class,
         figures=figures,
     )
-    drawn = [p for p in paths if figures and str(p.parent) == str(figures).rstrip("/")]
+    drawn = [p for p in paths if figures and p.is_relative_to(Path(figures))]
     for path in paths:
         if path not in drawn:
             click.echo(f"{fmt}: {path}")
     if figures:
-        click.echo(f"figures: {len(drawn)} files (SVG, PDF, 300-dpi PNG) in {figures}")
+        tiles = [p for p in drawn if p.is_relative_to(Path(figures) / "images")]
+        click.echo(
+            f"figures: {len(drawn) - len(tiles)} files (SVG, PDF, 300-dpi PNG) in {figures}"
+            + (f", and the page's {len(tiles)} images (PNG) under {Path(figures) / 'images'}" if tiles else "")
+        )
 
 
 @cli.command()

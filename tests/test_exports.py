@@ -109,7 +109,7 @@ def test_figures_are_written_as_svg_pdf_and_300_dpi_png(run_dir, tmp_path):
     folder = tmp_path / "figures"
     result = report(run_dir, "--format", "md", "--output", tmp_path / "r.md", "--figures", folder)
     assert result.exit_code == 0 and "figures: " in result.output
-    stems = {p.stem for p in folder.iterdir()}
+    stems = {p.stem for p in folder.iterdir() if p.is_file()}
     assert {"ROC-of-every-variant", "learning-curves-of-every-variant", "effects", "throughput"} <= stems
     assert "confusion-matrix-of-baseline" in stems and len(stems) == 4 * 3 + 4 + 4
     for stem in stems:
@@ -117,6 +117,19 @@ def test_figures_are_written_as_svg_pdf_and_300_dpi_png(run_dir, tmp_path):
     with Image.open(folder / "effects.png") as image:
         assert round(image.info["dpi"][0]) == 300
     assert (folder / "effects.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    # and every image the page shows, one PNG each, by view: the montage, errors, pipelines, Grad-CAM, near-copies
+    tiles = sorted((folder / "images").rglob("*.png"))
+    assert f"and the page's {len(tiles)} images (PNG) under {folder / 'images'}" in result.output
+    views = {p.relative_to(folder / "images").parts[0] for p in tiles}
+    assert {"montage", "grad-cam", "near-duplicates", "baseline", "flip"} <= views, views
+    with Image.open(
+        folder
+        / "images"
+        / "montage"
+        / "normal"
+        / sorted(p.name for p in (folder / "images" / "montage" / "normal").iterdir())[0]
+    ) as image:
+        assert image.size == (28, 28)
     again = tmp_path / "again"  # the page writes the same figures it embeds
     result = report(run_dir, "--output", tmp_path / "r.html", "--figures", again)
     assert result.exit_code == 0 and f"figures: {3 * len(stems)} files" in result.output

@@ -14,7 +14,7 @@ from octbench.errors import OctbenchError
 from octbench.report import images
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
-from octbench.report.summary import design, summary
+from octbench.report.summary import design
 from octbench.report.variants import changes, parameters
 from octbench.report.wording import p_text
 
@@ -203,7 +203,7 @@ def markdown(results: Results, analysis: Analysis) -> str:
     text = "\n".join(lines) + "\n\n" + _caption(results, analysis) + "\n"
     if reference:
         text += "\n" + _verdicts(rows, analysis, has_test)
-    return md_cell(summary(results, analysis)) + "\n\n" + text
+    return md_cell(images.summary_with(results, analysis, _images(results, analysis))) + "\n\n" + text
 
 
 def _verdicts(rows: list[dict[str, Any]], analysis: Analysis, has_test: bool) -> str:
@@ -358,7 +358,7 @@ def to_json(results: Results, analysis: Analysis) -> str:
 
     shown = _images(results, analysis)
     payload = {
-        "summary": " ".join(filter(None, [summary(results, analysis), shown.summary_sentence()])),
+        "summary": images.summary_with(results, analysis, shown),
         "dataset": results.dataset,
         "design": {"folds": analysis.folds, "seeds": analysis.seeds},
         "metric": analysis.metric,

@@ -28,10 +28,13 @@ from octbench import attribution
 from octbench import audit as near
 from octbench.data.files import write_atomically
 from octbench.dataset import load_data
+from octbench.errors import OctbenchError
 from octbench.plugins import PluginHost
 from octbench.report import pipelines
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results, VariantResults
+from octbench.report.figures import slug
+from octbench.report.summary import summary
 from octbench.suite import PluginRef
 from octbench.technique import Splits
 
@@ -94,6 +97,11 @@ class Selection:
         if a is None or not (a.optimistic or (a.test_to_pool is not None and a.test_to_pool.rate >= 0.02)):
             return ""
         return a.sentence()[0].upper() + a.sentence()[1:]
+
+
+def summary_with(results: Results, analysis: Analysis, selection: Selection) -> str:
+    """The report's summary paragraph, with the near-duplicate audit's sentence where it bears on the comparison."""
+    return " ".join(filter(None, [summary(results, analysis), selection.summary_sentence()]))
 
 
 def flips(analysis: Analysis) -> dict[str, Flips]:
@@ -242,6 +250,12 @@ def gallery(results: Results, analysis: Analysis) -> Gallery:
     return page
 
 
+def safe_gallery(results: Results, analysis: Analysis) -> Gallery:
+    """``gallery``, or none with the reason named among the page's problems: images never cost a report."""
+    found = analysis.attempt("images", gallery, results, analysis)
+    return found or Gallery(Selection(), unavailable="they could not be drawn (see the note at the top)")
+
+
 def _strips(
     results: Results, host: PluginHost, data: Splits
 ) -> tuple[list[int], dict[str, list[tuple[str, list[Tile], str]]], dict[str, list[Tile]]]:
@@ -329,3 +343,29 @@ def _captioner(headline: Any, names: list[str]) -> Callable[[int], str]:
 
 def _tile(images: dict[str, np.ndarray], split: str, index: int, caption: str = "") -> Tile:
     return Tile(split, index, caption, png_uri(images[split][index]))
+
+
+def write(page: Gallery, folder: Path) -> list[Path]:
+    """Every image the page shows as a PNG file under ``folder/images`` (``--figures``), named by view and index."""
+    groups: list[tuple[str, list[Tile]]] = []
+    for name, by_split in page.montage:
+        groups += [(f"montage/{name}", tiles) for _, tiles in by_split]
+    for key, views in page.variants.items():
+        groups += [(f"{key}/{view}", tiles) for view, tiles in views.items()]
+    for key, stages in page.strips.items():
+        groups += [(f"{key}/pipeline/{i}-{label}", tiles) for i, (label, tiles, _) in enumerate(stages)]
+    groups += [(f"grad-cam/{row}", tiles) for row, tiles, _ in page.looks]
+    for name, pairs in page.closest:
+        groups += [(f"near-duplicates/{name}/{k}", [a, b]) for k, (a, b, _) in enumerate(pairs)]
+    written = []
+    for group, tiles in groups:
+        parts = [slug(part) for part in group.split("/")]
+        for tile in tiles:
+            path = folder.joinpath("images", *parts, f"{tile.split}-{tile.index}.png")
+            data = base64.b64decode(tile.uri.split(",", 1)[1])
+            try:
+                write_atomically(path, data)
+            except OSError as exc:
+                raise OctbenchError(f"cannot write images to {folder}: {exc.strerror}.") from None
+            written.append(path)
+    return written

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from octbench.errors import OctbenchError
-from octbench.report import export, latex, study
+from octbench.report import export, images, latex, study
 from octbench.report.analysis import Options, analyse
 from octbench.report.collect import dataset_identity, latest_run, load
 from octbench.report.figures import Drawer, per_variant, suite_wide
@@ -48,6 +48,7 @@ def publish(
     drawer = Drawer(analysis, Path(figures)) if figures else None
     if drawer is not None and fmt != "html":  # the page draws them itself
         suite_wide(results, drawer), per_variant(results, drawer)
+        drawer.written += images.write(images.safe_gallery(results, analysis), drawer.folder)
     if fmt == "csv":
         written = export.write_csv(results, analysis, Path(output) if output else Path(directories[0]))
     elif fmt == "predictions":

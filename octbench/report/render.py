@@ -16,7 +16,6 @@ from octbench.report.collect import Results
 from octbench.report.export import best_keys, leaderboard_rows
 from octbench.report.figures import Drawer
 from octbench.report.provenance import provenance_of
-from octbench.report.summary import summary
 from octbench.report.variants import changes, parameters
 from octbench.report.wording import p_text
 
@@ -32,6 +31,8 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
     """Everything the page shows; ``drawer`` (with a folder) also writes each figure as files."""
     drawer = drawer or Drawer(analysis)
     gallery = _gallery(results, analysis)
+    if drawer.folder is not None:
+        drawer.written += images.write(gallery, drawer.folder)
     suite_figures, variant_figures = figures.suite_wide(results, drawer), figures.per_variant(results, drawer)
     first = results.runs[0]
     totals = {
@@ -60,7 +61,7 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
             for i, a in enumerate(analysis.variants)
         ],
         "figures": suite_figures,
-        "summary": " ".join(filter(None, [summary(results, analysis), gallery.selection.summary_sentence()])),
+        "summary": images.summary_with(results, analysis, gallery.selection),
         "best": best_keys(leaderboard_rows(results, analysis), analysis),
         "provenance": [provenance_of(run, results.variants) for run in results.runs],
         "leaderboard_columns": LEADERBOARD,
@@ -78,8 +79,7 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
 
 
 def _gallery(results: Results, analysis: Analysis) -> images.Gallery:
-    found = analysis.attempt("images", images.gallery, results, analysis)
-    return found or images.Gallery(images.Selection(), unavailable="they could not be drawn (see the note at the top)")
+    return images.safe_gallery(results, analysis)
 
 
 def _sections(results: Results, analysis: Analysis) -> list[tuple[str, str]]:
