@@ -112,6 +112,11 @@ def test_the_page_fits_phones_and_wide_screens_with_every_compare_view(browser, 
                 "els => els.map(e => [e.complete && e.naturalWidth > 0, e.getBoundingClientRect().right])",
             )
             assert shown and all(ok and right <= width for ok, right in shown), (alt, shown)
+        # the images (montage, pipelines, Grad-CAM, near-copies; errors and flips inside the folded sections) render
+        thumbs = page.eval_on_selector_all("img.thumb", "els => els.map(e => e.complete && e.naturalWidth > 0)")
+        assert len(thumbs) > 50 and all(thumbs), f"{sum(thumbs)} of {len(thumbs)} thumbnails rendered"
+        for section in ("#images", "#duplicates", "#pipelines", "#looks"):
+            assert page.locator(section).count() == 1, section
         details = page.eval_on_selector_all("section.variant details", "els => els.map(e => e.open)")
         assert details and not any(details), "per-variant detail starts folded"
 

@@ -24,6 +24,7 @@ from octbench.report.analysis import Options, analyse
 from octbench.report.collect import Cell, VariantResults, load
 from octbench.report.images import ERRORS, FLIPS, PER_CLASS, flips, mean_maps, select
 from octbench.suite import PluginRef
+from tests.conftest import REPO
 
 
 def analysed(run_dir):
@@ -287,3 +288,14 @@ def test_the_page_shows_every_variants_pipeline(run_dir):
     for d in (1, 2, 3):
         assert f'aria-label="flip: batch-augment(hflip=0.5), draw {d}"' in html
     assert "resamples the training part (adds or drops images); no image changes" in html
+
+
+def test_the_committed_example_shows_every_view_and_stays_under_3_mb():
+    example = REPO / "reports" / "breastmnist-example" / "report.html"
+    assert example.stat().st_size < 3_000_000
+    html = unescape(example.read_text())
+    for text in ('id="images"', 'id="duplicates"', 'id="pipelines"', 'id="looks"', "Fixed against baseline"):
+        assert text in html, text
+    for name in ("baseline", "early-stopping", "clahe", "augment"):
+        assert f'aria-label="activation maps of {name}"' in html and f'aria-label="test errors of {name}"' in html
+    assert "of test images in the pool; the test split is not fully independent" in html  # the summary says so
