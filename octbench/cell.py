@@ -431,6 +431,8 @@ def explain(p: Prepared, result: CellResult) -> dict[str, str]:
                                            labels[chosen])  # fmt: skip
     except attribution.Unavailable as exc:
         return {"unavailable": str(exc)}
+    except Exception as exc:  # an explanation never costs a cell its result
+        return {"unavailable": f"Grad-CAM failed: {type(exc).__name__}: {exc}"}
     result.attributions["test"] = {"indices": chosen, "maps": maps}
     p.timings["explain"] = time.perf_counter() - start
     return {"method": attribution.METHOD, "layer": layer}

@@ -299,6 +299,27 @@ def check_model_shapes(cls):
                 _fail(cls, "check_model_shapes", "some parameters got non-finite gradients")
 
 
+def check_model_explains(cls):
+    """The report's class-activation map (``octbench.attribution.grad_cam``, at the model's last convolution)
+    works at each promised image size: maps (N, h, w) in [0, 1], the model left in the mode it was in; or the
+    model has no convolution and says so (the report then shows 'not available for this model')."""
+    from octbench import attribution
+
+    for size in cls.image_sizes:
+        model = _make(cls).build(1, 3, size)
+        model.train()
+        try:
+            maps, _layer = attribution.grad_cam(model, torch.rand(2, 1, size, size), np.array([0, 2]))
+        except attribution.Unavailable:
+            return
+        except Exception as exc:
+            _fail(cls, "check_model_explains", f"Grad-CAM at its last convolution failed at {size}px: {exc}")
+        if maps.ndim != 3 or len(maps) != 2 or not (np.all(maps >= 0) and np.all(maps <= 1)):
+            _fail(cls, "check_model_explains", f"maps of shape {maps.shape} outside [0, 1] at {size}px")
+        if not model.training:
+            _fail(cls, "check_model_explains", "explaining left the model in eval mode")
+
+
 # --- regularizers --------------------------------------------------------------------------------------------
 
 
@@ -526,7 +547,7 @@ BY_BASE: list[tuple[type, list[Check]]] = [
         ],
     ),
     (Augmenter, [check_augmenter_batch, check_stacked_augment_matches_call]),
-    (Model, [check_model_shapes]),
+    (Model, [check_model_shapes, check_model_explains]),
     (Regularizer, [check_regularizer_trains]),
     (Dataset, [check_dataset_layout]),
     (Executor, [check_executor_runs_every_cell_once]),

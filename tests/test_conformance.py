@@ -19,7 +19,7 @@ HAS_TIMM = importlib.util.find_spec("timm") is not None
 
 @parametrize_with_checks(BUILTINS)
 def test_builtin_conforms(technique, check):
-    if technique.name == "timm" and not HAS_TIMM and check.__name__ == "check_model_shapes":
+    if technique.name == "timm" and not HAS_TIMM and check.__name__ in ("check_model_shapes", "check_model_explains"):
         pytest.skip("timm is an optional dependency and is not installed here")
     check(technique)
 
