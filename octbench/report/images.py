@@ -198,7 +198,6 @@ class Gallery:
     montage: list[tuple[str, list[tuple[str, list[Tile]]]]] = field(default_factory=list)  # class -> split -> tiles
     per_class: int = PER_CLASS
     variants: dict[str, dict[str, list[Tile]]] = field(default_factory=dict)
-    audit: near.Audit | None = None
     closest: list[tuple[str, list[tuple[Tile, Tile, float]]]] = field(default_factory=list)
     looks: list[tuple[str, list[Tile], str]] = field(default_factory=list)  # (row, tiles, why none) for the maps
     strips: dict[str, list[tuple[str, list[Tile], str]]] = field(default_factory=dict)  # variant -> stage rows
@@ -216,7 +215,7 @@ def gallery(results: Results, analysis: Analysis) -> Gallery:
         return Gallery(select(results, analysis, None), unavailable=f"the dataset could not be loaded here: {reason}")
     selection = select(results, analysis, data)
     images = {"train": data.train_images, "val": data.val_images, "test": data.test_images, "pool": data.pool[0]}
-    page = Gallery(selection, audit=selection.audit)
+    page = Gallery(selection)
     for name in results.class_names:
         page.montage.append(
             (
