@@ -89,6 +89,13 @@ def test_the_montage_shows_each_class_of_each_split_and_the_export_lists_the_sam
             assert f'aria-label="{split} images of class {name}"' in html
     exported = json.loads(CliRunner().invoke(cli, ["report", str(run_dir), "--format", "json", "--output", "-"]).output)
     assert exported["images"]["montage"] == montage
+    # every view's images are listed: the pipelines' training rows and the test rows the maps explain
+    assert exported["images"]["pipeline"] == {
+        "split": "train",
+        "indices": pipelines.rows(data.train_labels, len(results.class_names), results.runs[0].seeds[0]).tolist(),
+    }
+    explained = attribution.rows(data.test_labels, len(results.class_names)).tolist()
+    assert exported["images"]["grad_cam"] == {"split": "test", "indices": explained}
     assert "near_duplicates" in exported["images"]
 
 
@@ -155,9 +162,10 @@ def test_octbench_audit_reports_a_dataset_before_any_training(shared_data):
     assert found["pool"]["images"] == 546 + 78 and found["test"]["images"] == 156
     assert 0 < found["pool"]["rate"] < 1 and len(found["pool"]["closest"]) == 3
     test_index, pool_index, distance = found["test"]["closest"][0]
-    data = np.load(shared_data / "breastmnist.npz")
-    pool = np.concatenate([data["train_images"], data["val_images"]])
-    assert distance < 1e-3 and np.array_equal(data["test_images"][test_index], pool[pool_index])  # an exact copy
+    with np.load(shared_data / "breastmnist.npz") as data:
+        pool = np.concatenate([data["train_images"], data["val_images"]])
+        test = data["test_images"]
+    assert distance < 1e-3 and np.array_equal(test[test_index], pool[pool_index])  # an exact copy
 
     text = CliRunner().invoke(cli, ["audit", "breastmnist", "--data-dir", str(shared_data)])
     assert text.exit_code == 0 and "of CV-pool images have a near-duplicate elsewhere in the pool" in text.output

@@ -68,11 +68,15 @@ class Flips:
 class Selection:
     montage: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # split -> class name -> indices
     flips: dict[str, Flips] = field(default_factory=dict)  # variant key -> its test-split errors and flips
+    pipeline: list[int] = field(default_factory=list)  # training images every variant's pipeline is shown on
+    grad_cam: list[int] = field(default_factory=list)  # test images the activation maps explain
     audit: near.Audit | None = None
 
     def as_json(self) -> dict[str, Any]:
         found: dict[str, Any] = {
             "montage": self.montage,
+            "pipeline": {"split": "train", "indices": self.pipeline},
+            "grad_cam": {"split": "test", "indices": self.grad_cam},
             "variants": {
                 key: {"errors": f.errors[:ERRORS], "errors_total": len(f.errors), "fixed": f.fixed, "broke": f.broke}
                 for key, f in self.flips.items()
@@ -137,11 +141,14 @@ def montage_rows(labels: np.ndarray, class_names: list[str], seed: int) -> dict[
 
 
 def select(results: Results, analysis: Analysis, data: Splits | None) -> Selection:
-    selection = Selection(flips=flips(analysis))
+    explained = next((c.attributions["test"]["indices"] for v in results.variants for c in v.cells
+                      if "test" in c.attributions), np.zeros(0, np.int64))  # fmt: skip
+    selection = Selection(flips=flips(analysis), grad_cam=explained.tolist())
     if data is not None:
         seed = results.runs[0].seeds[0] if results.runs[0].seeds else 0
         for split, labels in (("train", data.train_labels), ("val", data.val_labels), ("test", data.test_labels)):
             selection.montage[split] = montage_rows(labels, results.class_names, seed)
+        selection.pipeline = pipelines.rows(data.train_labels, len(results.class_names), seed).tolist()
         selection.audit = audit_of(results.runs[0].path, data)
     return selection
 
@@ -152,7 +159,8 @@ def audit_of(folder: Path, data: Splits) -> near.Audit:
     cached = folder / f"near-duplicates-{data.md5[:12]}-{near.THRESHOLD:g}.npz"
     if cached.exists():
         try:
-            return near.Audit.from_arrays(dict(np.load(cached)), near.THRESHOLD)
+            with np.load(cached) as stored:
+                return near.Audit.from_arrays(dict(stored), near.THRESHOLD)
         except (OSError, ValueError, KeyError):
             pass  # unreadable: computed again below
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -201,7 +209,6 @@ class Gallery:
     closest: list[tuple[str, list[tuple[Tile, Tile, float]]]] = field(default_factory=list)
     looks: list[tuple[str, list[Tile], str]] = field(default_factory=list)  # (row, tiles, why none) for the maps
     strips: dict[str, list[tuple[str, list[Tile], str]]] = field(default_factory=dict)  # variant -> stage rows
-    strip_rows: list[int] = field(default_factory=list)  # which training images the strips show
     finals: dict[str, list[Tile]] = field(default_factory=dict)  # variant -> the images as its model gets them
 
 
@@ -234,7 +241,7 @@ def gallery(results: Results, analysis: Analysis) -> Gallery:
             view: [_tile(images, "test", i, caption(i)) for i in rows] for view, rows in shown.items()
         }
     page.looks = _looks(results, images["test"])
-    page.strip_rows, page.strips, page.finals = _strips(results, host, data)
+    page.strips, page.finals = _strips(results, host, data, np.array(selection.pipeline, np.int64))
     for pairing in (selection.audit.within_pool, selection.audit.test_to_pool):
         if pairing is not None:
             pairs = [
@@ -256,12 +263,11 @@ def safe_gallery(results: Results, analysis: Analysis) -> Gallery:
 
 
 def _strips(
-    results: Results, host: PluginHost, data: Splits
-) -> tuple[list[int], dict[str, list[tuple[str, list[Tile], str]]], dict[str, list[Tile]]]:
+    results: Results, host: PluginHost, data: Splits, shown: np.ndarray
+) -> tuple[dict[str, list[tuple[str, list[Tile], str]]], dict[str, list[Tile]]]:
     """Each variant's pipeline on the same training images (``octbench.report.pipelines``) as rows of tiles, and
     the row its model gets (after the last preprocessor, before augmentation)."""
     seed = results.runs[0].seeds[0] if results.runs[0].seeds else 0
-    shown = pipelines.rows(data.train_labels, len(results.class_names), seed)
     strips, finals = {}, {}
     for v in results.variants:
         try:
@@ -280,7 +286,7 @@ def _strips(
             if tiles and not stage.augmented:
                 finals[v.key] = tiles
         strips[v.key] = rows
-    return shown.tolist(), strips, finals
+    return strips, finals
 
 
 def mean_maps(variant: VariantResults) -> tuple[np.ndarray, np.ndarray] | str:
