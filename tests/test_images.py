@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import sqlite3
+import time
 from html import unescape
 
 import numpy as np
@@ -307,3 +308,21 @@ def test_the_committed_example_shows_every_view_and_stays_under_3_mb():
     for name in ("baseline", "early-stopping", "clahe", "augment"):
         assert f'aria-label="activation maps of {name}"' in html and f'aria-label="test errors of {name}"' in html
     assert "of test images in the pool; the test split is not fully independent" in html  # the summary says so
+
+
+def test_a_pipeline_that_hangs_or_never_finished_a_cell_is_not_drawn(run_dir, monkeypatch):
+    from octbench.report import images
+
+    results, _ = analysed(run_dir)
+    results.runs[0].provenance["plugin_paths"] = [str(REPO / "tests" / "plugins" / "hostile.py")]
+    data = images.load_images(results)
+    monkeypatch.setattr(pipelines, "SECONDS", 1)
+    slow = {**results.variants[1].spec, "preprocessors": [{"name": "stuck", "params": {"seconds": 30}}]}
+    results.variants[1].spec = slow
+    results.variants[2].cells = []
+    started = time.monotonic()
+    strips, _ = images._strips(results, images.plugin_host(results), data, np.array([0, 1]))
+    assert time.monotonic() - started < 20
+    assert "could not be drawn here: TimeLimitExceeded" in strips[results.variants[1].key][0][2]
+    assert strips[results.variants[2].key] == [("", [], "not drawn: no cell of this variant finished")]
+    assert strips[results.variants[0].key][0][0] == "raw"

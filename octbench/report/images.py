@@ -28,6 +28,7 @@ from octbench import attribution
 from octbench import audit as near
 from octbench.data.files import write_atomically
 from octbench.dataset import load_data
+from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.errors import OctbenchError
 from octbench.plugins import PluginHost
 from octbench.report import pipelines
@@ -270,9 +271,13 @@ def _strips(
     seed = results.runs[0].seeds[0] if results.runs[0].seeds else 0
     strips, finals = {}, {}
     for v in results.variants:
+        if not v.cells:  # its techniques never finished a cell: running them here could hang the report
+            strips[v.key] = [("", [], "not drawn: no cell of this variant finished")]
+            continue
         try:
-            stages = pipelines.stages(v.spec, host, data, shown, seed)
-        except Exception as exc:  # a plugin that fails here must not cost the page
+            with time_limit(pipelines.SECONDS):
+                stages = pipelines.stages(v.spec, host, data, shown, seed)
+        except (Exception, TimeLimitExceeded) as exc:  # a plugin that fails or hangs here must not cost the page
             strips[v.key] = [("", [], f"could not be drawn here: {type(exc).__name__}: {exc}")]
             continue
         rows = []

@@ -5,7 +5,8 @@ Drawn at report time with the variant's own techniques (its plugins, its paramet
 images as the run did; a step that learns from data is fitted here on up to ``FIT_AT_MOST`` images of the official
 train split (a cell fits it on its own fold's training part, so its picture is close but not identical, and the
 page says so); a resampler changes which images a cell trains on, not any image, and is named without a picture.
-Float images (a standardising step) are shown scaled to their own range.
+Float images (a standardising step) are shown scaled to their own range. Only the techniques of a variant with a
+finished cell run here (they ran to the end on the whole dataset), each variant's within ``SECONDS``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from octbench.technique import Resampler, Splits
 IMAGES = 4  # fixed training images shown, one per class first
 DRAWS = 3  # augmentation draws of each
 FIT_AT_MOST = 2000
+SECONDS = 60  # a variant's strip is drawn within this, or the page says it could not be
 
 
 @dataclass
