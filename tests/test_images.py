@@ -263,7 +263,7 @@ def test_each_pipeline_is_shown_step_by_step_on_the_same_training_images():
     assert len(shown) == pipelines.IMAGES and sorted(data.train_labels[shown].tolist()) == [0, 1, 2, 3]
     assert np.array_equal(shown, pipelines.rows(data.train_labels, 4, seed=0))  # the same for every variant
     spec = {
-        "preprocessors": [{"name": "clahe", "params": {"clip_limit": 3.0}}, {"name": "smote"}, {"name": "normalize"}],
+        "preprocessors": [{"name": "clahe", "params": {"clip_limit": 3.0}}, {"name": "smote"}],
         "augmenters": [{"name": "batch-augment", "params": {"hflip": 1.0}}],
     }
     stages = pipelines.stages(spec, host, data, shown, seed=0)
@@ -271,21 +271,25 @@ def test_each_pipeline_is_shown_step_by_step_on_the_same_training_images():
         "raw",
         "clahe(clip_limit=3.0)",
         "smote",
-        "normalize",
         *[f"batch-augment(hflip=1.0), draw {d}" for d in (1, 2, 3)],
     ]
-    raw, clahe, smote, normalize, *draws = stages
+    raw, clahe, smote, *draws = stages
     assert np.array_equal(np.stack(raw.images), data.train_images[shown])
     expected = host.create("preprocessor", "clahe", {"clip_limit": 3.0}).transform(data.train_images[shown])
     assert np.array_equal(np.stack(clahe.images), expected) and clahe.note == ""  # stateless: as the run did it
-    assert smote.images == [] and "resamples the training part" in smote.note
-    assert "fitted here on 300 official training images" in normalize.note
-    assert np.stack(normalize.images).dtype == np.float32
-    # a certain horizontal flip of the standardised images, in their value range
+    assert smote.images == [] and smote.note == pipelines.RESAMPLES
+    # a certain horizontal flip of the CLAHE'd images, in [0, 1] as the trainer gives them
     for draw in draws:
-        assert draw.augmented and draw.span is not None
-        assert np.allclose(np.stack(draw.images), np.stack(normalize.images)[:, :, ::-1], atol=1e-5)
-    assert pipelines.displayable(normalize.images[0]).dtype == np.uint8
+        assert draw.augmented and draw.span == (0.0, 1.0)
+        assert np.allclose(np.stack(draw.images) * 255, expected[:, :, ::-1], atol=1e-3)
+    assert pipelines.displayable(draws[0].images[0], *draws[0].span).dtype == np.uint8
+
+    # a step that learns from data is not fitted here (it learns from each fold's training part): it and every step
+    # after it are named without a picture
+    spec["preprocessors"].insert(1, {"name": "normalize"})
+    stages = pipelines.stages(spec, host, data, shown, seed=0)
+    assert [s.label for s in stages] == ["raw", "clahe(clip_limit=3.0)", "normalize"]
+    assert stages[-1].images == [] and stages[-1].note == pipelines.FITTED
 
 
 def test_the_page_shows_every_variants_pipeline(run_dir):
@@ -314,11 +318,17 @@ def test_a_pipeline_that_hangs_or_never_finished_a_cell_is_not_drawn(run_dir, mo
     from octbench.report import images
 
     results, _ = analysed(run_dir)
-    results.runs[0].provenance["plugin_paths"] = [str(REPO / "tests" / "plugins" / "hostile.py")]
     data = images.load_images(results)
     monkeypatch.setattr(pipelines, "SECONDS", 1)
-    slow = {**results.variants[1].spec, "preprocessors": [{"name": "stuck", "params": {"seconds": 30}}]}
-    results.variants[1].spec = slow
+    draw = pipelines.stages
+    hanging = results.variants[1].spec
+
+    def stages(spec, *args):  # a plugin stuck in its transform, for this variant
+        if spec is hanging:
+            time.sleep(30)
+        return draw(spec, *args)
+
+    monkeypatch.setattr(pipelines, "stages", stages)
     results.variants[2].cells = []
     started = time.monotonic()
     strips, _ = images._strips(results, images.plugin_host(results), data, np.array([0, 1]))

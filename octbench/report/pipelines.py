@@ -2,9 +2,9 @@
 order, and as a few draws of its augmenters, so a reader can tell a technique that failed from one misconfigured.
 
 Drawn at report time with the variant's own techniques (its plugins, its parameters). A stateless step transforms the
-images as the run did; a step that learns from data is fitted here on up to ``FIT_AT_MOST`` images of the official
-train split (a cell fits it on its own fold's training part, so its picture is close but not identical, and the
-page says so); a resampler changes which images a cell trains on, not any image, and is named without a picture.
+images as the run did; a step that learns from data is named without a picture, and so is every step after it (a
+cell fits it on its own fold's training part, which the report does not have); a resampler changes which images a
+cell trains on, not any image, and is named without a picture.
 Float images (a standardising step) are shown scaled to their own range. Only the techniques of a variant with a
 finished cell run here (they ran to the end on the whole dataset), each variant's within ``SECONDS``.
 """
@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from octbench.pipeline import fit
 from octbench.plugins import PluginHost
 from octbench.technique import Resampler, Splits
 
 IMAGES = 4  # fixed training images shown, one per class first
 DRAWS = 3  # augmentation draws of each
-FIT_AT_MOST = 2000
+RESAMPLES = "resamples the training part (adds or drops images); no image changes"
+FITTED = "learns from each fold's training part: it and the steps after it are not drawn here"
 SECONDS = 60  # a variant's strip is drawn within this, or the page says it could not be
 
 
@@ -48,27 +48,29 @@ def rows(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
 
 
 def stages(spec: dict[str, Any], host: PluginHost, data: Splits, shown: np.ndarray, seed: int) -> list[Stage]:
-    """The strip of one variant (its stored spec): raw, each preprocessor, then ``DRAWS`` augmentation draws."""
+    """The strip of one variant (its stored spec): raw, each preprocessor, then ``DRAWS`` augmentation draws.
+
+    Nothing is fitted here: a step that learns from data learns from each fold's training part, which the report
+    does not have, so it and every step after it are named without a picture (fitting it here on other images
+    would show something no cell did, and would put images outside a fold's training part through a fit)."""
     images = data.train_images[shown]
     found = [Stage("raw", list(images))]
-    sample = np.random.default_rng(seed).permutation(len(data.train_images))[:FIT_AT_MOST]
-    fit_images, fit_labels = data.train_images[sample], data.train_labels[sample]
     for ref in spec.get("preprocessors", []):
         step = host.create("preprocessor", ref["name"], ref.get("params", {}))
-        label = _label(ref)
         if isinstance(step, Resampler):
-            found.append(Stage(label, note="resamples the training part (adds or drops images); no image changes"))
+            found.append(
+                Stage(_label(ref), note="resamples the training part (adds or drops images); no image changes")
+            )
             continue
-        note = ""
         if not getattr(step, "stateless", False):
-            fit(step, fit_images, fit_labels, seed)
-            note = f"fitted here on {len(sample):,} official training images (each cell fits it on its own fold)"
-        images, fit_images = step.transform(images), step.transform(fit_images)
-        found.append(Stage(label, list(images), note))
+            found.append(Stage(_label(ref), note=FITTED))
+            return found
+        images = step.transform(images)
+        found.append(Stage(_label(ref), list(images)))
     augmenters = [host.create("augmenter", r["name"], r.get("params", {})) for r in spec.get("augmenters", [])]
     if augmenters:
         batch = torch.as_tensor(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        span = (0.0, 1.0) if batch.dtype == torch.uint8 else (float(fit_images.min()), float(fit_images.max()))
+        span = (0.0, 1.0) if batch.dtype == torch.uint8 else (float(images.min()), float(images.max()))
         batch = batch.float().div(255) if batch.dtype == torch.uint8 else batch.float()
         generator = torch.Generator().manual_seed(seed)
         names = " + ".join(_label(r) for r in spec["augmenters"])
