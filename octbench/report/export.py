@@ -203,7 +203,7 @@ def markdown(results: Results, analysis: Analysis) -> str:
     text = "\n".join(lines) + "\n\n" + _caption(results, analysis) + "\n"
     if reference:
         text += "\n" + _verdicts(rows, analysis, has_test)
-    return md_cell(images.summary_with(results, analysis, _images(results, analysis))) + "\n\n" + text
+    return md_cell(images.summary_with(results, analysis, images.selection(results, analysis))) + "\n\n" + text
 
 
 def _verdicts(rows: list[dict[str, Any]], analysis: Analysis, has_test: bool) -> str:
@@ -343,20 +343,10 @@ def write_predictions(results: Results, path: Path) -> list[Path]:
     return [path]
 
 
-def _images(results: Results, analysis: Analysis) -> images.Selection:
-    """Which images the page shows, by split and index, and the near-duplicate audit (the montage and the audit need
-    the dataset, loaded as the run loaded it; the errors and flips the store alone)."""
-    try:
-        data = images.load_images(results)
-    except Exception:
-        data = None
-    return images.select(results, analysis, data)
-
-
 def to_json(results: Results, analysis: Analysis) -> str:
     from octbench.report.compare import confusions, rocs
 
-    shown = _images(results, analysis)
+    shown = images.selection(results, analysis)
     payload = {
         "summary": images.summary_with(results, analysis, shown),
         "dataset": results.dataset,

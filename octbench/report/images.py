@@ -154,6 +154,16 @@ def select(results: Results, analysis: Analysis, data: Splits | None) -> Selecti
     return selection
 
 
+def selection(results: Results, analysis: Analysis) -> Selection:
+    """Which images the page shows, by split and index, and the near-duplicate audit (the montage and the audit need
+    the dataset, loaded as the run loaded it; the errors and flips the store alone)."""
+    try:
+        data = load_images(results)
+    except Exception:
+        data = None
+    return select(results, analysis, data)
+
+
 def audit_of(folder: Path, data: Splits) -> near.Audit:
     """The near-duplicate audit of the run's dataset, computed once per results folder and dataset (a large pool
     takes minutes on a CPU) and kept beside the store."""

@@ -30,7 +30,7 @@ LEADERBOARD = (
 def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = None) -> dict[str, Any]:
     """Everything the page shows; ``drawer`` (with a folder) also writes each figure as files."""
     drawer = drawer or Drawer(analysis)
-    gallery = _gallery(results, analysis)
+    gallery = images.safe_gallery(results, analysis)
     if drawer.folder is not None:
         drawer.written += images.write(gallery, drawer.folder)
     suite_figures, variant_figures = figures.suite_wide(results, drawer), figures.per_variant(results, drawer)
@@ -76,10 +76,6 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
         "sections": _sections(results, analysis),
         "gallery": gallery,
     }
-
-
-def _gallery(results: Results, analysis: Analysis) -> images.Gallery:
-    return images.safe_gallery(results, analysis)
 
 
 def _sections(results: Results, analysis: Analysis) -> list[tuple[str, str]]:
