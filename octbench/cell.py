@@ -23,11 +23,11 @@ from octbench.dataset import load_data
 from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.device import describe, deterministic_algorithms, resolve
 from octbench.errors import CellFailed, Interrupted
-from octbench.inference import eval_batch_size, scoring_logits, timed_predict
+from octbench.inference import eval_batch_size, scoring_logits, timed_predict, with_test_views
 from octbench.metrics import evaluate
 from octbench.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform, transform_whole
 from octbench.plugins import PluginHost
-from octbench.suite import QUICK_POOL, Suite, Variant
+from octbench.suite import QUICK_POOL, Suite, Variant, dataset_of
 from octbench.technique import Splits
 from octbench.train import (
     Learner,
@@ -175,7 +175,7 @@ def run_trial(task: CellTask, host: PluginHost, params: dict[str, Any], on_epoch
     inner validation split. The held-out fold and the test split are never preprocessed, predicted or scored."""
     suite, variant = search.apply(task.suite, task.variant, params)
     trial = dataclasses.replace(task, suite=suite, variant=variant)
-    data = load_data(suite, host, task.data_dir)
+    data = load_data(dataset_of(suite, variant), host, task.data_dir)
     p = build_learner(preprocess(trial, host, data, fold_rows(trial, data.pool[1]), trial=True))
     train_stack([p.learner], epochs=p.epochs, on_epoch=on_epoch)
     if p.learner.error is not None:
@@ -265,7 +265,7 @@ def prepare(task: CellTask, host: PluginHost) -> Prepared:
     """Load the data, preprocess it on the fold's training part only, build a fresh model and its learner."""
     deadline = time.monotonic() + task.suite.train.timeout if task.suite.train.timeout else None
     start = time.perf_counter()
-    data = load_data(task.suite, host, task.data_dir)
+    data = load_data(dataset_of(task.suite, task.variant), host, task.data_dir)
     rows = fold_rows(task, data.pool[1])
     load_seconds = time.perf_counter() - start
     prepared = preprocess(task, host, data, rows)
@@ -290,7 +290,8 @@ def preprocess(
     steps = [host.create("preprocessor", r.name, r.params) for r in variant.preprocessors]
     lead = stateless_prefix(steps)
     # what the data is: the dataset plugin, its parameters and its files' checksum, and the subset of it
-    identity = [suite.dataset.name, suite.dataset.params, data.md5, rows.subset]
+    dataset = dataset_of(suite, variant)
+    identity = [dataset.name, dataset.params, data.md5, rows.subset]
     start = time.perf_counter()
     if trial:
         seen = np.concatenate([rows.inner, rows.val])
@@ -381,12 +382,13 @@ def evaluate_cell(p: Prepared) -> CellResult:
         *task.key, task.config_hash, history=outcome.history, counts=p.counts, device=describe(p.device)
     )
     start = time.perf_counter()
+    model = with_test_views(learner.model, learner.regularizers)  # test-time augmentation, where a variant has it
     for split in ("heldout", "test"):
         if split not in p.on_device:
             continue
         x, _y = p.on_device[split]
         logits, speed = timed_predict(
-            learner.model, x, eval_batch_size(task.suite.train, p.device), learner.use_amp, learner.channels_last
+            model, x, eval_batch_size(task.suite.train, p.device), learner.use_amp, learner.channels_last
         )
         validate.check_logits(logits, len(x), p.data.num_classes, task.variant.model.name)
         y_true = p.parts[split][1]
@@ -412,6 +414,7 @@ def evaluate_cell(p: Prepared) -> CellResult:
         "threads": torch.get_num_threads(),
         "deterministic": bool(task.suite.train.deterministic),
         "attribution": explained,
+        **({"test_views": [r.name for r in model.regularizers]} if model is not learner.model else {}),
         **peak_memory(p.device),
     }
     return result

@@ -29,6 +29,31 @@ def provide_data(suite: Suite, data_dir: str | None, splits: Splits) -> None:
     _DATA[_data_key(suite, data_dir)] = splits
 
 
+def provided(refs: list[PluginRef], data_dir: str | None) -> dict[tuple[str, str, str | None], Splits]:
+    """The datasets ``refs`` name as this process loaded them, for an executor to ship (``provide_datasets``)."""
+    return {_data_key(ref, data_dir): _DATA[_data_key(ref, data_dir)] for ref in refs}
+
+
+def provide_datasets(datasets: dict[tuple[str, str, str | None], Splits]) -> None:
+    """Hand this process datasets as the driver loaded them (``provided``), so its cells load none again."""
+    _DATA.update(datasets)
+
+
+def check_same_samples(splits: Splits, reference: Splits, name: str) -> None:
+    """A variant's dataset (another size, say) must hold the suite's images in the same order: the same classes and
+    labels in every split, so its folds are the suite's and its test predictions pair with every other variant's."""
+    if splits.class_names != reference.class_names:
+        raise OctbenchError(f"{name}: classes {splits.class_names} differ from the suite's {reference.class_names}")
+    for split in ("train", "val", "test"):
+        mine, theirs = getattr(splits, f"{split}_labels"), getattr(reference, f"{split}_labels")
+        if len(mine) != len(theirs) or (mine != theirs).any():
+            raise OctbenchError(
+                f"{name}: its {split} labels differ from the suite's dataset ({len(mine):,} against {len(theirs):,} "
+                "images, or another order): a variant may change how the images are given (their size), not which "
+                "images, or its folds would not pair with the other variants'"
+            )
+
+
 def load_data(source: Suite | PluginRef, host: PluginHost, data_dir: str | None, progress: bool = False) -> Splits:
     """The suite's dataset (or the one named), loaded once per process, checked, and read-only from then on."""
     ref = _ref(source)

@@ -13,6 +13,27 @@ from octbench.device import as_float, autocast, clock
 from octbench.suite import Train
 
 
+class AveragedViews(torch.nn.Module):
+    """A trained model evaluated on the views its regularizers give of each batch (``Regularizer.test_views``), the
+    logits averaged: test-time augmentation. Used for the held-out fold and the test split only."""
+
+    def __init__(self, model: torch.nn.Module, regularizers: list) -> None:
+        super().__init__()
+        self.model, self.regularizers = model, regularizers
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        views = [images]
+        for regularizer in self.regularizers:
+            views = [seen for view in views for seen in (regularizer.test_views(view) or [view])]
+        return torch.stack([self.model(view) for view in views]).mean(0)
+
+
+def with_test_views(model: torch.nn.Module, regularizers: list) -> torch.nn.Module:
+    """``model``, or the model averaged over its regularizers' test views when any gives some."""
+    viewing = [r for r in regularizers if type(r).augments_tests()]
+    return AveragedViews(model, viewing) if viewing else model
+
+
 def eval_batch_size(config: Train, device: torch.device) -> int:
     """The suite's choice, else what measured fastest: moderate batches stay in cache on a CPU, large ones fill a GPU
     (docs/benchmarks.md, section 9)."""

@@ -38,6 +38,8 @@ def check_references(suite: Suite, variants: list[Variant], host: PluginHost, te
             raise SuiteError(f"{where}: {path}: {exc}") from None
 
     def check_techniques(block: Techniques, loc: list) -> None:
+        if block.dataset is not None:
+            check("dataset", suite.dataset.name, {**suite.dataset.params, **block.dataset}, [*loc, "dataset"])
         if block.model is not None:
             check("model", block.model.name, block.model.params, [*loc, "model"])
         for key, kind in VARIANT_LISTS.items():
@@ -172,14 +174,16 @@ def make_tasks(
     variants: list[Variant],
     host: PluginHost,
     *,
-    data_md5: str,
+    data_md5: str | dict[str, str],
     device: str,
     data_dir: str | None,
     paths: tuple[str, ...],
     precisions: dict[str, str] | None = None,
     journal: str = "",
 ) -> list[CellTask]:
-    """Cells ordered seed, fold, variant: an interrupted run leaves complete, paired folds behind."""
+    """Cells ordered seed, fold, variant: an interrupted run leaves complete, paired folds behind. ``data_md5``: the
+    data's checksum, or per variant the checksum of the data its cells load."""
+    md5s = data_md5 if isinstance(data_md5, dict) else {variant.name: data_md5 for variant in variants}
     sources = {variant.name: technique_sources(host, suite, variant) for variant in variants}
     return [
         CellTask(
@@ -192,7 +196,7 @@ def make_tasks(
                 variant,
                 seed,
                 fold,
-                data_md5,
+                md5s[variant.name],
                 suite.quick,
                 sources[variant.name],
                 (precisions or {}).get(variant.name, ""),

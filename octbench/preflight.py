@@ -87,7 +87,7 @@ def _try(trial: Trial, plan: RunPlan, rows: Rows) -> None:
     cv = suite.cv.model_copy(update={"test_split": False})
     trial_suite = suite.model_copy(update={"train": train, "cv": cv})
     task = CellTask(trial_suite, trial.variant, seed=0, fold=0, config_hash="", device=str(plan.device))
-    prepared = preprocess(task, plan.host, plan.data, rows, use_cache=False)
+    prepared = preprocess(task, plan.host, plan.variant_data[trial.variant.name], rows, use_cache=False)
     trial.stage = f"building model '{trial.variant.model.name}'"
     x, y = prepared.parts["train"]
     prepared.parts["train"] = (x[: 2 * batch], y[: 2 * batch])  # two steps

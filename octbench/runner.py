@@ -22,6 +22,7 @@ from rich.markup import escape
 from octbench.cell import CellResult, CellTask
 from octbench.console import console
 from octbench.cpu_wait import decide as wait_policy
+from octbench.dataset import provided
 from octbench.device import describe
 from octbench.errors import Interrupted, OctbenchError
 from octbench.lock import folder_lock
@@ -224,6 +225,7 @@ def _run(todo: list[CellTask], plan: RunPlan, store: Store, run_id: int, progres
         device=str(plan.device),
         progress=progress,
         host=plan.host,
+        datasets=provided(plan.datasets(), plan.data_dir),
     )
     plan.executor.run(stacks, record, context)
 

@@ -21,14 +21,14 @@ import torch
 
 from octbench import folds, search, tuning
 from octbench.cell import CellTask
-from octbench.dataset import load_data
+from octbench.dataset import check_same_samples, load_data
 from octbench.device import resolve
 from octbench.kinds import VARIANT_LISTS
 from octbench.lock import ensure_free
 from octbench.plan import check_references, make_tasks, plugin_paths
 from octbench.plugins import PluginHost
 from octbench.stack import unstackable
-from octbench.suite import Suite, Variant, resolve_variants
+from octbench.suite import PluginRef, Suite, Variant, dataset_of, resolve_variants
 from octbench.suitefile import find_suite, load_suite
 from octbench.technique import Splits
 
@@ -46,6 +46,16 @@ class RunPlan:
     data: Splits
     data_dir: str | None
     out: Path  # the results folder a run writes
+    variant_data: dict[str, Splits]  # per variant, the data its cells load (the suite's, or its own size of it)
+
+    def datasets(self) -> list[PluginRef]:
+        """Every dataset the run's cells load: the suite's, then each other one a variant names, once."""
+        refs = [self.suite.dataset]
+        for variant in self.variants:
+            ref = dataset_of(self.suite, variant)
+            if ref not in refs:
+                refs.append(ref)
+        return refs
 
     @property
     def quick(self) -> bool:
@@ -62,14 +72,14 @@ class RunPlan:
         chosen: dict[str, str] = {}
         by_model: dict[str, str] = {}
         for variant in self.variants:
-            key = variant.model.name
-            if key not in by_model:
+            key, image = variant.model.name, self._image(variant)
+            if (key, image) not in by_model:
                 model = self._model(variant)
-                image, classes = self._image, self.data.num_classes
-                by_model[key] = (
+                classes = self.data.num_classes
+                by_model[key, image] = (
                     "" if model is None else tuning.precision(self.suite.train, key, model, image, classes, self.device)
                 )
-            chosen[variant.name] = by_model[key]
+            chosen[variant.name] = by_model[key, image]
         return chosen
 
     @cached_property
@@ -79,7 +89,7 @@ class RunPlan:
             self.suite,
             list(self.variants),
             self.host,
-            data_md5=self.data.md5,
+            data_md5={name: data.md5 for name, data in self.variant_data.items()},
             device=str(self.device),
             data_dir=self.data_dir,
             paths=self.plugin_paths,
@@ -115,6 +125,10 @@ class RunPlan:
         return {
             "name": self.suite.dataset.name,
             "params": self.suite.dataset.params,
+            # every parameter, defaults included, so a variant's own size reads "size=28→64"
+            "resolved_params": self.host.create(
+                "dataset", self.suite.dataset.name, self.suite.dataset.params
+            ).params.model_dump(mode="json"),
             "class_names": data.class_names,
             "channels": data.channels,
             "image_size": data.image_size,
@@ -123,18 +137,30 @@ class RunPlan:
             "sizes": {split: len(y) for split, y in labels.items()},
             "class_counts": {split: np.bincount(y, minlength=data.num_classes).tolist() for split, y in labels.items()},
             "positive_class": data.meta.get("positive_class"),
+            **({"variants": self._variant_datasets()} if len(self.datasets()) > 1 else {}),
         }
 
-    @property
-    def _image(self) -> tuple[int, int, int]:
-        return (self.data.channels, self.data.image_size, self.data.image_size)
+    def _variant_datasets(self) -> dict[str, dict[str, Any]]:
+        """Per variant on a dataset of its own (another size): its parameters, image size and checksum."""
+        found = {}
+        for variant in self.variants:
+            if variant.dataset is not None:
+                data = self.variant_data[variant.name]
+                found[variant.name] = {"params": variant.dataset.params, "image_size": data.image_size,
+                                       "channels": data.channels, "md5": data.md5}  # fmt: skip
+        return found
+
+    def _image(self, variant: Variant) -> tuple[int, int, int]:
+        data = self.variant_data[variant.name]
+        return (data.channels, data.image_size, data.image_size)
 
     def _model(self, variant: Variant) -> torch.nn.Module | None:
         """A fresh model of ``variant`` for a trial; None when it cannot be built (its cells fail with the reason
         when they run)."""
         try:
             spec = self.host.create("model", variant.model.name, variant.model.params)
-            return spec.build(self.data.channels, self.data.num_classes, self.data.image_size)
+            channels, _, size = self._image(variant)
+            return spec.build(channels, self.data.num_classes, size)
         except Exception:
             return None
 
@@ -151,7 +177,8 @@ class RunPlan:
         config = self.suite.train.model_copy(
             update={"precision": self.precisions.get(variant.name) or self.suite.train.precision}
         )
-        found = tuning.stack_size(config, variant.model.name, model, self._image, self.data.num_classes, self.device)
+        image = self._image(variant)
+        found = tuning.stack_size(config, variant.model.name, model, image, self.data.num_classes, self.device)
         speeds = ", ".join(f"{size}: {speed:,.0f}" for size, speed in found["images_per_s"].items())
         size = min(int(found["choice"]), most)
         return size, f"fastest in a trial of '{variant.model.name}' (images/s by stack size: {speeds})"
@@ -186,6 +213,7 @@ def plan_run(
         ensure_free(out_dir)  # a busy folder is refused before the slow work below
     torch_device = resolve(loaded.train.device)
     data = load_data(loaded, host, data_dir, progress=progress)
+    variant_data = _variant_data(loaded, variants, host, data_dir, data, progress)
     for seed in loaded.cv.seeds:
         folds.check_foldable(data.pool[1][folds.pool_rows(loaded, data.pool[1], seed)], loaded.cv.folds,
                              data.class_names)  # fmt: skip
@@ -201,4 +229,22 @@ def plan_run(
         data=data,
         data_dir=data_dir,
         out=out_dir,
+        variant_data=variant_data,
     )
+
+
+def _variant_data(
+    suite: Suite, variants: list[Variant], host: PluginHost, data_dir: str | None, data: Splits, progress: bool
+) -> dict[str, Splits]:
+    """Per variant, its data: the suite's, or its own dataset parameters' (another size), loaded once per
+    parameters (one copy in memory for every variant that names them) and checked to hold the same samples."""
+    found = {}
+    for variant in variants:
+        if variant.dataset is None:
+            found[variant.name] = data
+            continue
+        shown = ", ".join(f"{k}={v}" for k, v in variant.dataset.params.items())
+        own = load_data(variant.dataset, host, data_dir, progress=progress)
+        check_same_samples(own, data, f"variant '{variant.name}' (dataset {variant.dataset.name} with {shown})")
+        found[variant.name] = own
+    return found

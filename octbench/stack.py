@@ -128,7 +128,10 @@ GROUPED = {
 
 
 def unstackable(model: nn.Module) -> str | None:
-    """Why ``model`` cannot be grouped (a leaf module without a grouped form), or None."""
+    """Why ``model`` cannot be grouped (a leaf module without a grouped form, frozen parameters), or None."""
+    frozen = next((name for name, p in model.named_parameters() if not p.requires_grad), None)
+    if frozen is not None:
+        return f"some of its parameters are frozen ('{frozen}'), which octbench does not stack"
     for path, module in model.named_modules():
         if list(module.children()):
             continue

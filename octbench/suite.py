@@ -15,7 +15,7 @@ import itertools
 import json
 from typing import Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from octbench.errors import SuiteError
 from octbench.kinds import VARIANT_LISTS
@@ -65,9 +65,21 @@ class Techniques(_Strict):
     preprocessors: list[PluginRef] = Field(default_factory=list)
     augmenters: list[PluginRef] = Field(default_factory=list)
     regularizers: list[PluginRef] = Field(default_factory=list)
+    dataset: dict[str, Any] | None = Field(
+        None,
+        description="parameters of the suite's dataset this variant changes ({size: 64}): the same images and labels, "
+        "so the folds stay paired",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_dataset(self, handler: Any) -> dict[str, Any]:
+        # a block that changes no dataset parameter dumps (and hashes) as it did before variants could
+        return _drop_none(handler(self), "dataset")
 
     def then(self, other: Techniques) -> Techniques:
-        """This, followed by ``other``: lists appended, model replaced (or its parameters patched)."""
+        """This, followed by ``other``: lists appended, model replaced (or its parameters patched), dataset
+        parameters patched."""
+        dataset = {**(self.dataset or {}), **(other.dataset or {})} or None
         model = self.model
         if other.model is not None:
             if other.model.name is not None or model is None:
@@ -75,7 +87,13 @@ class Techniques(_Strict):
             else:
                 model = PluginRef(name=model.name, params={**model.params, **other.model.params})
         lists = {key: [*getattr(self, key), *getattr(other, key)] for key in VARIANT_LISTS}
-        return Techniques(model=model, **lists)
+        return Techniques(model=model, dataset=dataset, **lists)
+
+
+def _drop_none(dumped: Any, key: str) -> Any:
+    if isinstance(dumped, dict) and dumped.get(key) is None:
+        dumped.pop(key, None)
+    return dumped
 
 
 _Int = int
@@ -377,6 +395,17 @@ class Variant(_Strict):
     role: Literal["baseline", "variant"] = "variant"
     where: str = ""
     tune: Tune | None = None  # the search this variant's cells run: only keys that apply to it
+    dataset: PluginRef | None = None  # its own dataset parameters ({size: 64}); None: the suite's dataset
+
+    @model_serializer(mode="wrap")
+    def _without_unset_dataset(self, handler: Any) -> dict[str, Any]:
+        # a variant on the suite's dataset dumps (hashes, is stored) as before variants could change it
+        return _drop_none(handler(self), "dataset")
+
+
+def dataset_of(suite: Suite, variant: Variant) -> PluginRef:
+    """The dataset ``variant``'s cells load: the suite's, with the variant's own parameters if it sets any."""
+    return variant.dataset or suite.dataset
 
 
 def expand_variants(suite: Suite) -> list[VariantSpec]:
@@ -429,6 +458,7 @@ def resolve_variants(suite: Suite) -> list[Variant]:
                 preprocessors=merged.preprocessors,
                 augmenters=merged.augmenters,
                 regularizers=merged.regularizers,
+                dataset=_patched(suite.dataset, merged.dataset),
                 role="baseline" if spec.name == reference else "variant",
                 where=_variant_location(suite, spec.name, index),
             )
@@ -436,6 +466,14 @@ def resolve_variants(suite: Suite) -> list[Variant]:
         resolved[-1] = resolved[-1].model_copy(update={"tune": variant_tune(suite.tune, spec.tune, resolved[-1])})
     _every_key_searched_somewhere(suite, resolved)
     return resolved
+
+
+def _patched(dataset: PluginRef, params: dict[str, Any] | None) -> PluginRef | None:
+    """The suite's dataset with a variant's parameters, or None when they change nothing."""
+    if not params:
+        return None
+    merged = {**dataset.params, **params}
+    return None if merged == dataset.params else PluginRef(name=dataset.name, params=merged)
 
 
 def variant_tune(tune: Tune | None, own: TuneOverride | Literal[False] | None, variant: Variant) -> Tune | None:

@@ -140,6 +140,7 @@ class Regularizer(Technique):
     ``on_train_end`` once at the end, in suite order (so of two regularizers that replace the final weights, e.g.
     ``early-stopping`` and ``ema``, the later one's are evaluated).
     ``self.epoch`` and ``self.epochs`` tell every callback where training is.
+    ``test_views`` is the one evaluation hook: test-time augmentation of the held-out fold and the test split.
     """
 
     kind: ClassVar[str] = "regularizer"
@@ -180,6 +181,19 @@ class Regularizer(Technique):
         """True when ``on_train_end`` replaces the weights that are evaluated (the best epoch, an average). Hooks run
         in suite order, so when a variant has two such regularizers the one listed last decides; octbench warns."""
         return False
+
+    def test_views(self, images: Any) -> list[Any] | None:
+        """Test-time augmentation: the views of an evaluation batch (B, C, H, W, float, on the device) whose logits
+        are averaged, the batch itself usually among them; None (the default) evaluates the batch as it is. Called
+        only when the trained model predicts the held-out fold and the test split, never on training or inner
+        validation batches; two regularizers with views compose (each view of the first is viewed by the second).
+        Views must be deterministic: the same batch always gives the same views."""
+        return None
+
+    @classmethod
+    def augments_tests(cls) -> bool:
+        """Whether this regularizer changes evaluation (it defines ``test_views``)."""
+        return cls.test_views is not Regularizer.test_views
 
 
 @dataclass
@@ -284,7 +298,9 @@ class ReportSection(Technique):
 class RunContext:
     """What an executor gets besides the cells: the loaded dataset (the driver loaded and checked it; ship it rather
     than load it again), the plugin files the suite names (path to content, for machines that lack them), the CPU
-    threads every cell must use (results depend on it), the cells' device, and whether to show progress."""
+    threads every cell must use (results depend on it), the cells' device, and whether to show progress.
+    ``datasets`` holds every dataset the cells load (``data`` and any variant's own size of it), for an executor
+    that ships them: hand them to the worker's process with ``octbench.dataset.provide_datasets``."""
 
     data: Splits
     plugin_files: dict[str, bytes]
@@ -292,6 +308,7 @@ class RunContext:
     device: str
     progress: bool
     host: Any = None
+    datasets: dict[Any, Splits] = field(default_factory=dict)
 
 
 class Executor(Technique):

@@ -323,7 +323,7 @@ def check_model_explains(cls):
 # --- regularizers --------------------------------------------------------------------------------------------
 
 
-def _tiny_training(cls) -> list[dict]:
+def _tiny_training(cls, reg: Regularizer | None = None) -> list[dict]:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (48, 12, 12, 1), dtype=np.uint8)
     y = np.arange(48) % 3
@@ -339,7 +339,7 @@ def _tiny_training(cls) -> list[dict]:
         torch.nn.Dropout(0.1),
         torch.nn.Linear(8, 3),
     )
-    reg = _make(cls)
+    reg = reg or _make(cls)
     model = reg.configure_model(model)
     config = Train(epochs=2, batch_size=8, device="cpu")
     result = train(
@@ -368,6 +368,34 @@ def check_regularizer_trains(cls):
     strip = lambda hs: [{k: v for k, v in h.items() if k != "seconds"} for h in hs]  # noqa: E731
     if strip(first) != strip(second):
         _fail(cls, "check_regularizer_trains", "two runs with fresh instances differ: state leaks between cells?")
+
+
+def check_test_views(cls):
+    """A regularizer with ``test_views`` (test-time augmentation) gives a list of views shaped like the evaluation
+    batch, on its device and dtype, the same for the same batch from fresh instances, without touching the batch;
+    and it is never asked for views while a model trains (a spy counts the calls during a two-epoch run)."""
+    if not cls.augments_tests():
+        _skip("does not define test_views")
+    batch = torch.rand(5, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    before = batch.clone()
+    views = _make(cls).test_views(batch)
+    if not isinstance(views, list) or not views or not all(isinstance(v, torch.Tensor) for v in views):
+        _fail(
+            cls, "check_test_views", f"test_views must return a non-empty list of tensors, not {type(views).__name__}"
+        )
+    wrong = [tuple(v.shape) for v in views if v.shape != batch.shape or v.dtype != batch.dtype]
+    if wrong:
+        _fail(cls, "check_test_views", f"views must be shaped like the batch {tuple(batch.shape)}: got {wrong}")
+    if not torch.equal(batch, before):
+        _fail(cls, "check_test_views", "modified the evaluation batch in place")
+    again = _make(cls).test_views(batch)
+    if len(again) != len(views) or not all(torch.equal(a, b) for a, b in zip(views, again, strict=False)):
+        _fail(cls, "check_test_views", "two fresh instances gave different views of the same batch")
+    spy, calls = _make(cls), []
+    spy.test_views = lambda images: calls.append(images.shape) or views
+    _tiny_training(cls, spy)
+    if calls:
+        _fail(cls, "check_test_views", f"test_views was called {len(calls)} times during training")
 
 
 # --- datasets ------------------------------------------------------------------------------------------------
@@ -548,7 +576,7 @@ BY_BASE: list[tuple[type, list[Check]]] = [
     ),
     (Augmenter, [check_augmenter_batch, check_stacked_augment_matches_call]),
     (Model, [check_model_shapes, check_model_explains]),
-    (Regularizer, [check_regularizer_trains]),
+    (Regularizer, [check_regularizer_trains, check_test_views]),
     (Dataset, [check_dataset_layout]),
     (Executor, [check_executor_runs_every_cell_once]),
     (Optimizer, [check_optimizer_steps, check_stacked_update_matches_build]),

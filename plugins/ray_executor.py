@@ -64,7 +64,7 @@ def run_stack(stack: list[Any], data: Any, files: dict[str, bytes], threads: int
     import torch
 
     from octbench.cell import execute_stack
-    from octbench.dataset import provide_data
+    from octbench.dataset import provide_data, provide_datasets
 
     torch.set_num_threads(threads)
     local = _write_plugins(files)
@@ -72,7 +72,9 @@ def run_stack(stack: list[Any], data: Any, files: dict[str, bytes], threads: int
         dataclasses.replace(task, plugin_paths=tuple(local.get(p, p) for p in task.plugin_paths)) for task in stack
     ]
     first = stack[0]
+    data, datasets = data
     provide_data(first.suite, first.data_dir, data)
+    provide_datasets(datasets)  # a variant's own size of the data, as the driver loaded it
     try:
         return execute_stack(stack)
     except Exception as exc:  # the plugins could not even be loaded here: every cell of the stack fails with why
@@ -138,7 +140,7 @@ class RayExecutor(Executor):
         )
         pending: dict = {}
         try:
-            data = ray.put(context.data)
+            data = ray.put((context.data, context.datasets))
             for stack in stacks:
                 pending[task.remote(stack, data, context.plugin_files, context.threads)] = stack
             self._collect(ray, pending, on_result, context, sum(len(s) for s in stacks))

@@ -5,9 +5,12 @@ At 64 px and above the ImageNet stem (7x7 stride 2 and max-pool) is used, as Med
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from pathlib import Path
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from octbench_plugins import weights as start
+from pydantic import Field, model_validator
 from torch import nn
 
 from octbench import hookimpl
@@ -90,19 +93,76 @@ class ResNet(nn.Module):
         return self.fc(self.pool(self.stages(self.stem(x))).flatten(1))
 
 
+def torchvision_names(key: str) -> str:
+    """A torchvision (or timm) ResNet tensor name as the built-in ResNet calls it."""
+    key = re.sub(r"^conv1\.", "stem.0.", key)
+    key = re.sub(r"^bn1\.", "stem.1.", key)
+    key = re.sub(r"^layer(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}.", key)
+    return key.replace(".downsample.", ".shortcut.")
+
+
 class _ResNetModel(Model):
     image_sizes = (28, 64)
     block: type[nn.Module]
     layers: list[int]
 
     class Params(Params):
+        imagenet_url: ClassVar[str] = ""  # torchvision's ImageNet checkpoint (torch's hub cache keeps its file name)
+
         stem: Literal["auto", "small", "imagenet"] = Field(
-            "auto", description="auto: 3x3 stride-1 stem below 64 px (MedMNIST 28), ImageNet stem from 64 px"
+            "auto",
+            description="auto: 3x3 stride-1 stem below 64 px (MedMNIST 28), ImageNet stem from 64 px or when "
+            "starting from ImageNet weights",
         )
+        pretrained: bool = Field(
+            False,
+            description="start from torchvision's ImageNet weights, read from torch's hub cache (never downloaded)",
+        )
+        weights: str | None = Field(
+            None, description="start from a local checkpoint (this model's, or a torchvision/timm ResNet's)"
+        )
+        freeze: bool = Field(False, description="train the classifier only (a linear probe of the start weights)")
+
+        @model_validator(mode="after")
+        def _one_start(self):
+            if self.pretrained and self.weights:
+                raise ValueError("give pretrained or weights, not both")
+            if self.weights and not Path(self.weights).expanduser().is_file():
+                raise ValueError(f"weights: no checkpoint at {Path(self.weights).expanduser()}")
+            if self.freeze and not (self.pretrained or self.weights):
+                raise ValueError("freeze needs start weights (pretrained or weights): frozen random ones learn nothing")
+            self.checkpoint()  # absent ImageNet weights are found when the suite is checked, before any cell
+            return self
+
+        def checkpoint(self) -> Path | None:
+            """The file the model starts from, or None; a clear error where the ImageNet weights are not cached."""
+            if self.weights:
+                return Path(self.weights).expanduser()
+            if not self.pretrained:
+                return None
+            file = start.torch_hub_file(self.imagenet_url.rsplit("/", 1)[1])
+            if not file.is_file():
+                raise ValueError(
+                    f"pretrained: torchvision's ImageNet weights are not on this machine: download "
+                    f"{self.imagenet_url} to {file} (nothing is downloaded during a run), or give weights: PATH"
+                )
+            return file
 
     def build(self, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-        small = self.params.stem == "small" or (self.params.stem == "auto" and image_size < 64)
-        return ResNet(self.block, self.layers, in_channels, num_classes, small)
+        file = self.params.checkpoint()
+        state = start.read_checkpoint(file) if file else None
+        stem = self.params.stem
+        if stem == "auto" and state is not None:  # the checkpoint's first convolution decides
+            first = state.get("conv1.weight", state.get("stem.0.weight"))
+            stem = "imagenet" if first is not None and first.shape[-1] == 7 else "small"
+        small = stem == "small" or (stem == "auto" and image_size < 64)
+        model = ResNet(self.block, self.layers, in_channels, num_classes, small)
+        if state is not None:
+            start.load_into(model, state, source=str(file), classifier="fc.", first_conv="stem.0.weight",
+                            rename=torchvision_names)  # fmt: skip
+            if self.params.freeze:
+                start.freeze_all_but(model, "fc.")
+        return model
 
 
 class ResNet18(_ResNetModel):
@@ -111,12 +171,18 @@ class ResNet18(_ResNetModel):
     name = "resnet18"
     block, layers = BasicBlock, [2, 2, 2, 2]
 
+    class Params(_ResNetModel.Params):
+        imagenet_url: ClassVar[str] = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+
 
 class ResNet50(_ResNetModel):
     """ResNet-50 (23.5M parameters), MedMNIST's baseline adaptation."""
 
     name = "resnet50"
     block, layers = Bottleneck, [3, 4, 6, 3]
+
+    class Params(_ResNetModel.Params):
+        imagenet_url: ClassVar[str] = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
 
 
 @hookimpl

@@ -1,8 +1,17 @@
-"""``timm``: any timm model by name, built without pretrained weights (nothing is downloaded at run time)."""
+"""``timm``: any timm model by name, from scratch or from weights already on this machine (nothing is downloaded).
+
+``pretrained: true`` reads the model's default ImageNet weights from the Hugging Face cache (where timm keeps what it
+downloaded) or torch's hub cache; ``weights: PATH`` reads a local checkpoint. timm loads either (its
+``pretrained_cfg_overlay`` ``file``), adapting the first convolution to the data's channels and leaving the
+classifier fresh when the number of classes differs.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pathlib import Path
+
+from octbench_plugins import weights as start
+from pydantic import Field, field_validator, model_validator
 
 from octbench import hookimpl
 from octbench.params import Params
@@ -27,6 +36,11 @@ class Timm(Model):
     class Params(Params):
         model_name: str = Field("resnet18", description="a name from timm.list_models()")
         drop_rate: float = Field(0.0, ge=0, lt=1, description="classifier dropout")
+        pretrained: bool = Field(
+            False, description="start from the model's pretrained weights in the Hugging Face or torch hub cache"
+        )
+        weights: str | None = Field(None, description="start from a local checkpoint of this timm model")
+        freeze: bool = Field(False, description="train the classifier only (a linear probe of the start weights)")
 
         @field_validator("model_name")
         @classmethod
@@ -38,17 +52,66 @@ class Timm(Model):
                 raise ValueError("not a timm model name; see timm.list_models()")
             return name
 
+        @model_validator(mode="after")
+        def _one_start(self):
+            if self.pretrained and self.weights:
+                raise ValueError("give pretrained or weights, not both")
+            if self.freeze and not (self.pretrained or self.weights):
+                raise ValueError("freeze needs start weights (pretrained or weights): frozen random ones learn nothing")
+            self.checkpoint()  # absent weights are found when the suite is checked, before any cell
+            return self
+
+        def checkpoint(self) -> Path | None:
+            """The file the model starts from, or None; a clear error naming what to download where none is."""
+            if self.weights:
+                file = Path(self.weights).expanduser()
+                if not file.is_file():
+                    raise ValueError(f"weights: no checkpoint at {file}")
+                return file
+            return cached_pretrained(self.model_name) if self.pretrained else None
+
     def build(self, in_channels: int, num_classes: int, image_size: int):
         timm = _timm()
         if timm is None:
             raise RuntimeError(f"timm {MISSING}")
-        return timm.create_model(
+        file = self.params.checkpoint()
+        model = timm.create_model(
             self.params.model_name,
-            pretrained=False,
+            pretrained=file is not None,
+            pretrained_cfg_overlay={"file": str(file)} if file else None,
             in_chans=in_channels,
             num_classes=num_classes,
             drop_rate=self.params.drop_rate,
         )
+        if self.params.freeze:
+            start.freeze_all_but(model, model.pretrained_cfg.get("classifier", "fc") + ".")
+        return model
+
+
+def cached_pretrained(model_name: str) -> Path:
+    """The model's default pretrained weights as a file on this machine, looked up without any network access:
+    the Hugging Face cache (``huggingface_hub.try_to_load_from_cache``), then torch's hub cache."""
+    timm = _timm()
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise ValueError(f"pretrained: timm has no pretrained weights for {model_name}")
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(cfg.hf_hub_id, filename)
+            if isinstance(found, str):
+                return Path(found)
+        where = f"https://huggingface.co/{cfg.hf_hub_id} (huggingface-cli download {cfg.hf_hub_id})"
+    else:
+        file = start.torch_hub_file(cfg.url.rsplit("/", 1)[1])
+        if file.is_file():
+            return file
+        where = f"{cfg.url} to {file}"
+    raise ValueError(
+        f"pretrained: the weights of {model_name} are not on this machine: download {where} (nothing is "
+        "downloaded during a run), or give weights: PATH"
+    )
 
 
 @hookimpl

@@ -103,7 +103,17 @@ def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any
         for key in ("train_images_per_s", "infer_images_per_s"):
             row[key], row[f"{key}_std"] = a.timing[key].mean, a.timing[key].std
         row["parameters"] = parameters(v)
-        row["changes"] = "; ".join(changes(v.spec, results.reference.spec)) if results.reference else ""
+        row["changes"] = (
+            "; ".join(
+                changes(
+                    v.spec,
+                    results.reference.spec,
+                    results.dataset.get("resolved_params") or results.dataset.get("params"),
+                )
+            )
+            if results.reference
+            else ""
+        )
         rows.append(row)
     return rows
 

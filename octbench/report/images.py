@@ -200,6 +200,19 @@ def load_images(results: Results, host: PluginHost | None = None) -> Splits:
     return data
 
 
+def variant_images(results: Results, host: PluginHost, variant: VariantResults, data: Splits) -> Splits:
+    """The data ``variant``'s cells loaded: the run's, or its own size of it (checked against the MD5 recorded)."""
+    own = variant.spec.get("dataset")
+    if not own:
+        return data
+    run = results.runs[0]
+    loaded = load_data(PluginRef(**own), host, run.provenance.get("data_dir"))
+    recorded = run.dataset.get("variants", {}).get(variant.name, {}).get("md5")
+    if recorded and loaded.md5 != recorded:
+        raise ValueError(f"its dataset loaded here has MD5 {loaded.md5}, the run's had {recorded}")
+    return loaded
+
+
 def png_uri(image: np.ndarray) -> str:
     """A small PNG data URI of one (H, W, C) uint8 image at its own size (the page scales it, pixelated)."""
     array = image[..., 0] if image.shape[-1] == 1 else image
@@ -286,7 +299,7 @@ def _strips(
             continue
         try:
             with time_limit(pipelines.SECONDS):
-                stages = pipelines.stages(v.spec, host, data, shown, seed)
+                stages = pipelines.stages(v.spec, host, variant_images(results, host, v, data), shown, seed)
         except (Exception, TimeLimitExceeded) as exc:  # a plugin that fails or hangs here must not cost the page
             strips[v.key] = [("", [], f"could not be drawn here: {type(exc).__name__}: {exc}")]
             continue

@@ -55,7 +55,13 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
                 "v": a.variant,
                 "anchor": f"v{i}",
                 "figures": variant_figures.get(a.variant.key, {}),
-                "changes": changes(a.variant.spec, analysis.reference.spec) if analysis.reference else [],
+                "changes": changes(
+                    a.variant.spec,
+                    analysis.reference.spec,
+                    results.dataset.get("resolved_params") or results.dataset.get("params"),
+                )
+                if analysis.reference
+                else [],
                 "parameters": parameters(a.variant),
             }
             for i, a in enumerate(analysis.variants)

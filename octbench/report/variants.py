@@ -41,17 +41,18 @@ def _techniques(key: str, mine: list[dict], theirs: list[dict]) -> list[str]:
     return found
 
 
-def changes(spec: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+def changes(spec: dict[str, Any], reference: dict[str, Any], dataset: dict[str, Any] | None = None) -> list[str]:
     """Short descriptions of how ``spec`` differs from ``reference`` ('+clahe(clip_limit=2.0)', '−ema',
-    'model cnn→resnet18', 'early-stopping: patience=5→8'); empty when they are the same."""
-    found = []
+    'model cnn→resnet18', 'early-stopping: patience=5→8', 'dataset size=28→64'); empty when they are the same.
+    ``dataset``: the parameters of the suite's dataset, which a variant without its own uses."""
+    found = _dataset_change(spec, reference, dataset or {})
     model, base = spec.get("model") or {}, reference.get("model") or {}
     if model.get("name") != base.get("name"):
         found.append(f"model {base.get('name')}→{_named(model)}")
     elif (model.get("params") or {}) != (base.get("params") or {}):
         found += [f"model {x}" for x in _techniques("model", [model], [base])]
     for key in sorted(set(spec) | set(reference)):
-        if key in (*BOOKKEEPING, "model"):
+        if key in (*BOOKKEEPING, "model", "dataset"):
             continue
         mine, theirs = spec.get(key), reference.get(key)
         if mine == theirs:
@@ -61,6 +62,15 @@ def changes(spec: dict[str, Any], reference: dict[str, Any]) -> list[str]:
         else:
             found.append(f"{key}: {theirs}→{mine}")
     return found
+
+
+def _dataset_change(spec: dict[str, Any], reference: dict[str, Any], suite: dict[str, Any]) -> list[str]:
+    """'dataset size=28→64' when the variant loads the dataset with other parameters than the reference does."""
+    mine = {**suite, **((spec.get("dataset") or {}).get("params") or {})}
+    theirs = {**suite, **((reference.get("dataset") or {}).get("params") or {})}
+    diff = [f"{k}={theirs.get(k, '–')}→{mine.get(k, '–')}" for k in sorted(set(mine) | set(theirs))
+            if mine.get(k) != theirs.get(k)]  # fmt: skip
+    return [f"dataset {', '.join(diff)}"] if diff else []
 
 
 def parameters(variant: VariantResults) -> int | None:
