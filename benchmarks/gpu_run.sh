@@ -9,6 +9,7 @@
 #       suite_wall: the full-size ablation (45 cells, about 40 million training images) with the executor's own
 #           choice (executor: {stack: auto, parallel: auto}); the target is under 120 s
 #   bash benchmarks/gpu_run.sh extra    # if device time is left: processes and CUDA graphs, pytest benchmarks
+#   bash benchmarks/gpu_run.sh resolution   # issue 23: per-cell cost at 28/64/128 px, seed CNN and ResNet-18
 #
 # Every step has its own time limit, so one that overruns still leaves the others' results; an interrupted
 # suite_wall still prints how many cells it finished and what that projects. Everything goes to $OUT/run.log, plus
@@ -36,10 +37,12 @@ if [ "${SMALL:-0}" = 1 ]; then
     device=cpu seed="--steps 40 --workers 2 --batch 64 512 --stack 1 4 --epoch-images 3000"
     concurrent="--cells 2 --batch 64 --images 3000" graphs="--cells 1 --batch 64 --images 1000" scale=0.1
     wall="--scale 0.02 --epochs 1 --folds 2 --threads 1" dispatch="--sizes 1 4 --batch 16 --steps 2"
+    resolution="--images 128 --batch 64"
 else
     device=cuda seed="--steps 600 --workers 8 --batch 64 512 2048 --stack 1 5 15 45 --epoch-images 97477"
     concurrent="--cells 4 --batch 64 256 --images 30000" graphs="--cells 4 --batch 64 --images 30000" scale=1
     wall="--threads 2" dispatch="--sizes 1 45 --batch 64 --steps 8"
+    resolution="--images 20000 --batch 128"
 fi
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log it, keep its last JSON line
@@ -74,8 +77,11 @@ extra)
     OCTBENCH_BENCH_SCALE=$scale step pytest_benchmarks 80 $py -m pytest benchmarks/ --benchmark-only -q \
         -p no:cacheprovider -W default --benchmark-json "$OUT/bench.json"
     ;;
+resolution)
+    step resolution_cost 300 $py benchmarks/resolution_cost.py --device $device $resolution
+    ;;
 *)
-    echo "usage: gpu_run.sh core|extra" >&2
+    echo "usage: gpu_run.sh core|extra|resolution" >&2
     exit 2
     ;;
 esac

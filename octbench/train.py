@@ -331,15 +331,15 @@ class Group:
 
 def stack_groups(learners: list[Learner]) -> list[Group]:
     """The one answer to "which learners train together, and if not, why": learners that share a device, a
-    precision, a memory format, a batch size and an architecture form a group when a probe of their grouped
-    computation agrees with each model alone; the rest train alone, each with the reason. Groups keep the order of
-    their first learner."""
+    precision, a memory format, a batch size, an image shape and an architecture form a group when a probe of their
+    grouped computation agrees with each model alone; the rest train alone, each with the reason. Groups keep the
+    order of their first learner."""
     keyed: dict[Any, list[Learner]] = {}
     reasons: dict[Any, str] = {}
     for learner in learners:
         why = alone_because(learner)
         key = id(learner) if why else (learner.device, learner.use_amp, learner.channels_last, learner.batch,
-                                       signature(learner.model))  # fmt: skip
+                                       tuple(learner.x_all.shape[1:]), signature(learner.model))  # fmt: skip
         keyed.setdefault(key, []).append(learner)
         reasons[key] = why if why and len(learners) > 1 else ""  # asked to train alone, it needs no reason
     groups = []

@@ -82,3 +82,17 @@ def test_tuned_null_counts_false_positives_and_times_tuning(tmp_path):
     assert result["replicates"] == 1 and result["significant"] in (0, 1)
     assert result["interval"][0] <= result["rate"] <= result["interval"][1]
     assert result["trial_s"] > 0 and result["tuning_per_cell_s"] >= 2 * result["trial_s"] * 0.99
+
+
+@pytest.mark.slow
+def test_resolution_cost_times_each_model_at_each_size(tmp_path):
+    result = run_script(
+        "resolution_cost.py", "--device", "cpu", "--images", "32", "--sizes", "16", "24", "--batch", "16",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert (result["cells"], result["failed"]) == (8, 0)
+    assert sorted((r["model"], r["size"]) for r in result["rows"]) == [
+        ("resnet18", 16), ("resnet18", 24), ("seed-cnn", 16), ("seed-cnn", 24)
+    ]  # fmt: skip
+    assert all(r["train_images_per_s"] > 0 and r["full_cell_s"] > 0 for r in result["rows"])
+    assert result["cost_vs_smallest"]["seed-cnn-16"] == 1.0

@@ -373,3 +373,24 @@ def test_tta_never_touches_training_batches(tiny_suite, tmp_path):
     # each cell views its held-out fold (100 of the 200-image pool) and the test split (40), and once more each
     # for the warm-up pass that times inference: never a training batch, never the inner validation split
     assert sorted(set(viewed)) == [40, 100] and len(viewed) == 2 * 2 * 2
+
+
+def test_models_whose_weights_match_but_whose_inputs_differ_in_size_are_not_stacked(write_suite, tmp_path):
+    path = write_suite("""
+        name: stacked-sizes
+        dataset: {name: synthetic-oct, n_train: 48, n_val: 16, n_test: 16, size: 16}
+        cv: {folds: 2, seeds: [0], val_fraction: 0.2}
+        train: {epochs: 1, batch_size: 16, device: cpu}
+        executor: {stack: 4}
+        defaults: {model: resnet18}
+        variants:
+          - name: baseline
+          - name: px20
+            dataset: {size: 20}
+    """)
+    summary = run_suite(path, out=tmp_path / "out", progress=False, check=False)
+    assert (summary.done, summary.failed) == (4, 0)
+    results = collect.load([tmp_path / "out"])
+    assert {c.settings["stack_size"] for v in results.variants for c in v.cells} == {2}, (
+        "each size's two folds stack together, never a 16 px with a 20 px model"
+    )
