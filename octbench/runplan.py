@@ -70,7 +70,7 @@ class RunPlan:
         """bf16 or fp32 per variant: the suite's choice, else one measured trial per model plugin
         (``octbench.tuning.precision``), of the training step cells run."""
         chosen: dict[str, str] = {}
-        by_model: dict[str, str] = {}
+        by_model: dict[tuple[str, tuple[int, int, int]], str] = {}
         for variant in self.variants:
             key, image = variant.model.name, self._image(variant)
             if (key, image) not in by_model:

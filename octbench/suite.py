@@ -2,7 +2,8 @@
 
 A plugin reference is a name (``clahe``) or a mapping with ``name`` and parameters
 (``{name: clahe, clip_limit: 2.0}``). A variant (and the suite's ``defaults``, an ablation's ``base`` and each of
-its ``techniques``) may set ``model`` and list ``preprocessors``, ``augmenters`` and ``regularizers``.
+its ``techniques``) may set ``model``, list ``preprocessors``, ``augmenters`` and ``regularizers``, and change
+parameters of the suite's dataset (``dataset: {size: 64}``: the same images at another size).
 Combining two of them (defaults, then base, then techniques, then the variant) appends the lists in order and
 replaces the model; a ``model`` mapping without ``name`` only changes the current model's parameters, so a
 technique can be ``{model: {batchnorm: true}}``.

@@ -383,9 +383,9 @@ def check_test_views(cls):
         _fail(
             cls, "check_test_views", f"test_views must return a non-empty list of tensors, not {type(views).__name__}"
         )
-    wrong = [tuple(v.shape) for v in views if v.shape != batch.shape or v.dtype != batch.dtype]
+    wrong = [tuple(v.shape) for v in views if (v.shape, v.dtype, v.device) != (batch.shape, batch.dtype, batch.device)]
     if wrong:
-        _fail(cls, "check_test_views", f"views must be shaped like the batch {tuple(batch.shape)}: got {wrong}")
+        _fail(cls, "check_test_views", f"views must be like the batch {tuple(batch.shape)}, float32, CPU: got {wrong}")
     if not torch.equal(batch, before):
         _fail(cls, "check_test_views", "modified the evaluation batch in place")
     again = _make(cls).test_views(batch)

@@ -15,7 +15,7 @@ from octbench.report import images
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
 from octbench.report.summary import design
-from octbench.report.variants import changes, parameters
+from octbench.report.variants import changes_from, parameters
 from octbench.report.wording import p_text
 
 MARKDOWN_COLUMNS = (
@@ -103,17 +103,7 @@ def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any
         for key in ("train_images_per_s", "infer_images_per_s"):
             row[key], row[f"{key}_std"] = a.timing[key].mean, a.timing[key].std
         row["parameters"] = parameters(v)
-        row["changes"] = (
-            "; ".join(
-                changes(
-                    v.spec,
-                    results.reference.spec,
-                    results.dataset.get("resolved_params") or results.dataset.get("params"),
-                )
-            )
-            if results.reference
-            else ""
-        )
+        row["changes"] = "; ".join(changes_from(v.spec, results.reference, results.dataset))
         rows.append(row)
     return rows
 

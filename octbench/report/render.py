@@ -16,7 +16,7 @@ from octbench.report.collect import Results
 from octbench.report.export import best_keys, leaderboard_rows
 from octbench.report.figures import Drawer
 from octbench.report.provenance import provenance_of
-from octbench.report.variants import changes, parameters
+from octbench.report.variants import changes_from, parameters
 from octbench.report.wording import p_text
 
 LEADERBOARD = (
@@ -55,13 +55,7 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
                 "v": a.variant,
                 "anchor": f"v{i}",
                 "figures": variant_figures.get(a.variant.key, {}),
-                "changes": changes(
-                    a.variant.spec,
-                    analysis.reference.spec,
-                    results.dataset.get("resolved_params") or results.dataset.get("params"),
-                )
-                if analysis.reference
-                else [],
+                "changes": changes_from(a.variant.spec, analysis.reference, results.dataset),
                 "parameters": parameters(a.variant),
             }
             for i, a in enumerate(analysis.variants)

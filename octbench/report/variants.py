@@ -64,6 +64,14 @@ def changes(spec: dict[str, Any], reference: dict[str, Any], dataset: dict[str, 
     return found
 
 
+def changes_from(spec: dict[str, Any], reference: VariantResults | None, dataset: dict[str, Any]) -> list[str]:
+    """``changes`` against the reference variant (none: nothing to say), given the run's dataset record (its
+    ``resolved_params`` hold every parameter, defaults included; stores written before them have ``params``)."""
+    if reference is None:
+        return []
+    return changes(spec, reference.spec, dataset.get("resolved_params") or dataset.get("params"))
+
+
 def _dataset_change(spec: dict[str, Any], reference: dict[str, Any], suite: dict[str, Any]) -> list[str]:
     """'dataset size=28→64' when the variant loads the dataset with other parameters than the reference does."""
     mine = {**suite, **((spec.get("dataset") or {}).get("params") or {})}
