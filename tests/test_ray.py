@@ -86,6 +86,26 @@ def test_the_smoke_suite_on_a_cluster_gives_the_local_metrics(cluster, tmp_path)
 
 
 @pytest.mark.slow
+def test_a_variant_at_another_size_runs_on_a_cluster_as_it_runs_locally(cluster, tmp_path):
+    suite = tmp_path / "sizes.yaml"
+    suite.write_text(
+        "name: sizes\ndataset: {name: synthetic-oct, n_train: 160, n_val: 40, n_test: 40}\n"
+        "cv: {folds: 2}\ntrain: {epochs: 1, batch_size: 32, device: cpu, threads: 1}\n"
+        "defaults: {model: {name: cnn, widths: [8], hidden: 8}}\n"
+        "variants:\n  - name: baseline\n  - name: px40\n    dataset: {size: 40}\n"
+    )
+    local = run_suite(suite, out=tmp_path / "local", progress=False)
+    remote = run_suite(
+        suite,
+        out=tmp_path / "ray",
+        progress=False,
+        overrides=["executor.name=ray", f"executor.address={cluster.address}"],
+    )
+    assert local.done == remote.done == 4 and remote.failed == 0
+    assert stored_metrics(tmp_path / "ray") == stored_metrics(tmp_path / "local"), "the 40 px data reached the nodes"
+
+
+@pytest.mark.slow
 def test_the_suites_plugin_file_reaches_the_workers_and_a_lost_node_loses_no_cell(cluster, tmp_path):
     log = tmp_path / "nodes.jsonl"
     suite, out = spy_suite(tmp_path, log, seconds=4.0, variants=3), tmp_path / "out"
