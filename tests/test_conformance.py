@@ -9,7 +9,7 @@ import pytest
 from torch import nn
 
 from octbench.plugins import PluginHost, distribution_of
-from octbench.technique import Model, Resampler
+from octbench.technique import Model, Regularizer, Resampler
 from octbench.testing import ConformanceError, check_technique, checks_for, parametrize_with_checks
 
 # octbench's own: an installed plugin package (examples/octbench-extra in CI) runs its own conformance tests
@@ -62,12 +62,35 @@ class NoDocstring(Model):
 NoDocstring.__doc__ = None
 
 
+class CroppingViews(Regularizer):
+    """Test-time views that crop the image (the model would see another size at evaluation)."""
+
+    name = "cropping-views"
+
+    def test_views(self, images):
+        return [images, images[..., 1:-1, 1:-1]]
+
+
+class ViewsWhileTraining(Regularizer):
+    """Asks for test-time views of its training batches (evaluation leaking into training)."""
+
+    name = "views-in-training"
+
+    def on_batch(self, images, targets, generator):
+        return self.test_views(images)[0], targets
+
+    def test_views(self, images):
+        return [images, images.flip(-1)]
+
+
 @pytest.mark.parametrize(
     ("cls", "message"),
     [
         (PeekingResampler, "preprocessor 'peeking' fails check_resampler_sees_training_data_only: produced class-1"),
         (OneChannelModel, "model 'one-channel' fails check_model_shapes: built for 3 channel(s), 2 classes at 28px"),
         (NoDocstring, "model 'no-doc' fails check_declaration: has no docstring"),
+        (CroppingViews, "regularizer 'cropping-views' fails check_test_views: views must be like the batch (5, 1, 12"),
+        (ViewsWhileTraining, "regularizer 'views-in-training' fails check_test_views: test_views was called"),
     ],
 )
 def test_broken_plugins_fail_the_kit_readably(cls, message):
