@@ -87,7 +87,7 @@ def test_tuned_null_counts_false_positives_and_times_tuning(tmp_path):
 @pytest.mark.slow
 def test_resolution_cost_times_each_model_at_each_size(tmp_path):
     result = run_script(
-        "resolution_cost.py", "--device", "cpu", "--images", "32", "--sizes", "16", "24", "--batch", "16",
+        "resolution_cost.py", "--device", "cpu", "--images", "96", "--sizes", "16", "24", "--batch", "16",
         tmp_path=tmp_path,
     )  # fmt: skip
     assert (result["cells"], result["failed"]) == (8, 0)
