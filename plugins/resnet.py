@@ -125,21 +125,14 @@ class _ResNetModel(Model):
 
         @model_validator(mode="after")
         def _one_start(self):
-            if self.pretrained and self.weights:
-                raise ValueError("give pretrained or weights, not both")
-            if self.weights and not Path(self.weights).expanduser().is_file():
-                raise ValueError(f"weights: no checkpoint at {Path(self.weights).expanduser()}")
-            if self.freeze and not (self.pretrained or self.weights):
-                raise ValueError("freeze needs start weights (pretrained or weights): frozen random ones learn nothing")
-            self.checkpoint()  # absent ImageNet weights are found when the suite is checked, before any cell
+            self.checkpoint()  # a missing file is found when the suite is checked, before any cell
             return self
 
         def checkpoint(self) -> Path | None:
-            """The file the model starts from, or None; a clear error where the ImageNet weights are not cached."""
-            if self.weights:
-                return Path(self.weights).expanduser()
-            if not self.pretrained:
-                return None
+            """The file the model starts from, or None (``weights.start_file``)."""
+            return start.start_file(self.pretrained, self.weights, self.freeze, self._cached_imagenet)
+
+        def _cached_imagenet(self) -> Path:
             file = start.torch_hub_file(self.imagenet_url.rsplit("/", 1)[1])
             if not file.is_file():
                 raise ValueError(

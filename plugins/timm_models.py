@@ -54,21 +54,14 @@ class Timm(Model):
 
         @model_validator(mode="after")
         def _one_start(self):
-            if self.pretrained and self.weights:
-                raise ValueError("give pretrained or weights, not both")
-            if self.freeze and not (self.pretrained or self.weights):
-                raise ValueError("freeze needs start weights (pretrained or weights): frozen random ones learn nothing")
-            self.checkpoint()  # absent weights are found when the suite is checked, before any cell
+            self.checkpoint()  # a missing file is found when the suite is checked, before any cell
             return self
 
         def checkpoint(self) -> Path | None:
-            """The file the model starts from, or None; a clear error naming what to download where none is."""
-            if self.weights:
-                file = Path(self.weights).expanduser()
-                if not file.is_file():
-                    raise ValueError(f"weights: no checkpoint at {file}")
-                return file
-            return cached_pretrained(self.model_name) if self.pretrained else None
+            """The file the model starts from, or None (``weights.start_file``)."""
+            return start.start_file(
+                self.pretrained, self.weights, self.freeze, lambda: cached_pretrained(self.model_name)
+            )
 
     def build(self, in_channels: int, num_classes: int, image_size: int):
         timm = _timm()

@@ -21,6 +21,21 @@ from torch import nn
 from octbench.errors import CellFailed
 
 
+def start_file(pretrained: bool, weights: str | None, freeze: bool, find_pretrained: Callable[[], Path]) -> Path | None:
+    """The file a model's parameters say it starts from (``weights``, or ``find_pretrained()`` for
+    ``pretrained``), or None; ``ValueError`` with what to do for a missing file or parameters that contradict."""
+    if pretrained and weights:
+        raise ValueError("give pretrained or weights, not both")
+    if freeze and not (pretrained or weights):
+        raise ValueError("freeze needs start weights (pretrained or weights): frozen random ones learn nothing")
+    if weights:
+        file = Path(weights).expanduser()
+        if not file.is_file():
+            raise ValueError(f"weights: no checkpoint at {file}")
+        return file
+    return find_pretrained() if pretrained else None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict in ``path``; a clear error when the file is missing or holds none."""
     file = Path(path).expanduser()
