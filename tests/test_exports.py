@@ -166,3 +166,21 @@ def test_only_octbench_code_makes_a_checkout_dirty(tmp_path, monkeypatch):
     assert not provenance.source_commit().endswith("+dirty")
     (root / "octbench" / "core.py").write_text("x = 2\n")
     assert provenance.source_commit().endswith("+dirty")
+
+
+def test_a_page_figure_is_laid_out_and_drawn_once_each(monkeypatch):
+    """tight_layout measures every text once; savefig must then draw once, not lay the texts out again for a layout
+    engine that tight_layout leaves behind (a quarter of a report's rendering time)."""
+    import base64
+
+    from matplotlib.figure import Figure
+
+    from octbench.report import plots
+
+    fig = plots.fold_spread({"a": [0.7, 0.8], "b": [0.6, 0.9]}, "accuracy")
+    draws = []
+    real = Figure.draw
+    monkeypatch.setattr(Figure, "draw", lambda self, renderer: (draws.append(1), real(self, renderer))[1])
+    uri = plots.to_data_uri(fig)
+    assert len(draws) == 1
+    assert base64.b64decode(uri.split(",", 1)[1]).startswith(b"\x89PNG")

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from cycler import cycler
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import PlaceHolderLayoutEngine
 from sklearn.metrics import auc as auc_of
 from sklearn.metrics import roc_curve
 
@@ -41,6 +42,9 @@ def _style(i: int) -> dict[str, str]:
 def to_data_uri(fig: Figure) -> str:
     """PNG of ``fig`` for the page (110 dpi); figures laid out by hand (``fig.crop``) get their margins trimmed."""
     buffer = io.BytesIO()
+    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+        # what tight_layout leaves behind: savefig would lay every text out once more, to draw nothing
+        fig.set_layout_engine(None)
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight" if getattr(fig, "crop", False) else None)
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
