@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import subprocess
@@ -23,12 +24,62 @@ def pytest_configure(config):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     """Every test that starts Ray runs in one test worker, one after another: tests/test_ray.py (one cluster for
-    the module) and the conformance kit's check of the ray executor."""
+    the module) and the conformance kit's check of the ray executor. With test workers, the order is what keeps
+    two workers busy to the end: serial tests first (each waits for the test in flight on the other worker, which
+    is then short), the Ray group next (the longest unit, its serial test first), then the other slow tests, the
+    fast ones last to fill in."""
     for item in items:
         if item.nodeid.startswith("tests/test_ray.py") or "[ray-" in item.nodeid:
             item.add_marker(pytest.mark.xdist_group("ray"))
+    if hasattr(config, "workerinput"):
+        items.sort(key=_turn)  # stable, and the same in every worker
+
+
+def _turn(item) -> int:
+    serial = item.get_closest_marker("serial") is not None
+    if item.get_closest_marker("xdist_group") is not None:
+        return 1 if serial else 2
+    if serial:
+        return 0
+    return 3 if item.get_closest_marker("slow") is not None else 4
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With test workers (``-n 2``), a test marked ``serial`` runs while no other test does: it holds the run's
+    lock exclusively from its set-up to its tear-down, where every other test holds it shared. Those tests assert
+    on wall-clock limits (a cell stopped at ``train.timeout`` beside one that must finish within it), which a
+    second worker's training on the other core could push past the limit. A turnstile keeps a serial test that
+    waits from being passed by the other worker's next tests."""
+    locks = _worker_locks(item.config)
+    if locks is None:  # one process (or a pytest a test started): nothing runs beside this test
+        return (yield)
+    turnstile, lock = locks
+    fcntl.flock(turnstile, fcntl.LOCK_EX)
+    if item.get_closest_marker("serial"):
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+    else:
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+    try:
+        return (yield)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _worker_locks(config):
+    """This test worker's handles on the two lock files all workers of the run share (in the run's temporary
+    folder, which xdist gives each worker a subfolder of); None outside a worker."""
+    if not hasattr(config, "workerinput") or not config.option.basetemp:
+        return None
+    if not hasattr(config, "_octbench_locks"):
+        folder = Path(config.option.basetemp).parent
+        # held for the worker's life, closed with its process
+        config._octbench_locks = tuple(open(folder / name, "a") for name in ("turnstile.lock", "serial.lock"))  # noqa: SIM115
+    return config._octbench_locks
 
 
 @pytest.fixture(scope="session")

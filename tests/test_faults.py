@@ -249,6 +249,7 @@ def test_sys_exit_in_a_plugin_fails_its_cell_not_the_suite(tmp_path):
     consistent(tmp_path / "out")
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_cells_past_their_time_limit_are_recorded_as_failed(tmp_path, monkeypatch):
     from octbench import workers
@@ -311,6 +312,7 @@ def test_a_workers_start_up_does_not_count_against_the_cells_time_limit(monkeypa
 HANGS = ["{name: baseline}", "{name: hangs, regularizers: [hangs]}"]
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", ["{stack: 1}", "{stack: 1, parallel: 2}"], ids=["default", "parallel"])
 def test_a_plugin_that_never_returns_fails_only_its_cells_in_every_executor(tmp_path, executor):
@@ -327,6 +329,7 @@ def test_a_plugin_that_never_returns_fails_only_its_cells_in_every_executor(tmp_
     consistent(tmp_path / "out")
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_the_trial_of_each_variant_has_a_time_limit_too(tmp_path):
     suite = suite_file(tmp_path, HANGS)

@@ -314,6 +314,7 @@ def test_the_committed_example_shows_every_view_and_stays_under_3_mb():
     assert "of test images in the pool; the test split is not fully independent" in html  # the summary says so
 
 
+@pytest.mark.serial
 def test_a_pipeline_that_hangs_or_never_finished_a_cell_is_not_drawn(run_dir, monkeypatch):
     from octbench.report import images
 

@@ -155,6 +155,7 @@ def test_a_driver_killed_mid_run_resumes_without_retraining(cluster, tmp_path):
     assert len(cells(out)) == 9
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_a_plugin_that_never_returns_fails_only_its_cells_on_ray(cluster, tmp_path):
     """The hang of tests/test_faults.py (configure_model never returns) in Ray tasks: each is stopped at the limit
