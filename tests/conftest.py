@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sqlite3
 import subprocess
 import textwrap
@@ -82,11 +83,33 @@ def _worker_locks(config):
     return config._octbench_locks
 
 
+def run_folder(pytestconfig, tmp_path_factory) -> Path:
+    """The temporary folder of the whole test run: with test workers, the one that holds each worker's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(pytestconfig, "workerinput") else base
+
+
+def made_once(pytestconfig, tmp_path_factory, name: str, make) -> Path:
+    """A folder for a session fixture that every test only reads: ``make(folder)`` runs in the first test worker
+    that needs it, and the other waits for it and reuses it (one trained run per test run, not one per worker)."""
+    root = run_folder(pytestconfig, tmp_path_factory)
+    folder, made = root / name, root / f"{name}.made"
+    with open(root / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed half-way left
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tuning_file(tmp_path_factory) -> Path:
-    """One record of measured choices (bf16 or float32) for the whole test session, as one machine keeps: a timed
-    trial repeated in every test's fresh cache could choose differently between two runs a test compares."""
-    return tmp_path_factory.mktemp("tuning") / "tuning.json"
+def tuning_file(pytestconfig, tmp_path_factory) -> Path:
+    """One record of measured choices (bf16 or float32) for the whole test run, as one machine keeps: a timed
+    trial repeated in every test's fresh cache could choose differently between two runs a test compares (and
+    test workers share the runs of ``made_once``)."""
+    return run_folder(pytestconfig, tmp_path_factory) / "tuning.json"
 
 
 @pytest.fixture(autouse=True)
@@ -169,37 +192,46 @@ variants:
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory, tuning_file):
+def run_dir(pytestconfig, tmp_path_factory, tuning_file):
     """A finished run of a four-variant suite (shared by the report and browser tests). A session fixture is set up
     before the per-test environment, so it isolates itself the same way."""
     from octbench.runner import run_suite
 
-    folder = tmp_path_factory.mktemp("report")
-    (folder / "suite.yaml").write_text(FOUR_VARIANTS)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        patch.setenv("OCTBENCH_TUNING_FILE", str(tuning_file))
-        summary = run_suite(folder / "suite.yaml", out=folder / "out", progress=False)
-    assert summary.failed == 0
-    return folder / "out"
+    def make(folder: Path) -> None:
+        (folder / "suite.yaml").write_text(FOUR_VARIANTS)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+            patch.setenv("OCTBENCH_TUNING_FILE", str(tuning_file))
+            summary = run_suite(folder / "suite.yaml", out=folder / "out", progress=False)
+        assert summary.failed == 0
+
+    return made_once(pytestconfig, tmp_path_factory, "report", make) / "out"
+
+
+SMOKE_SETTINGS = ["--set", "train.threads=1"]  # one thread per cell, as tests/test_ray.py's cluster runs it
 
 
 @pytest.fixture(scope="session")
-def smoke_dir(tmp_path_factory, tuning_file):
-    """``suites/smoke.yaml`` run once through the CLI: (results folder, the command's output)."""
+def smoke_dir(pytestconfig, tmp_path_factory, tuning_file):
+    """``suites/smoke.yaml`` run once through the CLI with ``SMOKE_SETTINGS``: (results folder, the command's
+    output). Tests read it; one that writes into it works on a copy."""
     from click.testing import CliRunner
 
     from octbench.cli import cli
 
-    out = tmp_path_factory.mktemp("smoke") / "smoke"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        patch.setenv("OCTBENCH_TUNING_FILE", str(tuning_file))
-        result = CliRunner().invoke(
-            cli, ["run", str(REPO / "suites" / "smoke.yaml"), "--out", str(out), "--no-progress"]
-        )
-    assert result.exit_code == 0, result.output
-    return out, result.output
+    def make(folder: Path) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+            patch.setenv("OCTBENCH_TUNING_FILE", str(tuning_file))
+            result = CliRunner().invoke(
+                cli, ["run", str(REPO / "suites" / "smoke.yaml"), "--out", str(folder / "smoke"), "--no-progress",
+                      *SMOKE_SETTINGS],
+            )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        (folder / "output.txt").write_text(result.output)
+
+    folder = made_once(pytestconfig, tmp_path_factory, "smoke", make)
+    return folder / "smoke", (folder / "output.txt").read_text()
 
 
 def stored_metrics(out: Path) -> dict[tuple, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from octbench.cli import cli
 from octbench.plugins import KINDS
+from tests.conftest import SMOKE_SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,8 +164,9 @@ def test_xss_in_a_variant_name_renders_as_text(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_suite_end_to_end_then_resumes(smoke_dir):
-    out, _ = smoke_dir  # the session's run of suites/smoke.yaml through this CLI
+def test_smoke_suite_end_to_end_then_resumes(smoke_dir, tmp_path):
+    out = tmp_path / "smoke"
+    shutil.copytree(smoke_dir[0], out)  # the session's run of suites/smoke.yaml through this CLI, which others read
     html = (out / "report.html").read_text()
     conn = sqlite3.connect(out / "results.sqlite")
     variants = [r[0] for r in conn.execute("SELECT DISTINCT variant FROM cells")]
@@ -175,7 +178,7 @@ def test_smoke_suite_end_to_end_then_resumes(smoke_dir):
         assert f'alt="ROC curves of {name}"' in html
     assert html.count("data:image/png;base64,") >= 3 * len(variants)
 
-    second = invoke("run", REPO / "suites" / "smoke.yaml", "--out", out, "--no-progress")
+    second = invoke("run", REPO / "suites" / "smoke.yaml", "--out", out, "--no-progress", *SMOKE_SETTINGS)
     assert second.exit_code == 0 and "0 cells done, 0 failed, 12 already finished" in second.output
     conn = sqlite3.connect(out / "results.sqlite")
     assert conn.execute("SELECT count(*) FROM cells").fetchone()[0] == 12

@@ -68,17 +68,16 @@ def driver(suite: Path, out: Path, address: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_the_smoke_suite_on_a_cluster_gives_the_local_metrics(cluster, tmp_path):
-    one_thread = ["train.threads=1"]
-    local = run_suite(REPO / "suites" / "smoke.yaml", out=tmp_path / "local", progress=False, overrides=one_thread)
+def test_the_smoke_suite_on_a_cluster_gives_the_local_metrics(cluster, smoke_dir, tmp_path):
+    local, _ = smoke_dir  # suites/smoke.yaml run here, one thread per cell, through the CLI (tests/conftest.py)
     remote = run_suite(
         REPO / "suites" / "smoke.yaml",
         out=tmp_path / "ray",
         progress=False,
-        overrides=[*one_thread, "executor.name=ray", f"executor.address={cluster.address}"],
+        overrides=["train.threads=1", "executor.name=ray", f"executor.address={cluster.address}"],
     )
-    assert local.done == remote.done == 12 and remote.failed == 0
-    assert stored_metrics(tmp_path / "ray") == stored_metrics(tmp_path / "local"), "not identical to a local run"
+    assert [c[3] for c in cells(local)] == ["done"] * 12 and remote.done == 12 and remote.failed == 0
+    assert stored_metrics(tmp_path / "ray") == stored_metrics(local), "not identical to a local run"
     conn = sqlite3.connect(tmp_path / "ray" / "results.sqlite")
     executor = json.loads(conn.execute("SELECT provenance FROM runs").fetchone()[0])["executor"]
     conn.close()
