@@ -184,3 +184,29 @@ def test_a_page_figure_is_laid_out_and_drawn_once_each(monkeypatch):
     uri = plots.to_data_uri(fig)
     assert len(draws) == 1
     assert base64.b64decode(uri.split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+def test_a_saved_figure_is_laid_out_once_for_its_three_files(monkeypatch, tmp_path):
+    """--figures: one tight box serves the SVG, the PDF and the PNG, so each file costs one draw, not a layout pass
+    and a draw (a third of --figures' time), and the box is the one savefig's own "tight" finds."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from octbench.report import plots
+
+    def spread():
+        return plots.fold_spread({"a": [0.7, 0.8], "b": [0.6, 0.9]}, "accuracy")
+
+    draws = []
+    real = Figure.draw
+    monkeypatch.setattr(Figure, "draw", lambda self, renderer: (draws.append(1), real(self, renderer))[1])
+    written = plots.save(spread(), tmp_path / "spread")
+    assert [p.suffix for p in written] == [".svg", ".pdf", ".png"] and len(draws) == 3
+    monkeypatch.setattr(Figure, "draw", real)
+    tight = spread()
+    tight.savefig(tmp_path / "tight.png", dpi=300, bbox_inches="tight")
+    with Image.open(tmp_path / "spread.png") as ours, Image.open(tmp_path / "tight.png") as theirs:
+        assert all(abs(a - b) <= 6 for a, b in zip(ours.size, theirs.size, strict=True)), (
+            ours.size,
+            theirs.size,
+        )  # 6 px: 1.4 pt

@@ -42,16 +42,24 @@ def _style(i: int) -> dict[str, str]:
 def to_data_uri(fig: Figure) -> str:
     """PNG of ``fig`` for the page (110 dpi); figures laid out by hand (``fig.crop``) get their margins trimmed."""
     buffer = io.BytesIO()
-    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
-        # what tight_layout leaves behind: savefig would lay every text out once more, to draw nothing
-        fig.set_layout_engine(None)
+    _drop_placeholder(fig)
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight" if getattr(fig, "crop", False) else None)
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _drop_placeholder(fig: Figure) -> None:
+    """Drops what ``tight_layout`` leaves behind: with it, every savefig lays every text out once more."""
+    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+        fig.set_layout_engine(None)
+
+
 def save(fig: Figure, stem: Path) -> list[Path]:
-    """``stem``.svg, .pdf and .png (300 dpi), without creation dates so the same results give the same files."""
+    """``stem``.svg, .pdf and .png (300 dpi), without creation dates so the same results give the same files.
+
+    The tight box is found once and used for all three (``bbox_inches="tight"`` would lay the figure out per file)."""
+    _drop_placeholder(fig)
+    box = fig.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
     paths = []
     for suffix, options in (
         (".svg", {"metadata": {"Date": None}}),
@@ -59,7 +67,7 @@ def save(fig: Figure, stem: Path) -> list[Path]:
         (".png", {"dpi": 300}),
     ):
         path = stem.with_suffix(suffix)
-        fig.savefig(path, format=suffix[1:], bbox_inches="tight", **options)
+        fig.savefig(path, format=suffix[1:], bbox_inches=box, **options)
         paths.append(path)
     return paths
 
