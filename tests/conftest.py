@@ -74,19 +74,26 @@ def pytest_runtest_protocol(item, nextitem):
 def _worker_locks(config):
     """This test worker's handles on the two lock files all workers of the run share (in the run's temporary
     folder, which xdist gives each worker a subfolder of); None outside a worker."""
-    if not hasattr(config, "workerinput") or not config.option.basetemp:
+    folder = _workers_folder(config)
+    if folder is None:
         return None
     if not hasattr(config, "_octbench_locks"):
-        folder = Path(config.option.basetemp).parent
         # held for the worker's life, closed with its process
         config._octbench_locks = tuple(open(folder / name, "a") for name in ("turnstile.lock", "serial.lock"))  # noqa: SIM115
     return config._octbench_locks
 
 
+def _workers_folder(config) -> Path | None:
+    """The temporary folder the test workers of one run share: xdist hands each worker a subfolder of it as its
+    ``--basetemp``. None outside a worker."""
+    if not hasattr(config, "workerinput") or not config.option.basetemp:
+        return None
+    return Path(config.option.basetemp).resolve().parent
+
+
 def run_folder(pytestconfig, tmp_path_factory) -> Path:
-    """The temporary folder of the whole test run: with test workers, the one that holds each worker's own."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if hasattr(pytestconfig, "workerinput") else base
+    """The temporary folder of the whole test run: the workers' shared one, or pytest's own in one process."""
+    return _workers_folder(pytestconfig) or tmp_path_factory.getbasetemp()
 
 
 def made_once(pytestconfig, tmp_path_factory, name: str, make) -> Path:
@@ -95,7 +102,10 @@ def made_once(pytestconfig, tmp_path_factory, name: str, make) -> Path:
     root = run_folder(pytestconfig, tmp_path_factory)
     folder, made = root / name, root / f"{name}.made"
     with open(root / f"{name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        # released when the file is closed. No deadlock with the serial lock: a worker takes this lock only inside a
+        # test, so it already holds the serial lock (shared, or exclusive in a serial test, when the other worker
+        # holds nothing), and the worker that makes the folder never waits on the serial lock while it holds this one
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not made.exists():
             shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed half-way left
             folder.mkdir()
