@@ -1,4 +1,5 @@
-"""ruff's checks (configured in pyproject.toml) over the whole repository."""
+"""ruff's checks and its formatter (configured in pyproject.toml) over the whole repository, the code blocks of the
+Markdown guides included."""
 
 from __future__ import annotations
 
@@ -17,5 +18,14 @@ def test_ruff_finds_nothing():
         pytest.skip("ruff is not installed (dev extra)")
     done = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", str(REPO)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ruff_format_changes_nothing():
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (dev extra)")
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", str(REPO)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -24,7 +24,7 @@ class Gamma(Preprocessor):
 
     def transform(self, images):
         table = (255 * (np.arange(256) / 255) ** self.params.gamma).round().astype(np.uint8)
-        return table[images] if images.dtype == np.uint8 else images ** self.params.gamma
+        return table[images] if images.dtype == np.uint8 else images**self.params.gamma
 
 
 class RandomErasing(Augmenter):
