@@ -387,17 +387,15 @@ def evaluate_cell(p: Prepared) -> CellResult:
         if split not in p.on_device:
             continue
         x, _y = p.on_device[split]
-        batch = eval_batch_size(task.suite.train, p.device)
-        if split == "heldout":
-            logits, timings["infer_images_per_s"] = timed_predict(
-                model, x, batch, learner.use_amp, learner.channels_last
-            )
-        else:  # the speed is the held-out fold's: no warm-up pass, which on a small split is the whole split again
-            logits = scoring_logits(model, x, batch, learner.use_amp, learner.channels_last).cpu().numpy()
+        logits, speed = timed_predict(
+            model, x, eval_batch_size(task.suite.train, p.device), learner.use_amp, learner.channels_last
+        )
         validate.check_logits(logits, len(x), p.data.num_classes, task.variant.model.name)
         y_true = p.parts[split][1]
         result.evaluations[split] = evaluate(y_true, logits, p.data.num_classes, p.host.instances("metric"))
         result.predictions[split] = {"indices": p.indices[split], "y_true": y_true, "logits": logits}
+        if split == "heldout":
+            timings["infer_images_per_s"] = speed
     timings["evaluate"] = time.perf_counter() - start
     explained = explain(p, result)
     result.timings = timings
