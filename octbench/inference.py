@@ -42,15 +42,25 @@ def eval_batch_size(config: Train, device: torch.device) -> int:
 
 @torch.inference_mode()
 def predict_logits(
-    model: torch.nn.Module, images: torch.Tensor, batch_size: int, use_amp: bool, channels_last: bool
-) -> torch.Tensor:
-    """Logits (N, classes), float32, on the device; under ``use_amp`` the forward pass runs in bf16."""
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    use_amp: bool,
+    channels_last: bool,
+    *,
+    float32_out: bool = False,
+) -> torch.Tensor | None:
+    """Logits (N, classes), float32, on the device; under ``use_amp`` the forward pass runs in bf16.
+    ``float32_out``: None as soon as a batch's output is not float32 (the caller then scores in float32)."""
     model.eval()
     chunks = []
     for start in range(0, len(images), batch_size):
         x = as_float(images[start : start + batch_size], channels_last)
         with autocast(images.device, use_amp):
-            chunks.append(model(x).float())
+            out = model(x)
+        if float32_out and out.dtype != torch.float32:
+            return None
+        chunks.append(out.float())
     return torch.cat(chunks) if chunks else torch.empty(0, device=images.device)
 
 
@@ -91,12 +101,10 @@ def scoring_logits(
     """
     if use_amp and len(images):
         with float32_head(model) as found:
-            if found:
-                model.eval()
-                with autocast(images.device, True):
-                    probe = model(as_float(images[:2], channels_last))
-                if probe.dtype == torch.float32:
-                    return predict_logits(model, images, batch_size, True, channels_last)
+            # decided on the first batch itself, not on an extra probe: a regularizer's test views see each batch once
+            logits = predict_logits(model, images, batch_size, True, channels_last, float32_out=True) if found else None
+        if logits is not None:
+            return logits
     return predict_logits(model, images, batch_size, False, channels_last)
 
 

@@ -399,3 +399,27 @@ def test_scoring_logits_are_float32_at_the_head_under_bf16():
     torch.testing.assert_close(
         scoring_logits(conv_out, images, 128, True, True), predict_logits(conv_out, images, 128, False, True)
     )
+
+
+def test_scoring_under_bf16_sees_each_batch_once():
+    """Whether the head's float32 reaches the output is read off the first real batch, not an extra probe: a
+    regularizer's test views (and any model with state) see each batch exactly once; only a model whose output is not
+    that float32 head sees its first batch once more, in float32."""
+    import torch
+
+    from octbench.inference import scoring_logits
+
+    seen = []
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 4))
+    tail = torch.nn.Sequential(  # a convolution after the last linear layer: its output is bf16
+        torch.nn.Flatten(), torch.nn.Linear(28 * 28, 8), torch.nn.Unflatten(1, (1, 8)), torch.nn.Conv1d(1, 4, 8),
+        torch.nn.Flatten(),
+    )  # fmt: skip
+    for model in (head, tail):
+        model.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    assert scoring_logits(head, images, 128, True, False).dtype == torch.float32
+    assert seen == [128, 128, 44]
+    seen.clear()
+    assert scoring_logits(tail, images, 128, True, False).dtype == torch.float32
+    assert seen == [128, 128, 128, 44], "the bf16 first batch, then every batch in float32"
