@@ -122,8 +122,11 @@ def test_a_stacked_run_gives_every_cell_what_it_gets_alone(tmp_path):
     for key, (_, _, metrics, curves) in one.items():
         _, _, stacked_metrics, stacked_curves = many[key]
         assert len(stacked_curves) == len(curves), f"{key} stopped at another epoch"
+        # the same training up to float rounding, which differs between a grouped kernel and a single one (more so
+        # where the CPU has AVX-512) and compounds epoch by epoch: within 0.2% after one epoch, twice that each next
+        # (measured on an AVX-512 EPYC: at most 0.03%, 0.06%, 0.23% and 0.42% after epochs 1 to 4)
         for epoch, (losses, stacked_losses) in enumerate(zip(curves, stacked_curves, strict=True)):
-            assert stacked_losses == pytest.approx(losses, rel=2e-3), (key, epoch + 1)
+            assert stacked_losses == pytest.approx(losses, rel=2e-3 * 2**epoch), (key, epoch + 1)
         # accuracy and AUC; precision is left out: for a class the model almost never predicts, one image moves it
         # between 0 and 1
         for name in ("heldout/accuracy", "heldout/auc_macro", "test/accuracy", "test/auc_macro"):
