@@ -31,8 +31,9 @@ from octbench.train import Learner, alone_because, alone_images_per_s, bf16_nati
 
 TRIAL_SECONDS = 0.25
 PRECISIONS = ("bf16", "fp32")
-# bf16 is chosen only when clearly faster: a model too small to gain (a tiny test CNN trained within 10% either way)
-# then gets float32 every time instead of whichever a noisy trial favours, and the seed CNN (1.8-3.7x) bf16
+# bf16 is chosen only when clearly faster: a model too small to gain mostly gets float32 rather than whichever a noisy
+# trial favours (figures: docs/benchmarks.md, section 9). A model near the margin (the tests' tiny CNN on some CPUs)
+# can get either; the choice is remembered, so the runs of one machine agree
 BF16_MARGIN = 1.2
 # a stack shares one batched computation; past this many members a GPU gains little (the prototype's peak was 45)
 MOST_STACKED = 48
