@@ -98,8 +98,12 @@ def test_schedules_and_early_stopping_stay_per_member_in_a_stack():
     """One-cycle changes each member's learning rate and Adam's betas every step, plateaus each member's own; a
     member that stops early stops changing; every member ends as it ends alone."""
 
-    def regularizers(seed):  # member 0 never stops early, the others after their second epoch
-        return [("one-cycle", {}), ("early-stopping", {"patience": 1, "min_delta": 0.01 if seed else 0.0})]
+    def regularizers(seed):
+        # member 0 never stops early, the others after their second epoch. The inner validation loss improves by
+        # about 0.01 per epoch and differs by 1e-4 between a stack and a lone run (a convolution's bias before batch
+        # norm moves by rounding, see below, and eval-mode batch norm keeps that in its running mean): min_delta
+        # 0.01 sat on that edge (0.0095 stacked, 0.0100 alone on an AVX512-BF16 EPYC); 0.05 is far from it
+        return [("one-cycle", {}), ("early-stopping", {"patience": 1, "min_delta": 0.05 if seed else 0.0})]
 
     stacked, _ = _learners(3, regularizers=regularizers, epochs=4)
     alone, _ = _learners(3, regularizers=regularizers, epochs=4)
