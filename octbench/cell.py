@@ -24,7 +24,7 @@ from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.device import describe, deterministic_algorithms, resolve
 from octbench.errors import CellFailed, Interrupted
 from octbench.inference import eval_batch_size, scoring_logits, timed_predict, with_test_views
-from octbench.metrics import evaluate
+from octbench.metrics import evaluate, higher_is_better
 from octbench.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform, transform_whole
 from octbench.plugins import PluginHost
 from octbench.suite import QUICK_POOL, Suite, Variant, dataset_of
@@ -163,6 +163,7 @@ def tuned(task: CellTask, host: PluginHost, on_epoch: Any = None) -> tuple[CellT
         search.study_name(task.variant.name, task.config_hash, task.seed, task.fold),
         int(task.config_hash[:8], 16),
         lambda params: run_trial(task, host, params, on_epoch),
+        goal=search.direction(tune, higher_is_better(host)),
         journal=task.journal or None,
         describe_failure=failure_reason,
     )

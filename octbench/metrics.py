@@ -25,6 +25,16 @@ SCALARS = (
 )
 
 
+def higher_is_better(host: Any) -> dict[str, bool]:
+    """Every metric a trial or a verdict can use, and whether larger is better: the loss (no), octbench's own
+    (yes), and each metric plugin as it declares (``Metric.higher_is_better``)."""
+    return {
+        "loss": False,
+        **dict.fromkeys(SCALARS, True),
+        **{m.name: m.higher_is_better for m in host.instances("metric")},
+    }
+
+
 def evaluate(y_true: np.ndarray, logits: np.ndarray, num_classes: int, extra: list[Any] = ()) -> dict[str, Any]:
     """Scalar metrics, the confusion matrix and one-vs-rest ROC points per class. ``auc_macro`` is the mean
     one-vs-rest AUC over classes, or the positive class's AUC for a binary task (both classes have the same).

@@ -11,7 +11,7 @@ from octbench.cache import source_hash
 from octbench.cell import CellTask
 from octbench.errors import OctbenchError, SuiteError
 from octbench.kinds import VARIANT_LISTS
-from octbench.metrics import SCALARS
+from octbench.metrics import higher_is_better
 from octbench.plugins import PluginHost
 from octbench.suite import Suite, Techniques, Variant, canonical_json
 from octbench.suitefile import yaml_line
@@ -66,7 +66,7 @@ def check_search(suite: Suite, variants: list[Variant], host: PluginHost, text: 
     are valid settings of what they set (a trial would otherwise fail at its first draw, in every cell)."""
     from pydantic import ValidationError
 
-    metrics = {"loss", *SCALARS, *(m.name for m in host.instances("metric"))}
+    senses = higher_is_better(host)
     for variant in (v for v in variants if v.tune is not None):
         tune, where = variant.tune, _tune_location(suite, variant)
 
@@ -74,9 +74,16 @@ def check_search(suite: Suite, variants: list[Variant], host: PluginHost, text: 
             line = yaml_line(text, [*where, *key])
             return f"{source}:{line}" if line else source
 
-        if tune.metric not in metrics:
-            choices = ", ".join(sorted(metrics))
+        if tune.metric not in senses:
+            choices = ", ".join(sorted(senses))
             raise SuiteError(f"{at('metric')}: tune.metric: '{tune.metric}' is not a metric; choose one of {choices}")
+        goal = search.direction(tune, senses)
+        if tune.direction is not None and tune.direction != goal:
+            sense = "higher" if senses[tune.metric] else "lower"
+            raise SuiteError(
+                f"{at('direction')}: tune.direction: '{tune.metric}' is {sense}-is-better, so to {tune.direction} it "
+                f"would keep each cell's worst trial; leave direction out (the metric decides) or write {goal}"
+            )
         for key, distribution in tune.space.items():
             for value in distribution.bounds if distribution.kind != "choice" else distribution.choice:
                 try:

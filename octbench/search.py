@@ -96,7 +96,7 @@ def import_optuna() -> Any:
     return optuna
 
 
-def open_study(name: str, tune: Tune, journal: str | None) -> Any:
+def open_study(name: str, direction: str, journal: str | None) -> Any:
     """The cell's study, from the run's journal (created, or found again after a kill), or in memory where there is
     no journal or its folder is not on this machine (a Ray node that does not share the driver's disk)."""
     optuna = import_optuna()
@@ -106,7 +106,14 @@ def open_study(name: str, tune: Tune, journal: str | None) -> Any:
         from optuna.storages.journal import JournalFileBackend
 
         storage = JournalStorage(JournalFileBackend(str(journal)))
-    return optuna.create_study(study_name=name, storage=storage, direction=tune.goal, load_if_exists=True)
+    return optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
+
+
+def direction(tune: Tune, higher_is_better: dict[str, bool]) -> str:
+    """Which way a search optimises ``tune.metric``: as the metric says (``octbench.metrics.higher_is_better``), so
+    a lower-is-better metric can never keep its worst trial; ``plan.check_search`` refuses a ``tune.direction``
+    that says otherwise."""
+    return "maximize" if higher_is_better[tune.metric] else "minimize"
 
 
 def search(
@@ -115,14 +122,16 @@ def search(
     seed: int,
     run_trial: TrialRunner,
     *,
+    goal: str,
     journal: str | None = None,
     describe_failure: Callable[[BaseException], str] = str,
 ) -> dict[str, Any]:
-    """Run the study's remaining trials (``tune.trials`` finished ones in all) and return the search's record:
-    the chosen setting, its inner-validation score and every trial. Raises ``CellFailed`` when no trial finished."""
+    """Run the study's remaining trials (``tune.trials`` finished ones in all) towards ``goal`` ("maximize" or
+    "minimize", ``direction``) and return the search's record: the chosen setting, its inner-validation score and
+    every trial. Raises ``CellFailed`` when no trial finished."""
     optuna = import_optuna()
     state = optuna.trial.TrialState
-    study = open_study(name, tune, journal)
+    study = open_study(name, goal, journal)
 
     def finished() -> list[Any]:
         return [t for t in study.get_trials(deepcopy=False) if t.state in (state.COMPLETE, state.FAIL)]
@@ -163,7 +172,7 @@ def _record(study: Any, tune: Tune, found: int, optuna: Any) -> dict[str, Any]:
     return {
         "trials": tune.trials,
         "metric": tune.metric,
-        "direction": tune.goal,
+        "direction": study.direction.name.lower(),
         "sampler": tune.sampler,
         "chosen": dict(best.params),
         "score": float(best.value),

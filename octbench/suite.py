@@ -152,7 +152,9 @@ class Tune(_Strict):
         description="what scores a trial on the inner validation split: loss (cross-entropy) or any reported metric",
     )
     direction: Literal["maximize", "minimize"] | None = Field(
-        None, description="default: minimize loss, maximize any other metric"
+        None,
+        description="the metric decides (loss and a metric declared lower-is-better are minimised); a direction that "
+        "contradicts the metric is refused",
     )
     sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPE (seeded) or random search")
 
@@ -168,10 +170,6 @@ class Tune(_Strict):
                     f"'{key}' says where or how long a cell runs, not how it learns: it cannot be searched"
                 )
         return space
-
-    @property
-    def goal(self) -> str:
-        return self.direction or ("minimize" if self.metric == "loss" else "maximize")
 
 
 class TuneOverride(_Strict):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from click.testing import CliRunner
 from octbench import folds, search
 from octbench.cli import cli
 from octbench.errors import SuiteError
+from octbench.metrics import higher_is_better
+from octbench.plugins import PluginHost
 from octbench.suite import resolve_variants
 from octbench.suitefile import parse_suite
 from tests.conftest import TINY_DATASET, cells, spy_plugin_path, wait_for
@@ -62,7 +65,8 @@ def test_each_variant_searches_the_keys_that_apply_to_it_with_its_own_budget():
     assert list(tunes["clahe"].space) == ["train.optimizer.lr", "clahe.clip_limit"]
     assert tunes["longer"].trials == 5 and "model.hidden" in tunes["longer"].space
     assert tunes["untuned"] is None and tunes["clahe"].trials == 3
-    assert tunes["clahe"].goal == "minimize"  # loss, by default
+    senses = higher_is_better(PluginHost.load())
+    assert search.direction(tunes["clahe"], senses) == "minimize"  # loss, by default
 
 
 @pytest.mark.parametrize(
@@ -98,6 +102,43 @@ def test_a_search_that_could_not_run_is_refused_before_any_cell_naming_its_line(
     assert result.exit_code == 2 and message in result.output, result.output
     assert f"{path}:7:" in result.output  # the tune block's line
     assert "Traceback" not in result.output
+
+
+LOWER = Path(__file__).parent / "plugins" / "lower.py"
+
+
+def test_a_direction_that_contradicts_the_metric_is_refused(tmp_path):
+    """A lower-is-better metric searched with direction: maximize would keep each cell's worst trial."""
+    path = tmp_path / "suite.yaml"
+    head = HEAD + f"plugins: [{LOWER}]\n"
+    tune = "tune: {trials: 2, metric: error-rate, direction: maximize, space: {clahe.clip_limit: {uniform: [1, 2]}}}\n"
+    path.write_text(suite_text(tune, "- {name: clahe, preprocessors: [clahe]}\n", head))
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "tune.direction: 'error-rate' is lower-is-better, so to maximize it would keep each cell's worst" in (
+        result.output.replace("\n", " ")
+    )
+    assert "Traceback" not in result.output
+    senses = higher_is_better(PluginHost.load([LOWER]))
+    tune = parse_suite(suite_text(tune.replace("direction: maximize, ", ""), "- name: a\n", head)).tune
+    assert search.direction(tune, senses) == "minimize"
+
+
+@pytest.mark.slow
+def test_a_search_on_a_lower_is_better_metric_keeps_its_lowest_trial(tmp_path):
+    """End to end: each cell's chosen setting is its trial with the lowest error rate (it kept the highest)."""
+    from octbench.runner import run_suite
+
+    path = tmp_path / "suite.yaml"
+    head = HEAD + f"plugins: [{LOWER}]\n"
+    space = "{train.optimizer.lr: {log_uniform: [0.00001, 0.1]}}"
+    tune = f"tune: {{trials: 4, sampler: random, metric: error-rate, space: {space}}}\n"
+    path.write_text(suite_text(tune, "- name: baseline\n", head))
+    summary = run_suite(path, out=tmp_path / "out", progress=False, check=False)
+    assert (summary.done, summary.failed) == (2, 0)
+    for record in (c["search"] for c in stored_settings(tmp_path / "out")):
+        values = [t["value"] for t in record["history"] if t["state"] == "complete"]
+        assert record["direction"] == "minimize" and record["score"] == min(values) < max(values), record
 
 
 def test_a_setting_is_applied_where_its_key_points():
