@@ -63,7 +63,7 @@ class CellTask:
     @property
     def cell_seed(self) -> int:
         """Seeds model initialisation, shuffling, augmentation and resampling: the same for every variant."""
-        return self.seed * 1_000 + self.fold
+        return folds.cell_seed(self.seed, self.fold)
 
 
 @dataclass

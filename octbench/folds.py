@@ -6,7 +6,18 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from octbench.errors import OctbenchError
-from octbench.suite import QUICK_POOL, Suite
+from octbench.suite import MAX_SEED, QUICK_POOL, Suite
+
+
+def cell_seed(seed: int, fold: int) -> int:
+    """The seed of a (seed, fold) cell's inner split, initialisation, shuffling, augmentation and resampling: the same
+    for every variant, and below 2**32 as numpy and scikit-learn require. ``seed * 1000 + fold``, as it has always
+    been, while that fits; for a larger seed (up to 2**32 - 1 is valid) a hash of the two, where ``seed * 1000 + fold``
+    overflowed and failed every cell."""
+    plain = seed * 1_000 + fold
+    if plain <= MAX_SEED:
+        return plain
+    return int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
 
 
 def quick_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -52,6 +63,6 @@ def inner_split(
     counts = np.bincount(y)
     stratify = y if counts[counts > 0].min() >= 2 else None
     inner_train, inner_val = train_test_split(
-        train, test_size=val_fraction, stratify=stratify, random_state=seed * 1_000 + fold
+        train, test_size=val_fraction, stratify=stratify, random_state=cell_seed(seed, fold)
     )
     return np.sort(inner_train), np.sort(inner_val)

@@ -103,6 +103,20 @@ def test_nothing_fitted_resampled_or_augmented_sees_held_out_or_test_images(writ
 
 
 @pytest.mark.slow
+def test_the_largest_valid_seed_runs_its_cells_and_smaller_seeds_keep_their_folds(tiny_suite, tmp_path):
+    """seed * 1000 + fold overflowed numpy's seed range above seed 4,294,966, failing every cell of a suite that
+    check had passed; the seeds valid before keep their cell seeds (and so their inner splits) exactly."""
+    assert [folds.cell_seed(seed, fold) for seed, fold in [(0, 0), (3, 2), (4_294_966, 49)]] == [
+        0, 3002, 4_294_966_049
+    ]  # fmt: skip
+    big = folds.cell_seed(2**32 - 1, 1)
+    assert 0 <= big < 2**32 and big != folds.cell_seed(2**32 - 1, 0)
+    suite = tiny_suite("- name: baseline", seeds=f"[{2**32 - 1}]")
+    summary = run_suite(suite, out=tmp_path / "out", progress=False)
+    assert (summary.done, summary.failed) == (2, 0)
+
+
+@pytest.mark.slow
 def test_every_variant_of_a_seed_sees_the_same_folds(write_suite, tmp_path):
     suite = spy_suite(write_suite, tmp_path / "spy.jsonl")
     run_suite(suite, out=tmp_path / "out", progress=False)
