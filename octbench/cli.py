@@ -75,7 +75,9 @@ def cli() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a suite key, e.g. cv.folds=3.")
 @click.option("--executor", "executor_name", metavar="NAME", help="Run cells with this executor (local, ray, ...).")
 @click.option("--address", metavar="ADDR", help="The executor's cluster address (Ray: auto, ray://host:port).")
-@click.option("--fresh", is_flag=True, help="Discard stored results in the output folder and start over.")
+@click.option(
+    "--fresh", is_flag=True, help="Discard stored results and tuning trials in the output folder and start over."
+)
 @click.option("--quick", is_flag=True, help="Cap epochs and subsample training for a fast first look.")
 @click.option("--no-check", is_flag=True, help="Skip the trial of every variant on a sample before the run.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")

@@ -19,6 +19,7 @@ from statistics import median
 
 from rich.markup import escape
 
+from octbench import search
 from octbench.cell import CellResult, CellTask
 from octbench.console import console
 from octbench.cpu_wait import decide as wait_policy
@@ -158,8 +159,8 @@ def _open_store(plan: RunPlan, fresh: bool) -> Store:
     """The results folder's store, with a killed run's half-written files removed; emptied first with ``fresh``. A
     quick run never writes into a store that holds full results (its cells would replace them)."""
     _remove_partial_files(plan.out)
-    if fresh:
-        for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "report.html"):
+    if fresh:  # the searches' journal too: a fresh run draws its trials afresh rather than reuse old choices
+        for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "report.html", *search.FILES):
             (plan.out / name).unlink(missing_ok=True)
     store = Store(plan.out / "results.sqlite")
     if plan.quick and store.has_full_results():

@@ -10,7 +10,8 @@ number of trials unless the suite says otherwise, and the report says when budge
 Each cell's study is kept in a journal beside the run's store (``tuning.journal``, Optuna's ``JournalStorage``, safe
 for worker processes side by side), so a killed run resumes a cell at its next trial and never trains a finished
 trial again; a cell already in the store runs no trial at all. A trial that was running when the run was killed
-did not finish: it is tried afresh (its setting drawn again).
+did not finish, and one that failed in an earlier attempt may have failed for a passing reason (out of memory):
+both are tried afresh, with new settings drawn. ``octbench run --fresh`` deletes the journal with the store.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from octbench.kinds import VARIANT_LISTS
 from octbench.suite import Distribution, Suite, Train, Tune, Variant
 
 JOURNAL = "tuning.journal"  # beside results.sqlite
+FILES = (JOURNAL, f"{JOURNAL}.lock")  # the journal and the lock Optuna holds on it while it writes
 
 TrialRunner = Callable[[dict[str, Any]], float]
 
@@ -132,9 +134,15 @@ def search(
     optuna = import_optuna()
     state = optuna.trial.TrialState
     study = open_study(name, goal, journal)
+    # a trial that failed in an earlier attempt at this cell (a killed run, or one whose trials ran out of memory)
+    # is tried afresh: only this attempt's failures use up the budget, so a rerun can succeed where one failed
+    earlier = len(study.trials)
 
     def finished() -> list[Any]:
-        return [t for t in study.get_trials(deepcopy=False) if t.state in (state.COMPLETE, state.FAIL)]
+        return [
+            t for t in study.get_trials(deepcopy=False)
+            if t.state == state.COMPLETE or (t.state == state.FAIL and t.number >= earlier)
+        ]  # fmt: skip
 
     found = len(finished())
     # seeded per cell and per restart: an uninterrupted run draws the same settings every time, and a resumed one
@@ -158,12 +166,11 @@ def search(
             study.tell(trial, state=state.FAIL)
         else:
             study.tell(trial, value)
-    return _record(study, tune, found, optuna)
+    return _record(study, tune, found, finished(), optuna)
 
 
-def _record(study: Any, tune: Tune, found: int, optuna: Any) -> dict[str, Any]:
+def _record(study: Any, tune: Tune, found: int, trials: list[Any], optuna: Any) -> dict[str, Any]:
     state = optuna.trial.TrialState
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state in (state.COMPLETE, state.FAIL)]
     complete = [t for t in trials if t.state == state.COMPLETE]
     if not complete:
         first = next((t.user_attrs.get("error", "") for t in trials), "")

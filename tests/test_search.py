@@ -294,6 +294,41 @@ def test_a_killed_search_resumes_at_its_next_trial_and_never_repeats_a_finished_
     assert record["resumed_after"] == len(before) and len(record["history"]) == 8
 
 
+@pytest.mark.slow
+def test_a_rerun_retries_trials_that_failed_and_fresh_forgets_every_trial(tmp_path):
+    """Every trial of a cell failed (out of memory, say): the cell failed, and a rerun found its budget used up and
+    failed it again at once. A rerun tries those trials afresh; ``--fresh`` deletes the journal with the store, so
+    a fresh run draws new trials rather than reuse the old choices."""
+    import time
+
+    from octbench.runner import run_suite
+
+    flag = tmp_path / "busy-gpu"
+    flag.touch()
+    path = tmp_path / "suite.yaml"
+    head = HEAD + f"plugins: [{spy_plugin_path()}]\nexecutor: {{stack: 1}}\n"
+    tune = "tune: {trials: 2, sampler: random, space: {train.optimizer.lr: {log_uniform: [0.001, 0.01]}}}\n"
+    path.write_text(
+        suite_text(tune, f"- {{name: baseline, regularizers: [{{name: fails-while, flag: {flag}}}]}}\n", head)
+    )
+    out = tmp_path / "out"
+    first = run_suite(path, out=out, progress=False, check=False)
+    assert (first.done, first.failed) == (0, 2)
+    flag.unlink()
+    second = run_suite(path, out=out, progress=False, check=False)
+    assert (second.done, second.failed) == (2, 0), "the failed trials were counted as the cells' whole budget"
+    for record in (c["search"] for c in stored_settings(out)):
+        assert [t["state"] for t in record["history"]] == ["complete", "complete"]
+
+    names = study_names(out / search.JOURNAL)
+    started = time.time()
+    fresh = run_suite(path, out=out, progress=False, check=False, fresh=True)
+    assert (fresh.done, fresh.failed) == (2, 0)
+    for name in names:
+        trials = read_study(out / search.JOURNAL, name).trials
+        assert len(trials) == 2 and all(t.datetime_start.timestamp() >= started for t in trials), "old trials reused"
+
+
 def stored_settings(out):
     import json
     import sqlite3

@@ -166,6 +166,23 @@ class SlowDown(Regularizer):
         return False
 
 
+class FailsWhile(Regularizer):
+    """Fails every training it takes part in while the file ``flag`` exists (a transient failure: out of memory on a
+    busy GPU, say)."""
+
+    name = "fails-while"
+
+    class Params(Params):
+        flag: str
+
+    def configure_model(self, model):
+        from pathlib import Path
+
+        if Path(self.params.flag).exists():
+            raise RuntimeError("out of memory (simulated while the flag file exists)")
+        return model
+
+
 @hookimpl
 def register_datasets(register):
     register(TaggedImages)
@@ -190,3 +207,4 @@ def register_models(register):
 @hookimpl
 def register_regularizers(register):
     register(SlowDown)
+    register(FailsWhile)
