@@ -134,7 +134,7 @@ def _execute_stack(
     for group in stack_groups([p.learner for p in prepared.values()]):
         members = [i for i, p in prepared.items() if any(p.learner is learner for learner in group.learners)]
         start = time.perf_counter()
-        train_stack(group.learners, epochs=prepared[members[0]].epochs, on_epoch=on_epoch)
+        train_stack(group.learners, on_epoch=on_epoch)  # each member for its own epochs (tuned ones too)
         for i in members:
             p = prepared[i]
             p.timings["stack_size"] = float(len(group.learners))
@@ -178,7 +178,7 @@ def run_trial(task: CellTask, host: PluginHost, params: dict[str, Any], on_epoch
     trial = dataclasses.replace(task, suite=suite, variant=variant)
     data = load_data(dataset_of(suite, variant), host, task.data_dir)
     p = build_learner(preprocess(trial, host, data, fold_rows(trial, data.pool[1]), trial=True))
-    train_stack([p.learner], epochs=p.epochs, on_epoch=on_epoch)
+    train_stack([p.learner], on_epoch=on_epoch)
     if p.learner.error is not None:
         raise CellFailed(p.learner.error)
     return inner_score(p, task.variant.tune.metric)
@@ -233,7 +233,6 @@ class Prepared:
     timings: dict[str, float]
     learner: Learner | None  # None until build_learner
     device: torch.device | None
-    epochs: int
     host: PluginHost
     techniques: list[Any]  # every technique instance of the cell, for their cell_values()
     unstacked: str = ""
@@ -329,7 +328,7 @@ def preprocess(
     timings.update(prep_timings)
     counts["train_after_resampling"] = len(parts["train"][1])
     indices = {"heldout": rows.pool[rows.held], "test": np.arange(counts.get("test", 0))}
-    return Prepared(task, data, parts, {}, indices, counts, timings, None, None, 0, host, steps)
+    return Prepared(task, data, parts, {}, indices, counts, timings, None, None, host, steps)
 
 
 def build_learner(p: Prepared, deadline: float | None = None) -> Prepared:
@@ -366,7 +365,7 @@ def build_learner(p: Prepared, deadline: float | None = None) -> Prepared:
         precision=precision,
         host=host,
     )
-    p.device, p.epochs = device, suite.epochs
+    p.device = device
     p.techniques = [*p.techniques, model_spec, *augmenters, *regularizers]
     return p
 

@@ -83,9 +83,12 @@ class Stack:
             self._rows[rows] = torch.tensor(rows, device=self.device)
         return self._rows[rows]
 
-    def train(self, epochs: int, on_epoch: Any = None) -> None:
+    def train(self, epochs: int | None = None, on_epoch: Any = None) -> None:
+        """Each member for its own ``epochs`` (at most ``epochs``): a member whose last epoch has passed stops
+        stepping, as one that stopped early does, while the others go on."""
+        self.last = [learner.epochs if epochs is None else min(epochs, learner.epochs) for learner in self.learners]
         try:
-            for epoch in range(epochs):
+            for epoch in range(max(self.last)):
                 if not self._epoch(epoch, on_epoch):
                     break
             for learner in self.learners:
@@ -119,8 +122,8 @@ class Stack:
         return steps * self.size * self.batch / elapsed
 
     def _epoch(self, epoch: int, on_epoch: Any) -> bool:
-        """One epoch of every running member; False when none was running."""
-        active = [r for r, learner in enumerate(self.learners) if learner.running]
+        """One epoch of every running member with epochs left; False when none was running."""
+        active = [r for r, learner in enumerate(self.learners) if learner.running and epoch < self.last[r]]
         for r in active:
             guard(self.learners[r], self.learners[r].begin_epoch, epoch)
         active = [r for r in active if self.learners[r].running]
@@ -151,7 +154,7 @@ class Stack:
             learner = self.learners[r]
             learner.loss_sum, learner.correct = self.loss_sum[r], self.correct[r]
             if learner.running:
-                guard(learner, learner.end_epoch, epoch, seconds, on_epoch if r == 0 else None)
+                guard(learner, learner.end_epoch, epoch, seconds, on_epoch if r == active[0] else None)
         return True
 
     def _begin(self) -> None:

@@ -354,11 +354,11 @@ def stack_groups(learners: list[Learner]) -> list[Group]:
     return groups
 
 
-def train_stack(learners: list[Learner], *, epochs: int, on_epoch: Any = None) -> None:
-    """Train one group of ``stack_groups`` for ``epochs`` (or until each learner's early stop) as one grouped
-    computation (``octbench.stacked``); a stack of one trains as it would in a stack, and a model that cannot be
-    stacked trains alone. A learner whose plugin fails, whose loss turns NaN or whose time runs out fails alone
-    (``Learner.error``); the rest go on."""
+def train_stack(learners: list[Learner], *, epochs: int | None = None, on_epoch: Any = None) -> None:
+    """Train one group of ``stack_groups`` as one grouped computation (``octbench.stacked``), each learner for its
+    own ``Learner.epochs`` (a search may have chosen them per cell), at most ``epochs``, or until its early stop; a
+    stack of one trains as it would in a stack, and a model that cannot be stacked trains alone. A learner whose
+    plugin fails, whose loss turns NaN or whose time runs out fails alone (``Learner.error``); the rest go on."""
     if len(learners) == 1 and alone_because(learners[0]) is not None:
         _train_alone(learners[0], epochs, on_epoch)
         return
@@ -367,11 +367,11 @@ def train_stack(learners: list[Learner], *, epochs: int, on_epoch: Any = None) -
     Stack(learners).train(epochs, on_epoch)
 
 
-def _train_alone(learner: Learner, epochs: int, on_epoch: Any) -> None:
+def _train_alone(learner: Learner, epochs: int | None, on_epoch: Any) -> None:
     """A model that cannot be stacked, step by step; its dropout draws from torch's global generator, seeded per
     cell."""
     torch.manual_seed(learner.global_seed)
-    for epoch in range(epochs):
+    for epoch in range(learner.epochs if epochs is None else min(epochs, learner.epochs)):
         if not learner.running:
             break
         guard(learner, learner.begin_epoch, epoch)

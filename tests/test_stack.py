@@ -10,6 +10,7 @@ within 0.05 (two test images of 40 on this tiny data; measured 0.025).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -168,6 +169,23 @@ def test_members_with_different_training_sizes_train_their_own_epochs():
     train_stack(learners, epochs=2)
     assert [learner.steps for learner in learners] == [3, 5]  # 70 = 2 x 32 + 6; 130 = 4 x 32 + 2
     assert all(learner.error is None and learner.result.epochs_run == 2 for learner in learners)
+
+
+def test_cells_of_one_stack_train_their_own_epochs(tiny_suite):
+    """A search may choose train.epochs per cell: the stack trained every member for its first member's epochs."""
+    from octbench.cell import execute_stack
+    from octbench.runplan import plan_run
+
+    plan = plan_run(tiny_suite("- name: baseline"), overrides=["train.precision=fp32"])
+    tasks = [
+        dataclasses.replace(task, suite=task.suite.model_copy(update={"train": task.suite.train.model_copy(
+            update={"epochs": epochs})}))
+        for task, epochs in zip(plan.tasks, (1, 3), strict=True)
+    ]  # fmt: skip
+    results = execute_stack(tasks, plan.host)
+    assert [r.status for r in results] == ["done", "done"]
+    assert [r.settings["stack_size"] for r in results] == [2, 2], "they trained as one stack"
+    assert [len(r.history) for r in results] == [1, 3]
 
 
 def test_precision_is_measured_once_per_machine_and_a_suite_can_fix_it(monkeypatch, tmp_path):
