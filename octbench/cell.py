@@ -7,10 +7,12 @@ so another executor can run cells in another process or on another machine.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,45 +98,26 @@ def execute_stack(tasks: list[CellTask], host: PluginHost | None = None, on_epoc
 
     Any failure inside a cell becomes that cell's failed result with its reason, never an exception, and the
     other cells go on. Only an interruption of the whole run (Ctrl-C, SIGTERM) passes through; a plugin's
-    ``sys.exit`` fails its cell. The stack shares one ``train.timeout`` clock, enforced wherever the cells hang
-    (``octbench.deadline``): past it, every cell of the stack without a result fails with where it was stopped.
+    ``sys.exit`` fails its cell. Each cell has its own ``train.timeout`` (``Clock``), enforced wherever it hangs
+    (``octbench.deadline``): its search, preparation and evaluation, and the stack's training, which it shares;
+    never the time it waited while the stack's other cells searched. A cell past it fails with where it stopped.
     """
-    limit = tasks[0].suite.train.timeout
-    results: dict[int, CellResult] = {}
-    try:
-        with time_limit(limit):
-            _execute_stack(tasks, host, on_epoch, results)
-    except TimeLimitExceeded as exc:
-        reason = (
-            f"the cell ran past train.timeout ({limit:g} s) and was stopped in {exc.where}: a plugin may be stuck "
-            "there; raise the limit if the cell is merely slow"
-        )
-        for i, task in enumerate(tasks):
-            results.setdefault(i, failed_result(task, reason))
-    return [results[i] for i in range(len(tasks))]
-
-
-def _execute_stack(
-    tasks: list[CellTask], host: PluginHost | None, on_epoch: Any, results: dict[int, CellResult]
-) -> None:
     host = host or PluginHost.load(tasks[0].plugin_paths)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # the stack's own peak, for the report's provenance
+    clocks = [Clock(task.suite.train.timeout) for task in tasks]
+    results: dict[int, CellResult] = {}
     prepared: dict[int, Prepared] = {}
     searches: dict[int, dict[str, Any]] = {}
     for i, task in enumerate(tasks):
-        try:
+        with clocks[i].own(task, results, i):
             if task.variant.tune is not None:
                 task, searches[i] = tuned(task, host, on_epoch)
             prepared[i] = prepare(task, host)
-        except (KeyboardInterrupt, Interrupted):
-            raise
-        except (Exception, SystemExit) as exc:
-            results[i] = failure(task, exc, traceback.format_exc())
     for group in stack_groups([p.learner for p in prepared.values()]):
         members = [i for i, p in prepared.items() if any(p.learner is learner for learner in group.learners)]
         start = time.perf_counter()
-        train_stack(group.learners, on_epoch=on_epoch)  # each member for its own epochs (tuned ones too)
+        train_together(group.learners, [clocks[i] for i in members], on_epoch)
         for i in members:
             p = prepared[i]
             p.timings["stack_size"] = float(len(group.learners))
@@ -144,14 +127,64 @@ def _execute_stack(
         if p.learner.error is not None:
             results[i] = failure(p.task, p.learner.error, p.learner.detail)
             continue
-        try:
+        with clocks[i].own(p.task, results, i):
             results[i] = evaluate_cell(p)
             if i in searches:
                 results[i].settings["search"] = searches[i]
+    return [results[i] for i in range(len(tasks))]
+
+
+@dataclass
+class Clock:
+    """One cell's ``train.timeout``: what it has spent of it, on its own work and on its stack's training."""
+
+    limit: float | None
+    spent: float = 0.0
+
+    def left(self) -> float | None:
+        return None if self.limit is None else max(self.limit - self.spent, 1e-3)
+
+    def stopped(self, where: str) -> str:
+        return (
+            f"the cell ran past train.timeout ({self.limit:g} s) and was stopped in {where}: a plugin may be stuck "
+            "there; raise the limit if the cell is merely slow"
+        )
+
+    @contextlib.contextmanager
+    def own(self, task: CellTask, results: dict[int, CellResult], i: int) -> Iterator[None]:
+        """A stage of the cell alone, on its clock: a failure, or running out of time, becomes its result ``i``."""
+        start = time.monotonic()
+        try:
+            with time_limit(self.left()):
+                yield
         except (KeyboardInterrupt, Interrupted):
             raise
+        except TimeLimitExceeded as exc:
+            results[i] = failed_result(task, self.stopped(exc.where))
         except (Exception, SystemExit) as exc:
-            results[i] = failure(p.task, exc, traceback.format_exc())
+            results[i] = failure(task, exc, traceback.format_exc())
+        finally:
+            self.spent += time.monotonic() - start
+
+
+def train_together(learners: list[Learner], clocks: list[Clock], on_epoch: Any) -> None:
+    """Train a stack, each member stopped between steps when its own time is up (``Learner.deadline``), and the
+    whole stack where it hangs when the last member's is; a member still training then fails."""
+    left = [clock.left() for clock in clocks]
+    now = time.monotonic()
+    for learner, seconds in zip(learners, left, strict=True):
+        learner.deadline = None if seconds is None else now + seconds
+    start = time.monotonic()
+    try:
+        with time_limit(None if None in left else max(left)):
+            train_stack(learners, on_epoch=on_epoch)
+    except TimeLimitExceeded as exc:
+        for learner, clock in zip(learners, clocks, strict=True):
+            if learner.running:
+                learner.fail(CellFailed(clock.stopped(exc.where)))
+    finally:
+        for clock in clocks:
+            clock.spent += time.monotonic() - start
 
 
 def tuned(task: CellTask, host: PluginHost, on_epoch: Any = None) -> tuple[CellTask, dict[str, Any]]:
@@ -263,14 +296,13 @@ def fold_rows(task: CellTask, labels: np.ndarray) -> Rows:
 
 def prepare(task: CellTask, host: PluginHost) -> Prepared:
     """Load the data, preprocess it on the fold's training part only, build a fresh model and its learner."""
-    deadline = time.monotonic() + task.suite.train.timeout if task.suite.train.timeout else None
     start = time.perf_counter()
     data = load_data(dataset_of(task.suite, task.variant), host, task.data_dir)
     rows = fold_rows(task, data.pool[1])
     load_seconds = time.perf_counter() - start
     prepared = preprocess(task, host, data, rows)
     prepared.timings["load"] = load_seconds
-    return build_learner(prepared, deadline)
+    return build_learner(prepared)
 
 
 def preprocess(
@@ -331,7 +363,7 @@ def preprocess(
     return Prepared(task, data, parts, {}, indices, counts, timings, None, None, host, steps)
 
 
-def build_learner(p: Prepared, deadline: float | None = None) -> Prepared:
+def build_learner(p: Prepared) -> Prepared:
     """A fresh model for the shape the preprocessors produced, its augmenters and regularizers, the parts on the
     device, and the learner that trains it: ``p`` ready to train."""
     task, suite, variant, host = p.task, p.task.suite, p.task.variant, p.host
@@ -361,7 +393,6 @@ def build_learner(p: Prepared, deadline: float | None = None) -> Prepared:
         regularizers=regularizers,
         seed=task.cell_seed,
         num_classes=p.data.num_classes,
-        deadline=deadline,
         precision=precision,
         host=host,
     )

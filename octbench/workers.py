@@ -155,7 +155,9 @@ class WorkerPool:
     def _enforce_time_limits(self, on_result: Callable[[CellResult], None]) -> None:
         for worker in [w for w in self.pool if w.stack is not None and w.started is not None]:
             limit = worker.stack[0].suite.train.timeout
-            if limit is not None and time.monotonic() - worker.started > limit + HARD_TIMEOUT_GRACE:
+            # each cell has its own limit and a stack's cells take their turns (a search each, then one training):
+            # the stack as a whole can take the sum of its cells' limits
+            if limit is not None and time.monotonic() - worker.started > limit * len(worker.stack) + HARD_TIMEOUT_GRACE:
                 worker.process.kill()
                 worker.process.join(timeout=5)
                 reason = (

@@ -329,6 +329,23 @@ def test_a_rerun_retries_trials_that_failed_and_fresh_forgets_every_trial(tmp_pa
         assert len(trials) == 2 and all(t.datetime_start.timestamp() >= started for t in trials), "old trials reused"
 
 
+@pytest.mark.serial
+@pytest.mark.slow
+def test_train_timeout_is_each_cells_own_in_a_stack_of_tuned_cells(tmp_path):
+    """A stack of four tuned cells searches one cell after another, then trains them together: each cell takes
+    about 7 s of its own (two 2-s trials and its 2-s share of the training), the stack about 20 s. Under one clock
+    for the stack every cell failed at a 14-s limit; each cell's own limit holds."""
+    from octbench.runner import run_suite
+
+    path = tmp_path / "suite.yaml"
+    head = HEAD.replace("folds: 2", "folds: 4") + f"plugins: [{spy_plugin_path()}]\nexecutor: {{stack: 4}}\n"
+    tune = "tune: {trials: 2, sampler: random, space: {train.optimizer.lr: {log_uniform: [0.001, 0.01]}}}\n"
+    path.write_text(suite_text(tune, "- {name: baseline, regularizers: [{name: slow-down, seconds: 2.0}]}\n", head))
+    summary = run_suite(path, out=tmp_path / "out", progress=False, check=False, overrides=["train.timeout=14"])
+    assert (summary.done, summary.failed) == (4, 0), [c[4] for c in cells(tmp_path / "out")]
+    assert {s["stack_size"] for s in stored_settings(tmp_path / "out")} == {4}
+
+
 def stored_settings(out):
     import json
     import sqlite3
