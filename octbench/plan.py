@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from octbench.errors import OctbenchError, SuiteError
 from octbench.kinds import VARIANT_LISTS
 from octbench.metrics import higher_is_better
 from octbench.plugins import PluginHost
-from octbench.suite import Suite, Techniques, Variant, canonical_json
+from octbench.suite import Distribution, Suite, Techniques, Variant, canonical_json
 from octbench.suitefile import yaml_line
 
 
@@ -85,7 +86,7 @@ def check_search(suite: Suite, variants: list[Variant], host: PluginHost, text: 
                 f"would keep each cell's worst trial; leave direction out (the metric decides) or write {goal}"
             )
         for key, distribution in tune.space.items():
-            for value in distribution.bounds if distribution.kind != "choice" else distribution.choice:
+            for value in drawn_kinds(distribution):
                 try:
                     tried_suite, tried = search.apply(suite, variant, {key: value})
                     optimizer = tried_suite.train.optimizer
@@ -94,10 +95,31 @@ def check_search(suite: Suite, variants: list[Variant], host: PluginHost, text: 
                         host.check(kind, ref.name, ref.params)
                 except (ValidationError, OctbenchError) as exc:
                     reason = str(exc).splitlines()[0] if isinstance(exc, OctbenchError) else _first_error(exc)
+                    if value not in distribution.bounds:  # the ends passed, a fraction between them did not
+                        low, high = distribution.bounds
+                        whole = "log_int" if distribution.kind == "log_uniform" else "int"
+                        reason += (
+                            f" ({distribution.kind} draws fractions: {whole}: [{low:g}, {high:g}] draws whole numbers)"
+                        )
                     raise SuiteError(
                         f"{at('space', key)}: tune.space: {key} = {value!r} is not a valid setting for variant "
                         f"'{variant.name}': {reason}"
                     ) from None
+
+
+def drawn_kinds(distribution: Distribution) -> list[Any]:
+    """Values that stand for everything ``distribution`` draws: every choice; a range's two ends, and for a
+    continuous range a fraction between them too, so a float range over a whole-number parameter (whose ends, 3.0
+    and 10.0, are valid) is found before a trial draws 6.5 in every cell."""
+    if distribution.kind == "choice":
+        return list(distribution.choice)
+    low, high = distribution.bounds
+    if distribution.kind in ("int", "log_int"):
+        return [low, high]
+    inside = math.sqrt(low * high) if distribution.kind == "log_uniform" else (low + high) / 2
+    if float(inside).is_integer():
+        inside += min((high - low) / 4, 0.25)
+    return [low, high, inside]
 
 
 def technique_refs(variant: Variant) -> list[tuple[str, Any]]:

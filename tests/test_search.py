@@ -93,6 +93,13 @@ def test_a_bad_search_is_one_clear_error(space, message):
         ("tune: {trials: 2, space: {clahe.clip_limit: {uniform: [-1, 2]}}}", "clahe.clip_limit = -1.0 is not a valid"),
         ("tune: {trials: 2, space: {train.batch_size: {int: [0, 8]}}}", "train.batch_size = 0 is not a valid"),
         ("tune: {trials: 2, space: {train.optimizer.name: {choice: [adam, adamm]}}}", "optimizer.name = 'adamm' is"),
+        (
+            "tune: {trials: 2, space: {clahe.tile_grid: {uniform: [3, 10]}}}",
+            "clahe.tile_grid = 6.5 is not a valid setting for variant 'clahe': The 'tile_grid' parameter of clahe "
+            "must be a valid integer, got a number with a fractional part. Got 6.5 instead. (uniform draws "
+            "fractions: int: [3, 10] draws whole numbers)",
+        ),
+        ("tune: {trials: 2, space: {train.epochs: {log_uniform: [1, 4]}}}", "train.epochs = 2.25 is not a valid"),
     ],
 )
 def test_a_search_that_could_not_run_is_refused_before_any_cell_naming_its_line(tmp_path, tune, message):
