@@ -86,6 +86,13 @@ def check_search(suite: Suite, variants: list[Variant], host: PluginHost, text: 
                 f"would keep each cell's worst trial; leave direction out (the metric decides) or write {goal}"
             )
         for key, distribution in tune.space.items():
+            why = unsearchable(key, distribution, suite, variant, host)
+            if why:
+                raise SuiteError(
+                    f"{at('space', key)}: tune.space: {key} cannot change a trial's score in variant '{variant.name}':"
+                    f" {why}; searching it would pick a setting at random and cost the trials. Remove it from the space"
+                    " (or give this variant its own tune)"
+                )
             for value in drawn_kinds(distribution):
                 try:
                     tried_suite, tried = search.apply(suite, variant, {key: value})
@@ -105,6 +112,44 @@ def check_search(suite: Suite, variants: list[Variant], host: PluginHost, text: 
                         f"{at('space', key)}: tune.space: {key} = {value!r} is not a valid setting for variant "
                         f"'{variant.name}': {reason}"
                     ) from None
+
+
+def unsearchable(key: str, distribution: Distribution, suite: Suite, variant: Variant, host: PluginHost) -> str:
+    """Why the search key cannot change a trial's inner-validation score in ``variant`` (a trial is scored without
+    test views, and a regularizer may set an optimizer setting itself), or ''."""
+    head, rest = key.split(".", 1)
+    if head not in ("train", "model"):
+        uses = [(kind, ref) for kind, ref in technique_refs(variant) if ref.name == head]
+        viewing = [
+            ref for kind, ref in uses if kind == "regularizer" and host.get(kind, ref.name).cls.evaluation_only()
+        ]
+        if uses and len(viewing) == len(uses):
+            return (
+                f"'{head}' changes only how the held-out fold and the test split are evaluated (test views), and a "
+                "trial is scored on the inner validation split without them"
+            )
+        return ""
+    if head != "train" or not rest.startswith("optimizer."):
+        return ""
+    setting, values = rest.split(".", 1)[1], drawn_kinds(distribution)
+    reached, setters = set(), []
+    for value in values:
+        try:
+            tried_suite, tried = search.apply(suite, variant, {key: value})
+            options = tried_suite.train.optimizer.options()
+            for ref in tried.regularizers:
+                changed = host.create("regularizer", ref.name, ref.params).configure_optimizer(dict(options))
+                if changed.get(setting) != options.get(setting):
+                    setters.append(ref.name)
+                options = changed
+        except Exception:  # an invalid value is named by the check of each value; a hook that needs a model: unknown
+            return ""
+        reached.add(canonical_json(options.get(setting)))
+    if len(values) > 1 and len(reached) == 1 and setters:
+        return (
+            f"regularizer '{setters[-1]}' sets the optimizer's {setting} itself, so no searched value reaches training"
+        )
+    return ""
 
 
 def drawn_kinds(distribution: Distribution) -> list[Any]:

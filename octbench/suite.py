@@ -136,6 +136,8 @@ class Distribution(_Strict):
 
 
 DISTRIBUTIONS = ("uniform", "log_uniform", "int", "log_int", "choice")
+#: training settings that say where or how a cell runs, which no search may choose
+UNSEARCHED_TRAIN = ("device", "timeout", "threads", "eval_batch_size", "compile", "deterministic")
 SEARCH_METRIC_DEFAULT = "loss"
 
 
@@ -165,9 +167,10 @@ class Tune(_Strict):
             head, _, rest = key.partition(".")
             if not head or not rest or "" in rest.split("."):
                 raise ValueError(f"'{key}' should be train.<setting>, model.<parameter> or <technique>.<parameter>")
-            if head == "train" and rest.split(".")[0] in ("device", "timeout", "threads"):
+            if head == "train" and rest.split(".")[0] in UNSEARCHED_TRAIN:
                 raise ValueError(
-                    f"'{key}' says where or how long a cell runs, not how it learns: it cannot be searched"
+                    f"'{key}' says where or how a cell runs, not what it learns (a trial's score does not depend on "
+                    "it): it cannot be searched"
                 )
         return space
 

@@ -195,6 +195,26 @@ class Regularizer(Technique):
         """Whether this regularizer changes evaluation (it defines ``test_views``)."""
         return cls.test_views is not Regularizer.test_views
 
+    @classmethod
+    def evaluation_only(cls) -> bool:
+        """Whether this regularizer changes evaluation and nothing of training (it defines ``test_views`` and no
+        training hook): its parameters cannot change a search trial's score, which is taken without test views."""
+        return cls.augments_tests() and all(getattr(cls, hook) is getattr(Regularizer, hook) for hook in TRAINING_HOOKS)
+
+
+#: the regularizer hooks that shape training (and so a search trial's inner-validation score)
+TRAINING_HOOKS = (
+    "configure_model",
+    "configure_optimizer",
+    "configure_loss",
+    "make_scheduler",
+    "on_batch",
+    "before_step",
+    "after_step",
+    "on_epoch_end",
+    "on_train_end",
+)
+
 
 @dataclass
 class Splits:

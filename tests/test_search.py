@@ -76,6 +76,7 @@ def test_each_variant_searches_the_keys_that_apply_to_it_with_its_own_budget():
         ("{train.optimizer.lr: {uniform: [2, 1]}}", "the low end must be below the high end"),
         ("{train.optimizer.lr: {log_uniform: [0, 1]}}", "both ends must be above 0"),
         ("{train.device: {choice: [cpu, cuda]}}", "cannot be searched"),
+        ("{train.compile: {choice: [true, false]}}", "says where or how a cell runs, not what it learns"),
         ("{lr: {uniform: [1, 2]}}", "should be train.<setting>"),
         ("{clahee.clip_limit: {uniform: [1, 2]}}", "clahee.clip_limit names a technique no variant uses"),
     ],
@@ -109,6 +110,36 @@ def test_a_search_that_could_not_run_is_refused_before_any_cell_naming_its_line(
     assert result.exit_code == 2 and message in result.output, result.output
     assert f"{path}:7:" in result.output  # the tune block's line
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("key", "variant", "why"),
+    [
+        (
+            "tta.shift: {int: [0, 2]}",
+            "{name: tta, regularizers: [tta]}",
+            "tta.shift cannot change a trial's score in variant 'tta': 'tta' changes only how the held-out fold and "
+            "the test split are evaluated (test views), and a trial is scored on the inner validation split without "
+            "them; searching it would pick a setting at random and cost the trials.",
+        ),
+        (
+            "train.optimizer.lr: {log_uniform: [0.0001, 0.01]}",
+            "{name: own-lr, regularizers: [{name: optimizer, algorithm: sgd, lr: 0.1}]}",
+            "train.optimizer.lr cannot change a trial's score in variant 'own-lr': regularizer 'optimizer' sets the "
+            "optimizer's lr itself, so no searched value reaches training",
+        ),
+    ],
+)
+def test_a_key_that_cannot_change_a_trials_score_is_refused_in_one_line(tmp_path, key, variant, why):
+    """Trials are scored without test views, and a regularizer may set the optimizer's lr itself: searching either
+    drew a setting at random for N+1 trainings a cell. The search's other keys stay searchable elsewhere."""
+    path = tmp_path / "suite.yaml"
+    path.write_text(suite_text(f"tune: {{trials: 2, space: {{{key}}}}}\n", f"- name: baseline\n- {variant}\n"))
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and why in lines[0], result.output
+    assert f"{path}:7:" in lines[0]
 
 
 LOWER = Path(__file__).parent / "plugins" / "lower.py"
