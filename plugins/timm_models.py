@@ -77,7 +77,9 @@ class Timm(Model):
             drop_rate=self.params.drop_rate,
         )
         if self.params.freeze:
-            start.freeze_all_but(model, model.pretrained_cfg.get("classifier", "fc") + ".")
+            # a distilled DeiT has two classifiers: ('head', 'head_dist')
+            heads = model.pretrained_cfg.get("classifier", "fc")
+            start.freeze_all_but(model, tuple(f"{head}." for head in ([heads] if isinstance(heads, str) else heads)))
         return model
 
 

@@ -105,9 +105,10 @@ def load_into(
     return {"loaded": len(loaded), "fresh": sum(1 for k in own if k.startswith(classifier))}
 
 
-def freeze_all_but(model: nn.Module, classifier: str) -> None:
-    """A linear probe: every parameter but the classifier's stops learning (BatchNorm statistics still follow
-    the training batches, as in timm's and torchvision's fine-tuning recipes unless the model is put in eval)."""
+def freeze_all_but(model: nn.Module, classifier: str | tuple[str, ...]) -> None:
+    """A linear probe: every parameter but the classifier's (names starting with ``classifier``, or any of several
+    prefixes) stops learning (BatchNorm statistics still follow the training batches, as in timm's and torchvision's
+    fine-tuning recipes unless the model is put in eval)."""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith(classifier))
 

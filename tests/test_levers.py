@@ -272,6 +272,31 @@ def test_timm_pretrained_and_weights_go_through_timm_offline(host, tmp_path, mon
     assert made[-1]["pretrained"] is False and made[-1]["pretrained_cfg_overlay"] is None
 
 
+def test_timm_freeze_keeps_every_classifier_of_a_distilled_model_learning(host, tmp_path, monkeypatch):
+    """A distilled DeiT names two classifiers in its pretrained_cfg, ('head', 'head_dist'): freeze raised a
+    TypeError on the tuple. Both heads learn, the rest is frozen."""
+    import types
+
+    from octbench_plugins import timm_models
+
+    class Distilled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pretrained_cfg = {"classifier": ("head", "head_dist")}
+            self.body, self.head, self.head_dist = (torch.nn.Linear(2, 2) for _ in range(3))
+
+    fake = types.SimpleNamespace(
+        list_models=lambda: ["deit_tiny_distilled"], create_model=lambda name, **kw: Distilled()
+    )
+    monkeypatch.setattr(timm_models, "_timm", lambda: fake)
+    own = tmp_path / "own.pth"
+    own.write_bytes(b"x")
+    params = {"model_name": "deit_tiny_distilled", "weights": str(own), "freeze": True}
+    model = host.create("model", "timm", params).build(3, 4, 224)
+    learning = sorted(name for name, p in model.named_parameters() if p.requires_grad)
+    assert learning == ["head.bias", "head.weight", "head_dist.bias", "head_dist.weight"]
+
+
 # --- geometry preprocessors -------------------------------------------------------------------------------------
 
 
