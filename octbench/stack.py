@@ -91,17 +91,28 @@ class GroupedBatchNorm(_Grouped):
         mean = self.param("running_mean").flatten() if tracking else None
         var = self.param("running_var").flatten() if tracking else None
         momentum = layer.momentum
-        if self.training and tracking:
-            counts = stack.count(f"{self.path}.num_batches_tracked")
-            if momentum is None:  # cumulative average, as nn.BatchNorm does (one read of the device)
-                momentum = 1.0 / float(counts[0])
+        counts = stack.count(f"{self.path}.num_batches_tracked") if self.training and tracking else None
         weight = self.param("weight").flatten() if layer.affine else None
         bias = self.param("bias").flatten() if layer.affine else None
-        out = F.batch_norm(x, mean, var, weight, bias, use_batch, momentum or 0.0, layer.eps)
+        cumulative = counts is not None and momentum is None
+        out = F.batch_norm(x, None if cumulative else mean, None if cumulative else var, weight, bias, use_batch,
+                           momentum or 0.0, layer.eps)  # fmt: skip
+        if cumulative:  # each member's own count: members that stepped a different number of times differ
+            _cumulative_update(x, mean, var, counts)
         if self.training and tracking and stack.index is not None:  # a subset's statistics were a copy
             stack.put(f"{self.path}.running_mean", mean)
             stack.put(f"{self.path}.running_var", var)
         return out
+
+
+def _cumulative_update(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, counts: torch.Tensor) -> None:
+    """Running statistics as ``nn.BatchNorm(momentum=None)`` keeps them, a cumulative average over the batches seen,
+    for each member with its own count (``F.batch_norm`` takes one momentum for every channel)."""
+    with torch.no_grad():
+        values = x.detach().float().transpose(0, 1).reshape(x.shape[1], -1)  # (members * C, everything else)
+        factor = (1.0 / counts.to(mean.dtype)).repeat_interleave(x.shape[1] // len(counts))
+        mean.lerp_(values.mean(1).to(mean.dtype), factor)
+        var.lerp_(values.var(1, unbiased=True).to(var.dtype), factor)
 
 
 class GroupedDropout(_Grouped):

@@ -391,8 +391,9 @@ def numeric_keys(groups: list[dict[str, Any]]) -> list[str]:
 
 def settings_tensors(groups: list[dict[str, Any]], keys: list[str], device: Any) -> dict[str, torch.Tensor]:
     """``Optimizer.update``'s ``hyper`` (less the mask): setting ``k`` of every member, (members,) or
-    (members, 2) for a pair."""
-    return {k: torch.tensor([group[k] for group in groups], dtype=torch.float32, device=device) for k in keys}
+    (members, 2) for a pair, in float64: the settings exactly as written (0.999 in float32 is 0.99900001, so
+    1 - beta2 came out 1.3e-5 off), as torch's optimizers use them (Python floats) before a step casts the result."""
+    return {k: torch.tensor([group[k] for group in groups], dtype=torch.float64, device=device) for k in keys}
 
 
 def _number(value: Any) -> bool:

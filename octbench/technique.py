@@ -277,10 +277,12 @@ class Optimizer(Technique):
         """Optional: one step for a stack of cells trained as one computation, so a stack of any size costs the
         same number of kernel launches. ``params[i]`` holds every member's copy of one parameter along its first
         dimension (G, ...), ``grads[i]`` its gradient; ``state`` is this optimizer's own, empty at the first step.
-        ``hyper`` holds each member's current optimizer settings as tensors: ``hyper["lr"]`` (G,), and so on for
-        every number in the members' param group (``weight_decay``, ``momentum``; a pair such as ``betas`` is
-        (G, 2)), as their schedulers have set them; ``hyper["mask"]`` (G,) is 1 for members that step now and 0
-        for the others, which must be left exactly as they are, parameters and state. Members step as they would
+        ``hyper`` holds each member's current optimizer settings as float64 tensors: ``hyper["lr"]`` (G,), and so on
+        for every number in the members' param group (``weight_decay``, ``momentum``; a pair such as ``betas`` is
+        (G, 2)), as their schedulers have set them: compute a step's numbers from them in float64 (``1 - beta2``),
+        as torch's optimizers do from Python floats, and cast the results to the parameters' dtype.
+        ``hyper["mask"]`` (G,) is 1 for members that step now and 0 for the others, which must be left exactly as
+        they are, parameters and state. Members step as they would
         alone under ``build``'s optimizer, to float rounding. Without it, every member steps its own optimizer."""
         raise NotImplementedError
 

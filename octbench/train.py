@@ -65,11 +65,25 @@ def fast_path(config: Train, device: torch.device) -> tuple[bool, bool]:
     return bf16, device.type in ("cpu", "cuda")
 
 
-def optimizer_technique(options: dict[str, Any], host: Any = None) -> Any:
-    """The optimizer plugin ``options['name']`` with whichever of ``options`` are its parameters (a regularizer
-    may have added others)."""
+COMMON_OPTIONS = ("name", "lr", "weight_decay")
+
+
+def optimizer_technique(options: dict[str, Any], host: Any = None, origin: dict[str, str] | None = None) -> Any:
+    """The optimizer plugin ``options['name']`` with whichever of ``options`` are its parameters. An option meant for
+    another optimizer plugin (``momentum`` beside adam, from the ``optimizer`` regularizer) is left out; one that no
+    optimizer plugin takes (torch's ``amsgrad``, ``maximize``, ``dampening``) is refused, naming where it came from
+    (``origin``: option -> who set it), rather than dropped."""
     host = host or default_host()
     cls = host.get("optimizer", options["name"]).cls
+    known = {f for reg in host.all() if reg.kind == "optimizer" for f in reg.cls.Params.model_fields}
+    unknown = sorted(k for k in options if k not in known and k not in COMMON_OPTIONS)
+    if unknown:
+        where = "; ".join(f"{k} from {(origin or {}).get(k, 'a regularizer')}" for k in unknown)
+        takes = ", ".join([*COMMON_OPTIONS[1:], *cls.Params.model_fields])
+        raise CellFailed(
+            f"optimizer '{cls.name}' does not take {', '.join(unknown)} ({where}), nor does any other optimizer "
+            f"plugin: it takes {takes}. Write an optimizer plugin with that parameter rather than pass it through"
+        )
     own = {k: v for k, v in options.items() if k in cls.Params.model_fields}
     return cls(validate_params(cls.Params, cls.name, own))
 
@@ -162,9 +176,11 @@ class Learner:
         self.forward = compiled(self.model, config.compile) if config.compile else self.model
 
         options: dict[str, Any] = config.optimizer.options()
+        origin = dict.fromkeys(options, "train.optimizer")
         for reg in regularizers:
             options = reg.configure_optimizer(options)
-        self.optimizer_technique = optimizer_technique(options, host)
+            origin.update({key: f"regularizer '{reg.name}'" for key in options if key not in origin})
+        self.optimizer_technique = optimizer_technique(options, host, origin)
         self.optimizer = make_optimizer(self.model, options, device, technique=self.optimizer_technique)
         class_counts = np.bincount(self.y_all.cpu().numpy(), minlength=num_classes)  # CUDA's is not deterministic
         loss_options: dict[str, Any] = {"function": F.cross_entropy, "weight": None, "label_smoothing": 0.0}

@@ -15,14 +15,15 @@ def _fused(device) -> dict:
 
 
 def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(G,) values shaped to multiply a stacked tensor (G, ...)."""
-    return values.reshape(-1, *([1] * (like.dim() - 1)))
+    """(G,) values, computed in float64 from the settings, as the stacked tensor's (G, ...) dtype and shaped to
+    multiply it: as torch's optimizers compute a step's numbers from Python floats and cast the result."""
+    return values.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def _adam_update(params, grads, state, hyper, decoupled: bool) -> None:
     """Adam or AdamW over stacked members, as torch.optim.Adam(W) computes it, with per-member settings; a member
     whose mask is 0 keeps its parameters, moments and step count."""
-    mask, lr, decay = hyper["mask"], hyper["lr"], hyper["weight_decay"]
+    mask, lr, decay = hyper["mask"].double(), hyper["lr"], hyper["weight_decay"]
     beta1, beta2, eps = hyper["betas"][:, 0], hyper["betas"][:, 1], hyper["eps"]
     if not state:
         state["step"] = torch.zeros_like(mask, dtype=torch.float64)
@@ -30,12 +31,11 @@ def _adam_update(params, grads, state, hyper, decoupled: bool) -> None:
         state["exp_avg_sq"] = [torch.zeros_like(p) for p in params]
     step = state["step"].add_(mask)
     done = step.clamp(min=1)  # a member that never stepped divides by nothing: its step size is 0 anyway
-    correction1 = 1 - beta1.double() ** done
-    correction2 = (1 - beta2.double() ** done).sqrt().float()
-    step_size = (lr.double() * mask / correction1).float()
+    correction2 = (1 - beta2**done).sqrt()
+    step_size = lr * mask / (1 - beta1**done)
     for param, grad, exp_avg, exp_avg_sq in zip(params, grads, state["exp_avg"], state["exp_avg_sq"], strict=True):
         if decoupled:
-            param.mul_(1 - _per_member(lr * decay * mask, param))
+            param.mul_(_per_member(1 - lr * decay * mask, param))
         else:
             grad = grad.add(param * _per_member(decay, param))
         exp_avg.lerp_(grad, _per_member((1 - beta1) * mask, param))
@@ -90,7 +90,7 @@ class SGD(Optimizer):
     def update(self, params, grads, state, hyper):
         """SGD as torch.optim.SGD computes it (the first step's buffer is the gradient: a zero buffer times the
         momentum plus it), per member; a member whose mask is 0 keeps its parameters and buffer."""
-        mask, lr, decay, momentum = hyper["mask"], hyper["lr"], hyper["weight_decay"], hyper["momentum"]
+        mask, lr, decay, momentum = hyper["mask"].double(), hyper["lr"], hyper["weight_decay"], hyper["momentum"]
         if not state:
             state["buffer"] = [torch.zeros_like(p) for p in params]
         keep = torch.where(mask > 0, momentum, torch.ones_like(momentum))

@@ -64,6 +64,29 @@ def test_one_stacked_step_is_each_members_step_alone():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)  # batch-norm statistics per member
 
 
+def test_cumulative_batch_norm_keeps_each_members_own_count():
+    """BatchNorm with momentum=None averages over every batch seen: in a stack each member by its own count (a member
+    with a larger training part has stepped more), where the stack used the first member's count for all."""
+    torch.manual_seed(0)
+    members = [torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4, momentum=None)) for _ in range(3)]
+    members[1][1].num_batches_tracked.fill_(5)
+    members[1][1].running_mean.fill_(0.5)
+    alone = [copy.deepcopy(m) for m in members]
+    images = [torch.rand(8, 1, 12, 12, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    grouped = GroupedModel(members)
+    for index in (None, torch.tensor([0, 1])):  # the whole stack, then a subset (the tail of an epoch)
+        grouped.train()
+        chosen = range(3) if index is None else index.tolist()
+        grouped(torch.cat([images[g] for g in chosen], dim=1), index)
+        for g in chosen:
+            alone[g].train()
+            alone[g](images[g])
+    grouped.release()
+    for mine, theirs in zip(members, alone, strict=True):
+        for (name, a), (_, b) in zip(mine.named_buffers(), theirs.named_buffers(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_models_that_cannot_be_stacked_are_found():
     host = PluginHost.load([HOSTILE])
     layernorm = host.create("model", "layernorm-net").build(1, 4, 28)

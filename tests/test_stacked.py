@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from octbench.plugins import PluginHost
-from octbench.stacked import STEP, BatchedCrossEntropy, Stack
+from octbench.stacked import STEP, BatchedCrossEntropy, Stack, numeric_keys, settings_tensors
 from octbench.suite import Train
 from octbench.testing import stacked_update_problem
 from octbench.train import Learner, stack_groups, train_stack
@@ -29,6 +29,27 @@ def test_one_stacked_optimizer_steps_each_member_as_its_own_torch_optimizer(name
     """The conformance kit's check (``check_stacked_update_matches_build``), over settings it leaves at defaults:
     Nesterov momentum, SGD without momentum (no buffer in torch), Adam's betas."""
     assert stacked_update_problem(PluginHost.load().create("optimizer", name, params)) is None
+
+
+def test_a_stacked_step_computes_its_numbers_from_the_settings_as_written():
+    """Settings reached the stacked update as float32, so 1 - beta2 for beta2 = 0.999 was 1.3e-5 off relative (the
+    kit's rtol=1e-5 on parameters hid it): after one step Adam's second moment is torch's to float32 rounding."""
+    technique = PluginHost.load().create("optimizer", "adam", {})
+    generator = torch.Generator().manual_seed(0)
+    stacked = [torch.randn(2, 64, generator=generator)]
+    own = [stacked[0][g].clone().requires_grad_() for g in range(2)]
+    optimizers = [technique.build([p], lr=0.01, weight_decay=0.0, device=torch.device("cpu")) for p in own]
+    groups = [optimizer.param_groups[0] for optimizer in optimizers]
+    hyper = settings_tensors(groups, numeric_keys(groups), torch.device("cpu"))
+    assert hyper["betas"][0].tolist() == [0.9, 0.999] and hyper["lr"].dtype == torch.float64
+    grads = [torch.randn(2, 64, generator=generator)]
+    state: dict = {}
+    technique.update(stacked, grads, state, {**hyper, "mask": torch.ones(2)})
+    for g, (parameter, optimizer) in enumerate(zip(own, optimizers, strict=True)):
+        parameter.grad = grads[0][g].clone()
+        optimizer.step()
+        theirs = optimizer.state[parameter]["exp_avg_sq"]
+        torch.testing.assert_close(state["exp_avg_sq"][0][g], theirs, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -72,6 +93,33 @@ def _learners(count: int, *, regularizers=lambda seed: [], batch: int = 8, n: in
                     regularizers=regs, seed=seed, num_classes=3)
         )  # fmt: skip
     return learners, config
+
+
+def test_an_optimizer_option_no_optimizer_takes_is_refused_not_dropped():
+    """A regularizer's amsgrad, maximize or dampening reached no optimizer and was dropped silently; an option meant
+    for another optimizer plugin (the optimizer regularizer's momentum beside adam) is still left out."""
+    from octbench.errors import CellFailed
+    from octbench.technique import Regularizer
+
+    class AsksAmsgrad(Regularizer):
+        name = "asks-amsgrad"
+
+        def configure_optimizer(self, options):
+            return {**options, "amsgrad": True, "momentum": 0.9}
+
+    host = PluginHost.load()
+    model = host.create("model", "cnn", {"widths": [4], "hidden": 8}).build(1, 3, 16)
+    data = (torch.zeros(8, 1, 16, 16, dtype=torch.uint8), torch.arange(8) % 3)
+    config = Train(epochs=1, batch_size=4, device="cpu", precision="fp32")
+    with pytest.raises(
+        CellFailed, match=r"optimizer 'adam' does not take amsgrad \(amsgrad from regularizer 'asks-amsgrad'"
+    ):
+        Learner(model, data, data, config=config, epochs=1, augmenters=[], regularizers=[AsksAmsgrad()], seed=0,
+                num_classes=3, host=host)  # fmt: skip
+    switch = host.create("regularizer", "optimizer", {"algorithm": "adam"})  # sets momentum and nesterov too
+    learner = Learner(model, data, data, config=config, epochs=1, augmenters=[], regularizers=[switch], seed=0,
+                      num_classes=3, host=host)  # fmt: skip
+    assert learner.optimizer_technique.name == "adam"
 
 
 def _operators_per_step(members: int) -> float:
