@@ -7,8 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from octbench import search
-from octbench.cache import source_hash
+from octbench import dependencies, search
 from octbench.cell import CellTask
 from octbench.errors import OctbenchError, SuiteError
 from octbench.kinds import VARIANT_LISTS
@@ -184,15 +183,9 @@ def _tune_location(suite: Suite, variant: Variant) -> list[Any]:
 
 
 # bumped when octbench changes what a cell computes from the same inputs (2: float32 logits, separate random
-# streams), so results stored by an older octbench are rerun rather than mixed with new ones
-ENGINE = 2
-
-
-def technique_sources(host: PluginHost, suite: Suite, variant: Variant) -> dict[str, str]:
-    """A hash of the source file of every plugin class a cell of ``variant`` uses, keyed ``kind:name``."""
-    refs = [("dataset", suite.dataset.name), ("model", variant.model.name)]
-    refs += [(kind, ref.name) for key, kind in VARIANT_LISTS.items() for ref in getattr(variant, key)]
-    return {f"{kind}:{name}": source_hash(host.get(kind, name).cls) for kind, name in refs}
+# streams; 3: a stack's optimizer settings in float64, each member's own epochs and batch-norm count, searches in
+# their metric's direction), so results stored by an older octbench are rerun rather than mixed with new ones
+ENGINE = 3
 
 
 def weight_conflicts(variants: list[Variant], host: PluginHost) -> list[str]:
@@ -222,8 +215,8 @@ def config_hash(
     sources: dict[str, str] | None = None,
     precision: str = "",
 ) -> str:
-    """What a cell's result depends on, the code of the plugins it uses included; a stored cell with another hash
-    is stale and is run again."""
+    """What a cell's result depends on, the code of the plugins it uses and the files they read included
+    (``sources``: ``octbench.dependencies``); a stored cell with another hash is stale and is run again."""
     payload = {
         "engine": ENGINE,
         "sources": sources or {},
@@ -258,7 +251,7 @@ def make_tasks(
     """Cells ordered seed, fold, variant: an interrupted run leaves complete, paired folds behind. ``data_md5``: the
     data's checksum, or per variant the checksum of the data its cells load."""
     md5s = data_md5 if isinstance(data_md5, dict) else {variant.name: data_md5 for variant in variants}
-    sources = {variant.name: technique_sources(host, suite, variant) for variant in variants}
+    sources = {variant.name: dependencies.of_cell(host, suite, variant).sources(host) for variant in variants}
     return [
         CellTask(
             suite=suite,

@@ -100,13 +100,15 @@ def collect(
     data_dir: str | None = None,
     pools: dict[str, Any] | None = None,
     plugins: dict[str, Any] | None = None,
+    files: dict[str, str] | None = None,
     executor: dict[str, Any] | None = None,
     host: Any = None,
     plugin_paths: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``pools``: per seed, how many pool rows its cells fold and a digest of which (``RunPlan.pools``).
-    ``plugins``: for each technique the suite uses (``kind:name``), its plugin, file, distribution, version and
-    source hash (``PluginHost.provenance``). With the run's ``host``: every installed plugin distribution and its
+    ``plugins``: for each plugin a cell uses (``kind:name``, ``octbench.dependencies``), its plugin, file,
+    distribution, version and source hash (``PluginHost.provenance``); ``files``: each file a technique reads (a
+    checkpoint) and a hash of its content. With the run's ``host``: every installed plugin distribution and its
     version, the metric plugins and whether higher is better, and entry points that failed to import."""
     installed, metrics, broken = {}, {}, []
     if host is not None:
@@ -118,6 +120,7 @@ def collect(
         broken = [str(b) for b in host.broken]
     return {
         "plugins": plugins or {},
+        "files": files or {},
         "plugin_distributions": installed,
         "plugin_paths": list(plugin_paths),
         "metrics": metrics,

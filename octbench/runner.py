@@ -19,7 +19,7 @@ from statistics import median
 
 from rich.markup import escape
 
-from octbench import search
+from octbench import dependencies, search
 from octbench.cell import CellResult, CellTask
 from octbench.console import console
 from octbench.cpu_wait import decide as wait_policy
@@ -182,7 +182,8 @@ def _provenance(plan: RunPlan, suite_hash: str) -> dict:
         data_dir=plan.data_dir,
         quick=plan.quick,
         pools=plan.pools(),
-        plugins={f"{kind}:{name}": plan.host.provenance(kind, name) for kind, name in plan.used_plugins()},
+        plugins={f"{kind}:{name}": plan.host.provenance(kind, name) for kind, name in plan.depends_on.plugins},
+        files={path: dependencies.file_hash(path) for path in plan.depends_on.files},
         host=plan.host,
         plugin_paths=plan.plugin_paths,
     )

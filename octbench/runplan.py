@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from octbench import folds, search, tuning
+from octbench import dependencies, folds, search, tuning
 from octbench.cell import CellTask
 from octbench.dataset import check_same_samples, load_data
 from octbench.device import resolve
-from octbench.kinds import VARIANT_LISTS
 from octbench.lock import ensure_free
 from octbench.plan import check_references, make_tasks, plugin_paths
 from octbench.plugins import PluginHost
@@ -102,13 +101,10 @@ class RunPlan:
         """How many cells stack, how many stacks run at once, threads per cell, and why (``tuning.execution``)."""
         return tuning.execution(self.suite, self.executor, self.device, len(self.tasks), measure=self._measure_stack)
 
-    def used_plugins(self) -> list[tuple[str, str]]:
-        """(kind, name) of every plugin a cell of this run uses."""
-        return sorted(
-            {(kind, ref.name) for v in self.variants for key, kind in VARIANT_LISTS.items() for ref in getattr(v, key)}
-            | {("model", v.model.name) for v in self.variants}
-            | {("dataset", self.suite.dataset.name)}
-        )
+    @cached_property
+    def depends_on(self) -> dependencies.Dependencies:
+        """Every plugin and file a cell of this run depends on (``octbench.dependencies``): what provenance records."""
+        return dependencies.of_run(self.host, self.suite, self.variants)
 
     def pools(self) -> dict[str, dict[str, Any]]:
         """Per seed, how many pool rows its cells fold and a digest of which: what provenance records."""

@@ -53,6 +53,12 @@ class Technique:
         asked once the cell has trained; stored with the cell and summarised per variant in the report."""
         return {}
 
+    def input_files(self) -> list[Any]:
+        """Files this technique reads whose content shapes a cell's result (a checkpoint a model starts from): a
+        stored result is keyed on their content, so replacing one reruns the cells that use it
+        (``octbench.dependencies``). The dataset's own files are keyed by its ``md5``."""
+        return []
+
 
 class Preprocessor(Technique):
     """A transform fitted on a fold's training part and then applied to every split of that cell."""

@@ -16,6 +16,7 @@ naming the technique, the check and what went wrong.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -121,6 +122,16 @@ def check_fresh_instances(cls):
     ]
     if shared:
         _fail(cls, "check_fresh_instances", f"instances share mutable attributes {shared}")
+
+
+def check_input_files(cls):
+    """``input_files`` (the files whose content keys a cell's stored result) is a list of paths of existing files."""
+    named = _make(cls).input_files()
+    if not isinstance(named, list | tuple) or not all(isinstance(f, str | os.PathLike) for f in named):
+        _fail(cls, "check_input_files", f"input_files() returned {named!r}: a list of paths")
+    missing = [str(f) for f in named if not Path(f).expanduser().is_file()]
+    if missing:
+        _fail(cls, "check_input_files", f"input_files() names files that are not there: {missing}")
 
 
 # --- preprocessors -------------------------------------------------------------------------------------------
@@ -563,7 +574,7 @@ def _slow_checks() -> dict:
     return {check: (pytest.mark.slow,) for check in (check_executor_runs_every_cell_once, check_report_section_renders)}
 
 
-COMMON: list[Check] = [check_declaration, check_parameters_validated, check_fresh_instances]
+COMMON: list[Check] = [check_declaration, check_parameters_validated, check_fresh_instances, check_input_files]
 BY_BASE: list[tuple[type, list[Check]]] = [
     (Resampler, [check_resampler_output, check_resampler_deterministic, check_resampler_sees_training_data_only]),
     (

@@ -141,6 +141,10 @@ class _ResNetModel(Model):
                 )
             return file
 
+    def input_files(self):
+        file = self.params.checkpoint()
+        return [file] if file else []
+
     def build(self, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
         file = self.params.checkpoint()
         state = start.read_checkpoint(file) if file else None

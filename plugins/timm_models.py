@@ -63,6 +63,10 @@ class Timm(Model):
                 self.pretrained, self.weights, self.freeze, lambda: cached_pretrained(self.model_name)
             )
 
+    def input_files(self):
+        file = self.params.checkpoint()
+        return [file] if file else []
+
     def build(self, in_channels: int, num_classes: int, image_size: int):
         timm = _timm()
         if timm is None:

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from octbench_plugins.losses import focal_loss
 from sklearn.neighbors import NearestNeighbors
 
+from octbench import dependencies
 from octbench.errors import OctbenchError
-from octbench.kinds import VARIANT_LISTS
 from octbench.plan import check_references
 from octbench.plugins import PluginHost, distribution_of
 from octbench.suite import resolve_variants
@@ -235,16 +235,7 @@ def test_every_builtin_technique_appears_in_a_shipped_suite(host):
         suite, _ = load_suite(suite_file)
         used.add(("dataset", suite.dataset.name))
         used.add(("executor", suite.executor.name))
-        used.add(("optimizer", suite.train.optimizer.name))
-        for variant in resolve_variants(suite):
-            used.add(("model", variant.model.name))
-            for key, kind in VARIANT_LISTS.items():
-                used |= {(kind, ref.name) for ref in getattr(variant, key)}
-            used |= {
-                ("optimizer", r.params.get("algorithm", "sgd")) for r in variant.regularizers if r.name == "optimizer"
-            }
-            if any(r.name == "weight-decay" for r in variant.regularizers):  # makes adam adamw
-                used.add(("optimizer", "adamw"))
+        used |= set(dependencies.of_run(host, suite, resolve_variants(suite)).plugins)
     builtins = [r for r in host.all() if distribution_of(r.cls)[0] == "octbench"]
     missing = [(r.kind, r.name) for r in builtins if r.kind != "dataset" and (r.kind, r.name) not in used]
     assert not missing, f"built-ins in no shipped suite: {missing}"

@@ -489,6 +489,128 @@ def test_editing_a_plugin_file_reruns_exactly_the_cells_that_use_it(tmp_path):
     assert provenance["plugins"]["model:cnn"]["distribution"] == "octbench"
 
 
+EDITED = '''
+import os
+
+import torch
+from pydantic import Field
+
+from octbench import hookimpl
+from octbench.params import Params
+from octbench.technique import Model, Optimizer
+
+
+class PlainSGD(Optimizer):
+    """SGD without momentum, its learning rate scaled."""
+
+    name = "plain-sgd"
+
+    def build(self, parameters, *, lr, weight_decay, device):
+        return torch.optim.SGD(parameters, lr=lr * {scale})
+
+
+class FileStart(Model):
+    """A linear model that starts from a file's bytes."""
+
+    name = "file-start"
+
+    class Params(Params):
+        weights: str = Field(description="the file it starts from")
+
+    def input_files(self):
+        return [self.params.weights]
+
+    def build(self, in_channels, num_classes, image_size):
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_channels * image_size**2, num_classes))
+        with torch.no_grad():
+            model[1].bias.fill_(os.path.getsize(self.params.weights) / 100)
+        return model
+
+
+@hookimpl
+def register_optimizers(register):
+    register(PlainSGD)
+
+
+@hookimpl
+def register_models(register):
+    register(FileStart)
+'''
+
+METRIC = '''
+import numpy as np
+
+from octbench import hookimpl
+from octbench.technique import Metric
+
+
+class Confidence(Metric):
+    """The mean probability of the predicted class."""
+
+    name = "confidence"
+
+    def compute(self, y_true, probs):
+        return float(np.mean(probs.max(1)) * {scale})
+
+
+@hookimpl
+def register_metrics(register):
+    register(Confidence)
+'''
+
+
+@pytest.mark.slow
+def test_editing_an_optimizer_a_metric_or_a_weights_file_reruns_exactly_the_cells_that_use_it(tmp_path):
+    """The stored result's key left out the optimizer plugin (which holds the stacked update), metric plugins and the
+    content of a weights file: editing one kept every stale cell. One function says what a cell depends on."""
+    plugins, metric, weights = tmp_path / "mine.py", tmp_path / "metric.py", tmp_path / "start.bin"
+    plugins.write_text(EDITED.format(scale=1.0))
+    metric.write_text(METRIC.format(scale=1.0))
+    weights.write_bytes(b"1" * 10)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        f"name: edits\nplugins: [{plugins}, {metric}]\ndataset: {TINY}\ncv: {{folds: 2}}\n"
+        "train: {epochs: 1, batch_size: 32, device: cpu}\ndefaults: {model: {name: cnn, widths: [8], hidden: 8}}\n"
+        "variants:\n  - name: baseline\n"
+        "  - {name: plain, regularizers: [{name: optimizer, algorithm: plain-sgd}]}\n"
+        f"  - {{name: from-file, model: {{name: file-start, weights: {weights}}}}}\n"
+    )
+    out = tmp_path / "out"
+
+    def rerun() -> list[str]:
+        before = finished(out)
+        summary = run_suite(suite, out=out, progress=False)
+        assert summary.failed == 0 and summary.done + summary.skipped == 6
+        return sorted({key[0] for key, cell in finished(out).items() if before.get(key) != cell})
+
+    assert rerun() == ["baseline", "from-file", "plain"]
+    plugins.write_text(EDITED.format(scale=0.5))  # the optimizer and the model live in this file
+    assert rerun() == ["from-file", "plain"], "the cells of plain (its optimizer) and from-file (its model) rerun"
+    weights.write_bytes(b"2" * 40)
+    assert rerun() == ["from-file"], "the cells that start from the replaced file rerun"
+    assert rerun() == []
+    metric.write_text(METRIC.format(scale=2.0))
+    assert rerun() == ["baseline", "from-file", "plain"], "a metric plugin is computed for every cell"
+    conn = sqlite3.connect(out / "results.sqlite")
+    provenance = json.loads(conn.execute("SELECT provenance FROM runs ORDER BY id DESC").fetchone()[0])
+    conn.close()
+    assert provenance["plugins"]["optimizer:plain-sgd"]["source"] == str(plugins)
+    assert {"optimizer:adam", "metric:confidence"} <= set(provenance["plugins"])
+    assert list(provenance["files"]) == [str(weights.resolve())]
+
+
+def finished(out: Path) -> dict[tuple, tuple]:
+    """(variant, seed, fold) -> (config hash, row id) of every finished cell stored under ``out``."""
+    if not (out / "results.sqlite").exists():
+        return {}
+    conn = sqlite3.connect(out / "results.sqlite")
+    try:
+        rows = conn.execute("SELECT variant, seed, fold, config_hash, id FROM cells WHERE status = 'done'")
+        return {tuple(row[:3]): tuple(row[3:]) for row in rows}
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_quick_runs_never_replace_full_results(tmp_path, monkeypatch):
     suite = suite_file(tmp_path, ["{name: baseline}"])

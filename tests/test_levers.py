@@ -194,6 +194,9 @@ def test_weights_load_a_local_checkpoint_into_the_built_in_resnet(host, tmp_path
         assert torch.equal(mine[key], theirs[key]), key
     assert mine["fc.weight"].shape == (4, 512), "the classifier is fresh, for the data's classes"
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
+    # the file's content is part of every stored result's key (octbench.dependencies)
+    assert host.create("model", "resnet18", {"weights": str(path)}).input_files() == [path]
+    assert host.create("model", "resnet18", {}).input_files() == []
 
 
 def test_freeze_trains_the_classifier_only_and_is_never_stacked(host, tmp_path):
