@@ -194,7 +194,7 @@ def tuned(task: CellTask, host: PluginHost, on_epoch: Any = None) -> tuple[CellT
     record = search.search(
         tune,
         search.study_name(task.variant.name, task.config_hash, task.seed, task.fold),
-        int(task.config_hash[:8], 16),
+        task.cell_seed,  # the same for every variant of the (seed, fold): common random draws
         lambda params: run_trial(task, host, params, on_epoch),
         goal=search.direction(tune, higher_is_better(host)),
         journal=task.journal or None,

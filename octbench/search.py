@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from octbench.deadline import TimeLimitExceeded
 from octbench.errors import CellFailed, Interrupted
@@ -79,11 +82,47 @@ def distributions(optuna: Any, space: dict[str, Distribution]) -> dict[str, Any]
     return {key: one(distribution) for key, distribution in space.items()}
 
 
-def _sampler(optuna: Any, tune: Tune, seed: int) -> Any:
+def _sampler(optuna: Any, tune: Tune, seed: int, restart: int) -> Any:
+    """The search's sampler. Its random draws (all of random search's, TPE's start-up trials) are common random
+    numbers (``shared_draws``): every variant of a (seed, fold) is offered the same candidates for a parameter they
+    both search. TPE's own proposals after them depend on each variant's scores, so they differ."""
+    shared = shared_draws(optuna, seed)
     if tune.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return shared
     # TPE's first trials are random draws; a budget of 20 spends 6 of them there, 9 or fewer spend 3 at least
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, tune.trials // 3)))
+    startup = max(3, min(10, tune.trials // 3))
+    tpe = optuna.samplers.TPESampler(seed=(seed + restart) % 2**32, n_startup_trials=startup)
+    return _StartShared(optuna, tpe, shared, startup)
+
+
+def shared_draws(optuna: Any, seed: int) -> Any:
+    """Random search whose draw of parameter ``name`` in trial ``k`` comes from a stream of its own, seeded by the
+    cell's seed, the name and k: whatever else a variant searches, and in whatever order, its k-th learning rate is
+    every other variant's k-th learning rate in the same (seed, fold)."""
+
+    class SharedDraws(optuna.samplers.RandomSampler):
+        def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+            stream = np.random.SeedSequence([seed, zlib.crc32(param_name.encode()), trial.number])
+            own = optuna.samplers.RandomSampler(seed=int(stream.generate_state(1)[0]))
+            return own.sample_independent(study, trial, param_name, param_distribution)
+
+    return SharedDraws(seed=seed)
+
+
+class _StartShared:
+    """TPE, whose start-up trials draw from ``shared`` (an Optuna sampler by delegation: ``BaseSampler``'s hooks)."""
+
+    def __init__(self, optuna: Any, tpe: Any, shared: Any, startup: int) -> None:
+        self.tpe, self.shared, self.startup = tpe, shared, startup
+        self.counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+    def __getattr__(self, name: str) -> Any:  # infer_relative_search_space, sample_relative, before/after_trial...
+        return getattr(self.tpe, name)
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        if len(study.get_trials(deepcopy=False, states=self.counted)) < self.startup:
+            return self.shared.sample_independent(study, trial, param_name, param_distribution)
+        return self.tpe.sample_independent(study, trial, param_name, param_distribution)
 
 
 def study_name(variant: str, config_hash: str, seed: int, fold: int) -> str:
@@ -145,9 +184,9 @@ def search(
         ]  # fmt: skip
 
     found = len(finished())
-    # seeded per cell and per restart: an uninterrupted run draws the same settings every time, and a resumed one
-    # does not draw its first settings again
-    study.sampler = _sampler(optuna, tune, seed + len(study.trials))
+    # seeded per (seed, fold) and per trial number: an uninterrupted run draws the same settings every time, and a
+    # resumed one does not draw its first settings again (its trials have new numbers)
+    study.sampler = _sampler(optuna, tune, seed, len(study.trials))
     space = distributions(optuna, tune.space)
     while len(finished()) < tune.trials:
         trial = study.ask(fixed_distributions=space)

@@ -148,6 +148,13 @@ class Tune(_Strict):
     ``model.<parameter>``, or ``<technique name>.<parameter>`` (searched only in variants that use it)."""
 
     trials: int = Field(20, ge=1, le=10_000, description="settings tried per cell: the same for every variant")
+    trials_per_parameter: int | None = Field(
+        None,
+        ge=1,
+        le=1_000,
+        description="instead of trials: this many per parameter a variant searches, so a variant searching three "
+        "parameters gets three times the trials of one searching only the learning rate",
+    )
     space: dict[str, Distribution] = Field(min_length=1)
     metric: str = Field(
         SEARCH_METRIC_DEFAULT,
@@ -159,6 +166,24 @@ class Tune(_Strict):
         "contradicts the metric is refused",
     )
     sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPE (seeded) or random search")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> Tune:
+        if self.trials_per_parameter is not None and "trials" in self.model_fields_set:
+            raise ValueError("give trials or trials_per_parameter, not both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_budget(self, handler: Any) -> dict[str, Any]:
+        # a search without trials_per_parameter dumps (and hashes) as it did before it existed
+        return _drop_none(handler(self), "trials_per_parameter")
+
+    def for_space(self, space: dict[str, Distribution], trials: int | None = None) -> Tune:
+        """This search over ``space`` (the keys that apply to one variant), its trials fixed: ``trials`` (a
+        variant's own), else ``trials_per_parameter`` times the number of keys, else ``trials``."""
+        if trials is None and self.trials_per_parameter is not None:
+            trials = self.trials_per_parameter * len(space)
+        return self.model_copy(update={"space": space, "trials": trials or self.trials, "trials_per_parameter": None})
 
     @field_validator("space")
     @classmethod
@@ -491,9 +516,9 @@ def variant_tune(tune: Tune | None, own: TuneOverride | Literal[False] | None, v
             )
         tune = Tune(trials=own.trials, space=own.space)
     elif own is not None:
-        tune = tune.model_copy(update={"trials": own.trials or tune.trials, "space": {**tune.space, **own.space}})
+        tune = tune.model_copy(update={"space": {**tune.space, **own.space}})
     space = {key: d for key, d in tune.space.items() if searched_in(key, variant)}
-    return tune.model_copy(update={"space": space}) if space else None
+    return tune.for_space(space, own.trials if own else None) if space else None
 
 
 def searched_in(key: str, variant: Variant) -> bool:

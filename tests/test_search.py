@@ -19,7 +19,7 @@ from octbench.cli import cli
 from octbench.errors import SuiteError
 from octbench.metrics import higher_is_better
 from octbench.plugins import PluginHost
-from octbench.suite import resolve_variants
+from octbench.suite import Tune, resolve_variants
 from octbench.suitefile import parse_suite
 from tests.conftest import TINY_DATASET, cells, spy_plugin_path, wait_for
 from tests.plugins.spies import POOL, TEST, read_log
@@ -384,6 +384,54 @@ def test_train_timeout_is_each_cells_own_in_a_stack_of_tuned_cells(tmp_path):
     assert {s["stack_size"] for s in stored_settings(tmp_path / "out")} == {4}
 
 
+@pytest.mark.slow
+def test_variants_that_search_a_parameter_are_offered_the_same_candidates_in_every_fold(tmp_path):
+    """Common random numbers: the sampler was seeded by each variant's config hash, so baseline and clahe were
+    offered different learning rates; now each (seed, fold) offers every variant the same ones, whatever else it
+    searches (clahe also draws clip_limit)."""
+    from octbench.runner import run_suite
+
+    path = tmp_path / "suite.yaml"
+    tune = TUNE.replace("trials: 3", "trials: 3\n  sampler: random")
+    path.write_text(suite_text(tune, "- name: baseline\n- {name: clahe, preprocessors: [clahe]}\n"))
+    summary = run_suite(path, out=tmp_path / "out", progress=False, check=False)
+    assert (summary.done, summary.failed) == (4, 0)
+    drawn: dict = {}
+    for name in study_names(tmp_path / "out" / search.JOURNAL):
+        variant, fold = name.split("/")[0], name.split("/")[-1]
+        trials = read_study(tmp_path / "out" / search.JOURNAL, name).trials
+        drawn.setdefault(fold, {})[variant] = [t.params["train.optimizer.lr"] for t in trials]
+    assert set(drawn) == {"fold 0", "fold 1"}
+    for fold, by_variant in drawn.items():
+        assert by_variant["baseline"] == by_variant["clahe"], fold
+    assert drawn["fold 0"]["baseline"] != drawn["fold 1"]["baseline"], "each fold draws its own"
+
+
+def test_tpe_starts_with_the_shared_draws_and_a_budget_can_scale_with_the_space():
+    """TPE's start-up trials are the shared random draws; its later proposals follow each variant's own scores.
+    trials_per_parameter gives each variant trials in proportion to the keys it searches."""
+    lr = {"log_uniform": [0.0001, 0.01]}
+    drawn = []
+    for space in ({"train.optimizer.lr": lr}, {"train.optimizer.lr": lr, "clahe.clip_limit": {"uniform": [1, 4]}}):
+        tune = Tune(trials=6, space=space)
+        seen: list[float] = []
+        search.search(tune, "study", 7, lambda p, seen=seen: seen.append(p["train.optimizer.lr"]) or len(seen) % 3,
+                      goal="minimize")  # fmt: skip
+        drawn.append(seen)
+    assert drawn[0][:3] == drawn[1][:3], "the three start-up trials (6 // 3, at least 3) are shared"
+    suite = parse_suite(
+        suite_text(
+            "tune: {trials_per_parameter: 2, space: {train.optimizer.lr: {log_uniform: [0.001, 0.01]}, "
+            "clahe.clip_limit: {uniform: [1, 4]}}}\n",
+            "- name: baseline\n- {name: clahe, preprocessors: [clahe]}\n- {name: own, tune: {trials: 5}}\n",
+        )
+    )
+    assert [v.tune.trials for v in resolve_variants(suite)] == [2, 4, 5]
+    with pytest.raises(SuiteError, match="give trials or trials_per_parameter, not both"):
+        parse_suite(suite_text("tune: {trials: 3, trials_per_parameter: 2, space: {train.epochs: {int: [1, 2]}}}\n",
+                               "- name: baseline\n"))  # fmt: skip
+
+
 def stored_settings(out):
     import json
     import sqlite3
@@ -454,6 +502,20 @@ def test_the_report_says_when_budgets_differ_and_when_a_choice_sits_at_an_end_of
         "Tuning budgets differ: a 8 trials, b 16 trials; c not tuned, so differences mix the techniques with their "
         "search budgets."
     )
+    clip = {"uniform": [1, 4]}
+    thin = Results([], [tuned_variant("a", 20, [{"lr": 0.001}] * 2, {"lr": lr}),
+                        tuned_variant("b", 20, [{"lr": 0.001, "clip": 2, "grid": 4}] * 2,
+                                      {"lr": lr, "clip": clip, "grid": {"choice": [4, 8]}})])  # fmt: skip
+    assert tuned.sentence(thin) == (
+        "Each variant was tuned inside every fold with 20 trials, scored by inner-validation loss. Searches are "
+        "unequal in trials per searched parameter: a 20 (20 for 1 parameter), b 6.67 (20 for 3 parameters); the "
+        "thinner searches may understate their variants (tune.trials_per_parameter scales each budget with its space)."
+    )
+    page = tuned.render(thin)
+    assert "<th>searched parameters</th><th>trials per parameter</th>" in page and "<td>3</td><td>6.67</td>" in page
+    even = Results([], [tuned_variant("a", 20, [{"lr": 0.001}], {"lr": lr}),
+                        tuned_variant("b", 40, [{"lr": 0.001, "clip": 2}], {"lr": lr, "clip": clip})])  # fmt: skip
+    assert "unequal" not in tuned.sentence(even), "20 for one parameter, 40 for two: equal per parameter"
     # 0.0001 and 0.0099 sit at the two ends of a log range, 0.001 in the middle: no end holds half the folds
     split = tuned.searches(
         Results([], [tuned_variant("a", 8, [{"lr": 0.0001}, {"lr": 0.0099}, {"lr": 0.001}], {"lr": lr})])

@@ -37,6 +37,15 @@ class VariantSearch:
     records: list[dict[str, Any]]  # each tuned cell's stored search
     edges: list[str] = field(default_factory=list)
 
+    @property
+    def parameters(self) -> int:
+        """How many parameters the variant searched (its planned space, else what its cells chose)."""
+        return len(self.space) or len({k for _, _, setting, _ in self.chosen for k in setting})
+
+    @property
+    def per_parameter(self) -> float:
+        return self.trials / max(self.parameters, 1)
+
 
 def searches(results: Results) -> list[VariantSearch]:
     """One entry per variant with at least one tuned cell, in the report's order."""
@@ -148,11 +157,38 @@ def sentence(results: Results) -> str:
             + (f"; {', '.join(untuned)} not tuned" if untuned else "")
             + ", so differences mix the techniques with their search budgets."
         )
+    unequal = unequal_searches(found)
+    if unequal:
+        text += " " + unequal
+    failed = [f for f in found if f.failed_trials]
+    if failed:
+        listed = ", ".join(f"{f.key} {f.failed_trials} of {f.trials * len(f.chosen)}" for f in failed)
+        text += f" Failed trials used up part of a budget: {listed} (see Tuning)."
     edges = sum(len(f.edges) for f in found)
     if edges:
         text += " One searched range was" if edges == 1 else f" {edges} searched ranges were"
         text += " mostly chosen at an end: see Tuning."
     return text
+
+
+def unequal_searches(found: list[VariantSearch]) -> str:
+    """A warning when the variants' trials per searched parameter differ by 2x or more: an equal number of trials
+    spread over more parameters is a thinner search (20 trials for the learning rate alone against 20 over three).
+    Where every variant searched as many parameters, a difference in trials says it (``sentence``)."""
+    if len({f.parameters for f in found}) < 2:
+        return ""
+    low, high = min(f.per_parameter for f in found), max(f.per_parameter for f in found)
+    if high < 2 * low:
+        return ""
+    listed = ", ".join(f"{f.key} {f.per_parameter:.3g} ({f.trials} for {_count(f.parameters)})" for f in found)
+    return (
+        f"Searches are unequal in trials per searched parameter: {listed}; the thinner searches may understate their "
+        "variants (tune.trials_per_parameter scales each budget with its space)."
+    )
+
+
+def _count(parameters: int) -> str:
+    return f"{parameters} parameter" + ("" if parameters == 1 else "s")
 
 
 def _value(value: Any) -> str:
@@ -182,7 +218,8 @@ def render(results: Results) -> str | None:
         )
         importance_text = ", ".join(f"{e(k)} {v:.2f}" for k, v in importance(f).items()) or "—"
         rows.append(
-            f"<tr><td>{e(f.key)}</td><td>{f.trials} ({e(f.sampler)})</td><td>{len(f.chosen)}</td>"
+            f"<tr><td>{e(f.key)}</td><td>{f.trials} ({e(f.sampler)})</td><td>{f.parameters}</td>"
+            f"<td>{f.per_parameter:.3g}</td><td>{len(f.chosen)}</td>"
             f"<td>{np.mean(f.seconds):.1f} s</td><td>{chosen}</td><td>{importance_text}</td>"
             f"<td>{f.failed_trials}</td></tr>"
         )
@@ -194,14 +231,16 @@ def render(results: Results) -> str | None:
                 f"<tr><td>{e(f.key)}</td><td>{seed}</td><td>{fold}</td><td>{values}</td><td>{score:.4f}</td></tr>"
             )
     figure = plots.to_data_uri(plots.search_curves({f.key: f.curves for f in found}, found[0].metric))
-    warnings = [w for f in found for w in f.edges]
+    warnings = [w for w in [unequal_searches(found)] if w] + [w for f in found for w in f.edges]
     parts = [
         '<p class="note">Each tuned cell searched its variant\'s settings on its own inner split: every trial '
         "trained on the fold's inner training part and was scored on its inner validation split, and the chosen "
         "setting was then trained and evaluated once on the held-out fold and the test split. The verdicts above "
-        "compare these tuned cells. Chosen values: median [range] over folds; importance: Optuna's fANOVA over "
-        "every fold's trials.</p>",
-        '<div class="scroll"><table><thead><tr><th>variant</th><th>trials per cell</th><th>tuned cells</th>'
+        "compare these tuned cells. Variants that search a parameter alike were offered the same candidates for it "
+        "in each fold (every random-search draw, and TPE's start-up trials). Chosen values: median [range] over "
+        "folds; importance: Optuna's fANOVA over every fold's trials.</p>",
+        '<div class="scroll"><table><thead><tr><th>variant</th><th>trials per cell</th><th>searched parameters</th>'
+        "<th>trials per parameter</th><th>tuned cells</th>"
         "<th>tuning time per cell</th><th>chosen</th><th>importance</th><th>failed trials</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table></div>",
