@@ -3,6 +3,7 @@ resume that never repeat a finished trial, and the report's tuning section."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -237,6 +238,45 @@ def test_a_tuned_suite_runs_reports_and_exports_its_choices_and_a_rerun_trains_n
     again = run_suite(path, out=out, progress=False)
     assert again.done == 0 and again.skipped == 4
     assert all(len(read_study(out / search.JOURNAL, n).trials) == 3 for n in names), "a rerun trained a trial"
+
+
+@pytest.mark.slow
+def test_a_verdict_against_an_untuned_reference_is_marked_not_equal_budget_everywhere(tmp_path):
+    """A sentence said budgets differ; the leaderboard and every export now mark the verdict itself."""
+    from octbench.runner import run_suite
+
+    path = tmp_path / "tuned.yaml"
+    tune = "tune: {trials: 2, sampler: random, space: {train.optimizer.lr: {log_uniform: [0.001, 0.01]}}}\n"
+    path.write_text(suite_text(tune, "- {name: baseline, tune: false}\n- {name: clahe, preprocessors: [clahe]}\n"))
+    out = tmp_path / "out"
+    assert run_suite(path, out=out, progress=False, check=False).done == 4
+    note = "not equal-budget: clahe tuned with 2 trials per cell, the reference baseline untuned"
+    page = (out / "report.html").read_text()
+    assert f'<span class="mark-budget" title="{note}">‡</span>' in page
+    assert page.count('class="mark-budget"') == 2  # the mark and its legend
+    for fmt in ("csv", "md", "latex"):
+        result = CliRunner().invoke(cli, ["report", str(out), "--format", fmt, "--output", str(tmp_path / fmt)])
+        assert result.exit_code == 0, result.output
+    with open(tmp_path / "csv" / "leaderboard.csv") as handle:
+        rows = {r["variant"]: r for r in csv.DictReader(handle)}
+    assert (rows["clahe"]["equal_budget"], rows["clahe"]["budget_note"]) == ("False", note)
+    assert (rows["baseline"]["equal_budget"], rows["baseline"]["budget_note"]) == ("True", "")
+    markdown = (tmp_path / "md").read_text()
+    assert "| clahe ‡ |" in markdown and "‡: not compared at an equal tuning budget (clahe tuned with 2" in markdown
+    assert r"clahe \ddag" in (tmp_path / "latex").read_text()
+
+
+def test_the_summary_counts_failed_trials_per_variant():
+    from octbench.report import tuned
+    from octbench.report.collect import Results
+
+    lr = {"log_uniform": [0.0001, 0.01]}
+    failing = tuned_variant("a", 2, [{"lr": 0.001}] * 2, {"lr": lr})
+    for cell in failing.cells:
+        history = cell.settings["search"]["history"]
+        history.append({**history[0], "number": 1, "value": None, "state": "fail", "error": "out of memory"})
+    text = tuned.sentence(Results([], [failing, tuned_variant("b", 2, [{"lr": 0.001}] * 2, {"lr": lr})]))
+    assert text.endswith("Failed trials used up part of a budget: a 2 of 4 (see Tuning).")
 
 
 SPY_SUITE = """
@@ -555,3 +595,21 @@ def test_worker_processes_share_one_journal_and_draw_the_settings_one_process_dr
             for name in names
         }
     assert drawn["{stack: 1}"] == drawn["{stack: 1, parallel: 2}"]
+
+
+def test_a_variants_changes_describe_its_search_in_words():
+    """The leaderboard's 'changes vs reference' printed a tuned variant's whole search as a Python dict."""
+    from octbench.report.variants import changes
+
+    lr = {"log_uniform": [0.001, 0.01]}
+    tuned = {"trials": 20, "space": {"train.optimizer.lr": lr, "clahe.clip_limit": {"uniform": [1, 4]}}}
+    reference = {
+        "model": {"name": "cnn"},
+        "preprocessors": [],
+        "tune": {"trials": 20, "space": {"train.optimizer.lr": lr}},
+    }
+    assert changes({**reference, "preprocessors": [{"name": "clahe"}], "tune": tuned}, reference) == ["+clahe"]
+    assert changes({**reference, "tune": None}, reference) == ["untuned"]
+    assert changes(reference, {**reference, "tune": None}) == ["tuned (20 trials)"]
+    wider = {"trials": 40, "space": {"train.optimizer.lr": lr, "model.hidden": {"int": [8, 32]}}}
+    assert changes({**reference, "tune": wider}, reference) == ["tune trials 20→40", "search +model.hidden"]

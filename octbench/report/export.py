@@ -11,7 +11,7 @@ from typing import Any
 
 from octbench.data.files import write_atomically
 from octbench.errors import OctbenchError
-from octbench.report import images
+from octbench.report import images, tuned
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
 from octbench.report.summary import design
@@ -104,6 +104,8 @@ def leaderboard_rows(results: Results, analysis: Analysis) -> list[dict[str, Any
             row[key], row[f"{key}_std"] = a.timing[key].mean, a.timing[key].std
         row["parameters"] = parameters(v)
         row["changes"] = "; ".join(changes_from(v.spec, results.reference, results.dataset))
+        row["budget_note"] = tuned.budget_note(v, analysis.reference)
+        row["equal_budget"] = not row["budget_note"]
         rows.append(row)
     return rows
 
@@ -183,7 +185,9 @@ def markdown(results: Results, analysis: Analysis) -> str:
     header += ["Changes vs reference"] if reference else []
     lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["variant"] + (" (reference)" if row["reference"] else "")]
+        cells = [
+            row["variant"] + (" (reference)" if row["reference"] else "") + f" {UNEQUAL}" * (not row["equal_budget"])
+        ]
         for m, _ in MARKDOWN_COLUMNS:
             text = _bold(
                 _pm(row[f"heldout_{m}_mean"], row[f"heldout_{m}_std"]),
@@ -276,9 +280,25 @@ def _caption(results: Results, analysis: Analysis) -> str:
             + "; Holm adjusts over the variants compared with the reference, separately in each column"
             + f"). P(worse/≈/better): Bayesian correlated t-test, ROPE ±{analysis.options.rope:g}."
         )
+    unequal = [a.variant for a in analysis.variants if tuned.budget_note(a.variant, analysis.reference)]
+    if unequal:
+        text += f" {UNEQUAL}: {unequal_budget_legend(analysis)}"
     if any(r.row["quick"] for r in results.runs):
         text += " Made with `--quick`: a first look, not results to publish."
     return md_cell(text)
+
+
+UNEQUAL = "‡"  # marks a variant compared with the reference at another tuning budget
+
+
+def unequal_budget_legend(analysis: Analysis) -> str:
+    """What ‡ means, for the captions of the page and the exports."""
+    notes = [tuned.budget_note(a.variant, analysis.reference) for a in analysis.variants]
+    return (
+        "not compared at an equal tuning budget ("
+        + "; ".join(n.removeprefix("not equal-budget: ") for n in notes if n)
+        + "): a difference mixes the technique with its search."
+    )
 
 
 def _value(value: float | None) -> str:

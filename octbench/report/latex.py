@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import unicodedata
 
+from octbench.report import tuned
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
-from octbench.report.export import MARKDOWN_COLUMNS, best_keys
+from octbench.report.export import MARKDOWN_COLUMNS, best_keys, unequal_budget_legend
 from octbench.report.summary import design
 
 SPECIAL = {
@@ -65,7 +66,9 @@ def table(results: Results, analysis: Analysis) -> str:
         header += ["Test accuracy", "Test AUC" if len(results.class_names) == 2 else "Test macro AUC"]
     lines = []
     for row in rows:
-        cells = [escape(row["variant"]) + (r" (ref.)" if row["reference"] else "")]
+        cells = [
+            escape(row["variant"]) + (r" (ref.)" if row["reference"] else "") + (r" \ddag" * (not row["equal_budget"]))
+        ]
         for (key, _), (metric, _) in zip(columns, MARKDOWN_COLUMNS, strict=True):
             mean, std = row[key], row[f"heldout_{metric}_std"]
             text = "--" if mean is None else rf"{mean:.3f} $\pm$ {std:.3f}"
@@ -121,6 +124,8 @@ def caption(results: Results, analysis: Analysis) -> str:
             rf" \dag: differs from {escape(analysis.reference.key)} at Holm-adjusted $p < 0.05$ over the variants "
             f"({tests})."
         )
+        if any(tuned.budget_note(a.variant, analysis.reference) for a in analysis.variants):
+            text += rf" \ddag: {escape(unequal_budget_legend(analysis))}"
     return text
 
 

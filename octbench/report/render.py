@@ -13,7 +13,7 @@ from octbench.plugins import PluginHost
 from octbench.report import figures, images, tuned
 from octbench.report.analysis import ALPHA, Analysis
 from octbench.report.collect import Results
-from octbench.report.export import best_keys, leaderboard_rows
+from octbench.report.export import best_keys, leaderboard_rows, unequal_budget_legend
 from octbench.report.figures import Drawer
 from octbench.report.provenance import provenance_of
 from octbench.report.variants import changes_from, parameters
@@ -57,6 +57,7 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
                 "figures": variant_figures.get(a.variant.key, {}),
                 "changes": changes_from(a.variant.spec, analysis.reference, results.dataset),
                 "parameters": parameters(a.variant),
+                "budget": tuned.budget_note(a.variant, analysis.reference),
             }
             for i, a in enumerate(analysis.variants)
         ],
@@ -68,6 +69,7 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
         "has_test": results.has_test,
         "devices": sorted({r.provenance["device"] for r in results.runs}),
         "stages": figures.STAGES,
+        "unequal_budget": unequal_budget_legend(analysis),
         "totals": totals,
         "reference": analysis.reference,
         "positive": analysis.positive,

@@ -191,6 +191,26 @@ def _count(parameters: int) -> str:
     return f"{parameters} parameter" + ("" if parameters == 1 else "s")
 
 
+def trials_per_cell(variant: VariantResults) -> int | None:
+    """The trials each tuned cell of ``variant`` ran (its stored searches), or None for an untuned variant."""
+    return next((c.settings["search"]["trials"] for c in variant.cells if "search" in c.settings), None)
+
+
+def budget_note(variant: VariantResults, reference: VariantResults | None) -> str:
+    """Why ``variant``'s verdicts against the reference are not at an equal tuning budget, or '': one tuned and the
+    other not, or tuned with different trials per cell. The leaderboard and the exports mark such a verdict."""
+    if reference is None or variant is reference:
+        return ""
+    mine, theirs = trials_per_cell(variant), trials_per_cell(reference)
+    if mine == theirs:
+        return ""
+
+    def budget(trials: int | None) -> str:
+        return "untuned" if trials is None else f"tuned with {trials} trials per cell"
+
+    return f"not equal-budget: {variant.key} {budget(mine)}, the reference {reference.key} {budget(theirs)}"
+
+
 def _value(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 

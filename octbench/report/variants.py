@@ -57,10 +57,31 @@ def changes(spec: dict[str, Any], reference: dict[str, Any], dataset: dict[str, 
         mine, theirs = spec.get(key), reference.get(key)
         if mine == theirs:
             continue
+        if key == "tune":
+            found += _tune_change(mine, theirs, added={c[1:].split("(")[0] for c in found if c.startswith("+")})
+            continue
         if all(isinstance(x, list) for x in (mine or [], theirs or [])):
             found += _techniques(key, mine or [], theirs or [])
         else:
             found.append(f"{key}: {theirs}→{mine}")
+    return found
+
+
+def _tune_change(mine: dict[str, Any] | None, theirs: dict[str, Any] | None, added: set[str]) -> list[str]:
+    """'tuned (20 trials)', 'untuned', 'tune trials 20→40', 'search +model.hidden': how the search differs, leaving
+    out keys of a technique the variant adds (searching it goes with using it)."""
+    if not mine or not theirs:
+        return ["untuned"] if not mine else [f"tuned ({mine.get('trials')} trials)"]
+    found = []
+    if mine.get("trials") != theirs.get("trials"):
+        found.append(f"tune trials {theirs.get('trials')}→{mine.get('trials')}")
+    space, before = mine.get("space") or {}, theirs.get("space") or {}
+    found += [f"search +{k}" for k in space if k not in before and k.split(".")[0] not in added]
+    found += [f"search −{k}" for k in before if k not in space]
+    found += [f"search {k} changed" for k in space if k in before and space[k] != before[k]]
+    for setting in ("metric", "sampler", "direction"):
+        if mine.get(setting) != theirs.get(setting):
+            found.append(f"tune {setting} {theirs.get(setting)}→{mine.get(setting)}")
     return found
 
 
