@@ -196,14 +196,24 @@ def audit(dataset, params, data_dir, threshold, device, show, as_json) -> None:
             "md5": data.md5,
             "threshold": found.within_pool.threshold,
             "optimistic": found.optimistic,
-            **{p.queries: {"images": len(p.distances), "rate": p.rate, "closest": p.closest(show)} for p in pairings},
+            **{
+                p.queries: {
+                    "images": len(p.distances),
+                    "blank": int(p.blank.sum()),
+                    "rate": p.rate,
+                    "closest": p.closest(show),
+                }
+                for p in pairings
+            },
         }
         click.echo(json.dumps(payload, indent=1))
         return
     click.echo(found.sentence())
     for p in pairings:
-        click.echo(f"{p.name}: {int(p.near.sum())} of {len(p.distances)} images ({100 * p.rate:.1f}%) closer than "
-                   f"{p.threshold:g}; median distance to the nearest {float(np.median(p.distances)):.3f}")  # fmt: skip
+        blank = f", {int(p.blank.sum())} blank frames apart" if p.blank.any() else ""
+        click.echo(f"{p.name}: {int(p.near.sum())} of {int((~p.blank).sum())} images{blank} ({100 * p.rate:.1f}%) "
+                   f"closer than {p.threshold:g}; median distance to the nearest "
+                   f"{float(np.nanmedian(p.distances)):.3f}")  # fmt: skip
         for i, j, d in p.closest(show):
             click.echo(f"  {p.queries} #{i}  pool #{j}  distance {d:.3f}")
 

@@ -156,6 +156,38 @@ def test_a_pool_with_near_copies_the_test_split_lacks_makes_the_summary_say_cv_m
     assert not near.audit(*planted()).optimistic
 
 
+def test_blank_frames_are_counted_apart_not_called_duplicates_of_each_other():
+    """Two blank or near-constant frames normalise to the same vector: every such frame was a 'near-duplicate'."""
+    pool, test = planted()
+    pool[50], pool[60], pool[70] = 0, 128, 255
+    pool[80] = 30 + (np.arange(pool[80].size).reshape(pool[80].shape) % 2)  # one grey level of texture
+    test[0] = 0
+    audit = near.audit(pool, test)
+    within, across = audit.within_pool, audit.test_to_pool
+    assert set(np.flatnonzero(within.blank).tolist()) == {50, 60, 70, 80} and within.blank.sum() == 4
+    assert set(np.flatnonzero(within.near).tolist()) == {3, 10, 7, 40}, "no blank frame is anyone's duplicate"
+    assert not np.isin(within.neighbours[~within.blank], [50, 60, 70, 80]).any()
+    assert within.rate == pytest.approx(4 / (len(pool) - 4)) and across.rate == pytest.approx(2 / (len(test) - 1))
+    assert all(50 not in pair[:2] for pair in within.closest(10))
+    assert "(blank or near-constant frames, counted apart: 4 pool and 1 test)" in audit.sentence()
+
+
+def test_the_audit_shrinks_images_in_chunks_so_memory_does_not_grow_with_their_size():
+    """A float copy of the whole pool came first: about 22 GB for OCTMNIST at 224 px."""
+    import tracemalloc
+
+    images = np.random.default_rng(0).integers(0, 256, (1024, 96, 96, 3), dtype=np.uint8)
+    whole = images.size * 4  # bytes of one float32 copy of every image
+    tracemalloc.start()
+    try:
+        rows, blank = near.features(images)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows.shape == (1024, 32 * 32 * 3) and not blank.any()
+    assert peak < 0.4 * whole, f"{peak / 2**20:.0f} MiB at the peak, against {whole / 2**20:.0f} MiB for a whole copy"
+
+
 def test_octbench_audit_reports_a_dataset_before_any_training(shared_data):
     result = CliRunner().invoke(cli, ["audit", "breastmnist", "--data-dir", str(shared_data), "--json", "--show", "3"])
     assert result.exit_code == 0, result.output

@@ -167,7 +167,7 @@ def selection(results: Results, analysis: Analysis) -> Selection:
 def audit_of(folder: Path, data: Splits) -> near.Audit:
     """The near-duplicate audit of the run's dataset, computed once per results folder and dataset (a large pool
     takes minutes on a CPU) and kept beside the store."""
-    cached = folder / f"near-duplicates-{data.md5[:12]}-{near.THRESHOLD:g}.npz"
+    cached = folder / f"near-duplicates-{near.VERSION}-{data.md5[:12]}-{near.THRESHOLD:g}.npz"
     if cached.exists():
         try:
             with np.load(cached) as stored:
