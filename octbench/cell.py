@@ -30,7 +30,7 @@ from octbench.metrics import evaluate, higher_is_better
 from octbench.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform, transform_whole
 from octbench.plugins import PluginHost
 from octbench.suite import QUICK_POOL, Suite, Variant, dataset_of
-from octbench.technique import Splits
+from octbench.technique import Model, Splits
 from octbench.train import (
     Learner,
     fast_path,
@@ -460,9 +460,11 @@ def explain(p: Prepared, result: CellResult) -> dict[str, str]:
     labels = p.parts["test"][1]
     chosen = attribution.rows(labels, p.data.num_classes)
     images = p.on_device["test"][0]
+    model = p.learner.model
     try:
-        maps, layer = attribution.grad_cam(p.learner.model, images[torch.as_tensor(chosen, device=images.device)],
-                                           labels[chosen])  # fmt: skip
+        named = next(t for t in p.techniques if isinstance(t, Model)).attribution_layer(model)
+        picked = images[torch.as_tensor(chosen, device=images.device)]
+        maps, layer = attribution.grad_cam(model, picked, labels[chosen], named)
     except attribution.Unavailable as exc:
         return {"unavailable": str(exc)}
     except Exception as exc:  # an explanation never costs a cell its result

@@ -132,6 +132,12 @@ class Model(Technique):
     def build(self, in_channels: int, num_classes: int, image_size: int) -> Any:
         raise NotImplementedError
 
+    def attribution_layer(self, model: Any) -> str | None:
+        """The name of the module of ``model`` (as ``build`` made it) whose output the report's Grad-CAM maps explain.
+        None (the default): the output of the last feature stage, found by octbench
+        (``octbench.attribution.feature_layer``); a model whose last stage gives tokens, not a map, gets none."""
+        return None
+
 
 class Regularizer(Technique):
     """Changes training through callbacks; every method has a neutral default, override what you need.

@@ -311,20 +311,23 @@ def check_model_shapes(cls):
 
 
 def check_model_explains(cls):
-    """The report's class-activation map (``octbench.attribution.grad_cam``, at the model's last convolution)
-    works at each promised image size: maps (N, h, w) in [0, 1], the model left in the mode it was in; or the
-    model has no convolution and says so (the report then shows 'not available for this model')."""
+    """The report's class-activation map (``octbench.attribution.grad_cam``, at the layer the model names in
+    ``attribution_layer``, else the output of its last feature stage) works at each promised image size: maps
+    (N, h, w) in [0, 1], the model left in the mode it was in; or the model has no spatial feature map and says so
+    (the report then shows 'not available for this model')."""
     from octbench import attribution
 
     for size in cls.image_sizes:
-        model = _make(cls).build(1, 3, size)
+        technique = _make(cls)
+        model = technique.build(1, 3, size)
         model.train()
         try:
-            maps, _layer = attribution.grad_cam(model, torch.rand(2, 1, size, size), np.array([0, 2]))
+            named = technique.attribution_layer(model)
+            maps, _layer = attribution.grad_cam(model, torch.rand(2, 1, size, size), np.array([0, 2]), named)
         except attribution.Unavailable:
             return
         except Exception as exc:
-            _fail(cls, "check_model_explains", f"Grad-CAM at its last convolution failed at {size}px: {exc}")
+            _fail(cls, "check_model_explains", f"Grad-CAM failed at {size}px: {type(exc).__name__}: {exc}")
         if maps.ndim != 3 or len(maps) != 2 or not (np.all(maps >= 0) and np.all(maps <= 1)):
             _fail(cls, "check_model_explains", f"maps of shape {maps.shape} outside [0, 1] at {size}px")
         if not model.training:

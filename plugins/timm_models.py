@@ -63,6 +63,12 @@ class Timm(Model):
                 self.pretrained, self.weights, self.freeze, lambda: cached_pretrained(self.model_name)
             )
 
+    def attribution_layer(self, model):
+        """timm's own last feature stage (``feature_info``): a CNN's last stage, a vision transformer's last block
+        (whose tokens are no spatial map, so the report says it has none)."""
+        info = getattr(model, "feature_info", None)
+        return info[-1]["module"] if info else None
+
     def input_files(self):
         file = self.params.checkpoint()
         return [file] if file else []

@@ -251,13 +251,51 @@ def test_the_activation_map_peaks_inside_the_lesion_that_decides_the_class():
     assert len(right) > 50
     maps, layer = attribution.grad_cam(model, test_x[right], np.ones(len(right), np.int64))
     assert maps.dtype == np.float16 and maps.shape == (len(right), 7, 7) and float(maps.max()) == 1.0
-    assert layer == "8"  # the third convolution of seed-cnn
+    assert layer == "10"  # the ReLU after the third convolution and its batch norm: the last feature map at 7x7
     peaks = [np.unravel_index(np.argmax(m), m.shape) for m in attribution.upsampled(maps, (28, 28))]
     inside = [
         r0 - 2 <= r < r0 + 7 and c0 - 2 <= c < c0 + 7 for (r, c), (r0, c0) in zip(peaks, where[right], strict=True)
     ]
     assert np.mean(inside) >= 0.8, np.mean(inside)
     assert not model.training  # explaining leaves the model as it found it
+
+
+class PatchTokens(torch.nn.Module):
+    """A vision transformer in miniature: a patch embedding (the only convolution), then layers over tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(1, 8, 7, stride=7)
+        self.mix = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.mix(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+def test_maps_come_from_the_last_feature_stage_and_a_token_model_has_none():
+    """Grad-CAM took the last registered Conv2d: inside a ResNet's residual branch before its batch norm (the skip
+    path left out), and a vision transformer's first layer. A ResNet's map is now its trunk's output, after the last
+    residual sum; a model whose last map is followed by tokens says it has none; a plugin may name its layer."""
+    host = PluginHost.load()
+    resnet = host.create("model", "resnet18", {}).build(1, 4, 28)
+    images = torch.rand(3, 1, 28, 28)
+    maps, layer = attribution.grad_cam(resnet, images, np.array([0, 1, 2]))
+    assert layer == "stages" and maps.shape == (3, 4, 4)
+    assert attribution.grad_cam(resnet, images, np.array([0, 1, 2]), "stages.2")[1] == "stages.2"
+    with pytest.raises(attribution.Unavailable, match=r"its last spatial map \('patch'\) is followed by token layers"):
+        attribution.grad_cam(PatchTokens(), torch.rand(2, 1, 28, 28), np.array([0, 1]))
+
+
+def test_every_class_gets_an_explained_image_however_many_classes_there_are():
+    """With 7 or more classes the 12 lowest indices of two per class left some classes out."""
+    labels = np.repeat(np.arange(11), 5)  # each class's images together: class 10's first image is number 50
+    chosen = attribution.rows(labels, 11)
+    assert sorted(set(labels[chosen].tolist())) == list(range(11)) and len(chosen) == 12
+    many = np.tile(np.arange(14), 3)  # more classes than MOST: one each
+    assert sorted(many[attribution.rows(many, 14)].tolist()) == list(range(14))
+    two = attribution.rows(np.repeat(np.arange(4), 5), 4)
+    assert np.bincount(np.repeat(np.arange(4), 5)[two]).tolist() == [2, 2, 2, 2]
 
 
 def test_a_model_without_a_convolution_has_no_map_and_says_so():
