@@ -83,6 +83,36 @@ def test_sizes_are_variants_with_identical_folds_paired_verdicts_and_one_report(
     assert "+tta(shift=1)" in page, "the report names test-time augmentation"
 
 
+def _side(tile) -> int:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(__import__("base64").b64decode(tile.uri.split(",", 1)[1]))) as image:
+        assert image.width == image.height
+        return image.width
+
+
+@pytest.mark.slow
+def test_maps_and_tiles_are_drawn_over_the_image_each_model_saw(write_suite, tmp_path):
+    """A pad variant's map of its padded canvas was stretched over the raw image, and a 64 px variant's tiles were
+    shown at 28 px: each is now drawn at its own size, over its own pipeline's output."""
+    from octbench.report import images
+
+    text = SIZES.replace("  - name: px64-tta\n    dataset: {size: 64}\n    regularizers: [{name: tta, shift: 1}]\n",
+                         "  - name: padded\n    preprocessors: [{name: pad, size: 40}]\n")  # fmt: skip
+    out = tmp_path / "out"
+    assert run_suite(write_suite(text), out=out, progress=False).done == 6
+    results = collect.load([out])
+    page = images.gallery(results, analyse(results))
+    looks = {row: (tiles, why) for row, tiles, why in page.looks}
+    # a map over a 28 px image is drawn at twice its size (56 px), over 40 and 64 px ones at their own
+    assert {row: {_side(t) for t in tiles} for row, (tiles, _) in looks.items()} == {
+        "image": {28}, "baseline": {56}, "px64": {64}, "padded": {40}
+    }  # fmt: skip
+    assert looks["baseline"][1] == "maps at its layer '6'"  # the ReLU after the second convolution and batch norm
+    errors = {key: {_side(t) for t in views["errors"]} for key, views in page.variants.items()}
+    assert errors == {"baseline": {28}, "px64": {64}, "padded": {28}}
+
+
 def test_one_copy_of_each_size_is_loaded(write_suite, tmp_path, monkeypatch):
     from octbench import dataset
     from octbench.runplan import plan_run

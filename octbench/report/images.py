@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,13 +259,13 @@ def gallery(results: Results, analysis: Analysis) -> Gallery:
             )
         )
     headlines = {a.variant.key: a.test_split for a in analysis.variants}
+    own = _own_test_images(results, host, data)
     for key, f in selection.flips.items():
         caption = _captioner(headlines[key], results.class_names)
         shown = {"errors": f.errors[:ERRORS], "fixed": f.fixed[:FLIPS], "broke": f.broke[:FLIPS]}
-        page.variants[key] = {
-            view: [_tile(images, "test", i, caption(i)) for i in rows] for view, rows in shown.items()
-        }
-    page.looks = _looks(results, images["test"])
+        tests = {"test": own[key]}  # at the variant's own size (64 px images for a 64 px variant)
+        page.variants[key] = {view: [_tile(tests, "test", i, caption(i)) for i in rows] for view, rows in shown.items()}
+    page.looks = _looks(results, host, images["test"], own)
     page.strips, page.finals = _strips(results, host, data, np.array(selection.pipeline, np.int64))
     for pairing in (selection.audit.within_pool, selection.audit.test_to_pool):
         if pairing is not None:
@@ -278,6 +279,22 @@ def gallery(results: Results, analysis: Analysis) -> Gallery:
             ]
             page.closest.append((pairing.name, pairs))
     return page
+
+
+def _own_test_images(results: Results, host: PluginHost, data: Splits) -> dict[str, np.ndarray]:
+    """Each variant's test images as its cells loaded them: the run's, or its own size of them (loaded once per
+    size); the run's where its own cannot be loaded here."""
+    loaded: dict[str, np.ndarray] = {}
+    found = {}
+    for v in results.variants:
+        own = json.dumps(v.spec.get("dataset"), sort_keys=True)
+        if own not in loaded:
+            try:
+                loaded[own] = variant_images(results, host, v, data).test_images
+            except Exception:  # another machine, a moved file: the run's images, at the run's size
+                loaded[own] = data.test_images
+        found[v.key] = loaded[own]
+    return found
 
 
 def safe_gallery(results: Results, analysis: Analysis) -> Gallery:
@@ -328,23 +345,40 @@ def mean_maps(variant: VariantResults) -> tuple[np.ndarray, np.ndarray] | str:
     return indices, np.mean(same, axis=0)
 
 
-def _looks(results: Results, test_images: np.ndarray) -> list[tuple[str, list[Tile], str]]:
-    """The rows of the 'where the models look' grid: the images, then each variant's mean map over them."""
+def map_layer(variant: VariantResults) -> str:
+    """The layer the variant's maps come from, as its cells recorded it ('' for a run by an earlier octbench)."""
+    return next((c.settings["attribution"].get("layer", "") for c in variant.cells if "attribution" in c.settings), "")
+
+
+def _looks(
+    results: Results, host: PluginHost, test_images: np.ndarray, own: dict[str, np.ndarray]
+) -> list[tuple[str, list[Tile], str]]:
+    """The rows of the 'where the models look' grid: the images, then each variant's mean map drawn over the images
+    as its model took them (its own size, then its stateless preprocessors: a pad variant's map over the padded
+    canvas), with the layer the maps come from."""
     maps = {v.key: mean_maps(v) for v in results.variants}
     shown = next((m[0] for m in maps.values() if not isinstance(m, str)), None)
     if shown is None:
         return []
     names, labels = results.class_names, _test_labels(results)
     rows = [("image", [_tile({"test": test_images}, "test", i, f"#{i} {names[labels[i]]}") for i in shown], "")]
-    for key, found in maps.items():
+    for v in results.variants:
+        found = maps[v.key]
         if isinstance(found, str):
-            rows.append((key, [], f"not available for this model: {found}"))
+            rows.append((v.key, [], f"not available for this model: {found}"))
             continue
         indices, mean = found
+        try:
+            with time_limit(pipelines.SECONDS):  # a variant's own plugins: one that hangs must not cost the page
+                seen, note = pipelines.model_view(v.spec, host, own[v.key][indices])
+        except (Exception, TimeLimitExceeded) as exc:
+            seen, note = own[v.key][indices], f"drawn over the images before its preprocessing ({type(exc).__name__})"
         tiles = [
-            Tile("test", int(i), f"#{i}", overlay_uri(test_images[i], m)) for i, m in zip(indices, mean, strict=True)
+            Tile("test", int(i), f"#{i}", overlay_uri(pipelines.displayable(image), m))
+            for i, image, m in zip(indices, seen, mean, strict=True)
         ]
-        rows.append((key, tiles, ""))
+        layer = map_layer(v)
+        rows.append((v.key, tiles, "; ".join(filter(None, [f"maps at its layer '{layer}'" if layer else "", note]))))
     return rows
 
 

@@ -55,12 +55,9 @@ def stages(spec: dict[str, Any], host: PluginHost, data: Splits, shown: np.ndarr
     would show something no cell did, and would put images outside a fold's training part through a fit)."""
     images = data.train_images[shown]
     found = [Stage("raw", list(images))]
-    for ref in spec.get("preprocessors", []):
-        step = host.create("preprocessor", ref["name"], ref.get("params", {}))
+    for ref, step in _steps(spec, host):
         if isinstance(step, Resampler):
-            found.append(
-                Stage(_label(ref), note="resamples the training part (adds or drops images); no image changes")
-            )
+            found.append(Stage(_label(ref), note=RESAMPLES))
             continue
         if not getattr(step, "stateless", False):
             found.append(Stage(_label(ref), note=FITTED))
@@ -82,6 +79,25 @@ def stages(spec: dict[str, Any], host: PluginHost, data: Splits, shown: np.ndarr
             drawn = list(x.clamp(*span).permute(0, 2, 3, 1).numpy())
             found.append(Stage(f"{names}, draw {draw + 1}", drawn, span=span, augmented=True))
     return found
+
+
+def model_view(spec: dict[str, Any], host: PluginHost, images: np.ndarray) -> tuple[np.ndarray, str]:
+    """``images`` as the variant's model takes them (padded, resized, filtered), as far as the report can show them:
+    its stateless preprocessors in order, up to the first that learns from data (fitted per fold, which the report
+    does not do); and '' or which step the images come before."""
+    for ref, step in _steps(spec, host):
+        if isinstance(step, Resampler):
+            continue
+        if not getattr(step, "stateless", False):
+            return images, f"before {_label(ref)}, which is fitted per fold"
+        images = step.transform(images)
+    return images, ""
+
+
+def _steps(spec: dict[str, Any], host: PluginHost) -> list[tuple[dict[str, Any], Any]]:
+    return [
+        (ref, host.create("preprocessor", ref["name"], ref.get("params", {}))) for ref in spec.get("preprocessors", [])
+    ]
 
 
 def displayable(image: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
