@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import sqlite3
 from html import unescape
 
 import markdown
@@ -302,3 +304,21 @@ def test_a_real_binary_dataset_gets_every_verdict_and_unsaturated_scores(shared_
             probs = Scores.from_logits(stored["scores"]).probs
             assert not np.any((probs == 0) | (probs == 1)), "saturated probabilities in a stored cell"
     store.close()
+
+
+def test_ensembles_of_different_sizes_are_named_where_they_are_compared(run_dir, tmp_path):
+    """A variant with a failed cell has a smaller test-split ensemble: the summary stated one N for all."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    with sqlite3.connect(copy / "results.sqlite") as conn:
+        (cell,) = conn.execute("SELECT id FROM cells WHERE variant = 'smote' ORDER BY fold LIMIT 1").fetchone()
+        conn.execute("UPDATE cells SET status = 'failed', error = 'out of memory' WHERE id = ?", (cell,))
+    result = CliRunner().invoke(cli, ["report", str(copy), "--format", "md", "--output", str(tmp_path / "md")])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "md").read_text()
+    assert "(ensembles of 3 fold models, but smote's of 2 (failed cells): a difference there mixes" in markdown
+    smote = next(line for line in markdown.splitlines() if line.startswith("| smote |"))
+    assert "(2 fold models)" in smote
+    assert CliRunner().invoke(cli, ["report", str(copy)]).exit_code == 0
+    page = (copy / "report.html").read_text()
+    assert page.count(">2 fold models</span>") == 1

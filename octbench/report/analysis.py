@@ -136,6 +136,14 @@ class Analysis:
     def metric(self) -> str:
         return self.options.metric
 
+    def odd_ensembles(self) -> dict[str, int]:
+        """Variants whose test-split ensemble holds another number of fold models than most do (a variant with failed
+        cells), with that number: where such ensembles are compared, the page and the exports say so."""
+        sizes = {a.variant.key: a.test_split.models for a in self.variants if a.test_split is not None}
+        counts = list(sizes.values())
+        usual = max(sorted(set(counts), reverse=True), key=counts.count) if counts else 0
+        return {key: models for key, models in sizes.items() if models != usual}
+
     def attempt(self, section: str, compute: Callable[..., T], *args: Any) -> T | None:
         """``compute(*args)``, or None with the reason recorded in ``problems`` when the stored results do not allow
         it (so one odd cell cannot keep a folder's report from rendering)."""

@@ -179,6 +179,7 @@ def markdown(results: Results, analysis: Analysis) -> str:
     reference = analysis.reference.key if analysis.reference else None
     rows = leaderboard_rows(results, analysis)
     best = best_keys(rows, analysis)
+    odd = analysis.odd_ensembles()
     header = ["Variant", *[label for _, label in MARKDOWN_COLUMNS]]
     if has_test:
         header += ["Test accuracy (ensemble) [95% CI]", "Test AUC (ensemble) [95% CI]"]
@@ -200,7 +201,8 @@ def markdown(results: Results, analysis: Analysis) -> str:
                 interval = (
                     "" if row.get(f"{key}_low") is None else f" [{row[f'{key}_low']:.3f}, {row[f'{key}_high']:.3f}]"
                 )
-                cells.append(text + interval + _significant(row.get(p)))
+                size = f" ({odd[row['variant']]} fold models)" if row["variant"] in odd else ""
+                cells.append(text + interval + size + _significant(row.get(p)))
         if reference:
             cells.append("reference" if row["reference"] else (row["changes"] or "none"))
         lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")

@@ -70,6 +70,7 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
         "devices": sorted({r.provenance["device"] for r in results.runs}),
         "stages": figures.STAGES,
         "unequal_budget": unequal_budget_legend(analysis),
+        "odd_ensembles": analysis.odd_ensembles(),
         "totals": totals,
         "reference": analysis.reference,
         "positive": analysis.positive,

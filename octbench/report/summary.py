@@ -84,16 +84,29 @@ def _test_sentence(analysis: Analysis, others: list[VariantAnalysis]) -> list[st
             parts.append(f"AUC {vs.auc_delta:+.3f} ({vs.auc_method} Holm p {p_text(vs.auc_holm)})")
         if parts:
             differ.append(f"{a.variant.key} ({'; '.join(parts)})")
-    models = compared[0][0].test_split.models
+    ensembles = _ensembles(analysis)
     if differ:
         return [
-            f"On the official test split (each variant's ensemble of {models} fold models, paired image by "
-            f"image), {_names(differ)} differ{'s' if len(differ) == 1 else ''} from the reference."
+            f"On the official test split ({ensembles}, paired image by image), {_names(differ)} "
+            f"differ{'s' if len(differ) == 1 else ''} from the reference."
         ]
     return [
-        f"On the official test split (ensembles of {models} fold models, paired image by image), no variant "
-        "differs from the reference in accuracy (McNemar) or AUC at Holm-adjusted p < 0.05."
+        f"On the official test split ({ensembles}, paired image by image), no variant differs from the reference in "
+        "accuracy (McNemar) or AUC at Holm-adjusted p < 0.05."
     ]
+
+
+def _ensembles(analysis: Analysis) -> str:
+    """'ensembles of 5 fold models', or which ensembles hold another number (failed cells) where they differ."""
+    odd = analysis.odd_ensembles()
+    usual = next(a.test_split.models for a in analysis.variants if a.test_split and a.variant.key not in odd)
+    if not odd:
+        return f"ensembles of {usual} fold models"
+    listed = _names([f"{key}'s of {models}" for key, models in odd.items()])
+    return (
+        f"ensembles of {usual} fold models, but {listed} (failed cells): a difference there mixes the technique with "
+        "the ensemble's size"
+    )
 
 
 def _best(results: Results, analysis: Analysis) -> list[str]:
