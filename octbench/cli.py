@@ -130,6 +130,7 @@ def check(suite, data_dir, device, overrides, quick) -> None:
     report each problem with the variant and plugin named. Writes nothing; exits 2 when something fails."""
     import time
 
+    from octbench.plan import print_notes
     from octbench.preflight import check_suite
     from octbench.runplan import plan_run
 
@@ -144,6 +145,7 @@ def check(suite, data_dir, device, overrides, quick) -> None:
         f"all {len(plan.variants)} variants passed their trial on a sample of {plan.suite.dataset.name} "
         f"({seconds:.1f} s)"
     )
+    print_notes(plan.notes, click.echo)
     tuned = [v for v in plan.variants if v.tune is not None]
     if tuned:
         cells = len(plan.suite.cv.seeds) * plan.suite.cv.folds

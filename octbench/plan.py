@@ -188,6 +188,27 @@ def _tune_location(suite: Suite, variant: Variant) -> list[Any]:
 ENGINE = 3
 
 
+def variant_notes(variants: list[Variant] | tuple[Variant, ...], host: PluginHost) -> dict[str, list[str]]:
+    """What each variant's techniques say a user should know about them as configured (``Technique.notes``)."""
+    found = {}
+    for variant in variants:
+        refs = [("model", variant.model), *technique_refs(variant)]
+        notes = [note for kind, ref in refs for note in host.create(kind, ref.name, ref.params).notes(variant)]
+        if notes:
+            found[variant.name] = list(dict.fromkeys(notes))
+    return found
+
+
+def print_notes(notes: dict[str, list[str]], echo: Any) -> None:
+    """Each note once, with the variants it concerns."""
+    by_note: dict[str, list[str]] = {}
+    for variant, said in notes.items():
+        for note in said:
+            by_note.setdefault(note, []).append(variant)
+    for note, variants in by_note.items():
+        echo(f"note ({', '.join(variants)}): {note}")
+
+
 def weight_conflicts(variants: list[Variant], host: PluginHost) -> list[str]:
     """A warning per variant with several regularizers that each replace the weights evaluated after training."""
     warnings = []

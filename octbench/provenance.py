@@ -104,6 +104,7 @@ def collect(
     executor: dict[str, Any] | None = None,
     host: Any = None,
     plugin_paths: tuple[str, ...] = (),
+    notes: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """``pools``: per seed, how many pool rows its cells fold and a digest of which (``RunPlan.pools``).
     ``plugins``: for each plugin a cell uses (``kind:name``, ``octbench.dependencies``), its plugin, file,
@@ -121,6 +122,7 @@ def collect(
     return {
         "plugins": plugins or {},
         "files": files or {},
+        "notes": notes or {},
         "plugin_distributions": installed,
         "plugin_paths": list(plugin_paths),
         "metrics": metrics,

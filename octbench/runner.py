@@ -27,7 +27,7 @@ from octbench.dataset import provided
 from octbench.device import describe
 from octbench.errors import Interrupted, OctbenchError
 from octbench.lock import folder_lock
-from octbench.plan import weight_conflicts
+from octbench.plan import print_notes, weight_conflicts
 from octbench.preflight import check_suite
 from octbench.provenance import collect
 from octbench.report.publish import publish
@@ -92,6 +92,7 @@ def run_suite(
         refuse_problems(check_suite(plan))
     for warning in weight_conflicts(plan.variants, plan.host):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    print_notes(plan.notes, lambda line: console.print(escape(line)))
 
     with folder_lock(plan.out, " ".join(sys.argv)):
         store = _open_store(plan, fresh)
@@ -186,6 +187,7 @@ def _provenance(plan: RunPlan, suite_hash: str) -> dict:
         files={path: dependencies.file_hash(path) for path in plan.depends_on.files},
         host=plan.host,
         plugin_paths=plan.plugin_paths,
+        notes=plan.notes,
     )
 
 

@@ -24,7 +24,7 @@ from octbench.cell import CellTask
 from octbench.dataset import check_same_samples, load_data
 from octbench.device import resolve
 from octbench.lock import ensure_free
-from octbench.plan import check_references, make_tasks, plugin_paths
+from octbench.plan import check_references, make_tasks, plugin_paths, variant_notes
 from octbench.plugins import PluginHost
 from octbench.stack import unstackable
 from octbench.suite import PluginRef, Suite, Variant, dataset_of, resolve_variants
@@ -100,6 +100,11 @@ class RunPlan:
     def execution(self) -> tuning.Execution:
         """How many cells stack, how many stacks run at once, threads per cell, and why (``tuning.execution``)."""
         return tuning.execution(self.suite, self.executor, self.device, len(self.tasks), measure=self._measure_stack)
+
+    @cached_property
+    def notes(self) -> dict[str, list[str]]:
+        """Per variant, what its techniques say a user should know about them as configured (``plan.variant_notes``)."""
+        return variant_notes(self.variants, self.host)
 
     @cached_property
     def depends_on(self) -> dependencies.Dependencies:

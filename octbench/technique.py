@@ -53,6 +53,12 @@ class Technique:
         asked once the cell has trained; stored with the cell and summarised per variant in the report."""
         return {}
 
+    def notes(self, variant: Any) -> list[str]:
+        """What a user choosing this technique as configured should know (an assumption it makes about the images),
+        given the resolved variant it is part of (``octbench.suite.Variant``): `octbench check` and `octbench run`
+        print it, and the variant's section of the report shows it. None by default."""
+        return []
+
     def input_files(self) -> list[Any]:
         """Files this technique reads whose content shapes a cell's result (a checkpoint a model starts from): a
         stored result is keyed on their content, so replacing one reruns the cells that use it

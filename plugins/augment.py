@@ -16,6 +16,12 @@ from octbench import hookimpl
 from octbench.params import Params
 from octbench.technique import Augmenter
 
+MIRRORS = (
+    "{name} mirrors images left to right (hflip, on by default): harmless where left and right carry no meaning (an "
+    "OCT B-scan, most ultrasound), wrong where they do (a fundus photograph of a left eye mirrored looks like a right "
+    "eye; a chest X-ray's heart is on one side): set {off} there"
+)
+
 
 class BatchAugment(Augmenter):
     """Batched on-device augmentation: flips, rotation/translation/scale, brightness, contrast, Gaussian noise."""
@@ -35,6 +41,9 @@ class BatchAugment(Augmenter):
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply_stacked(batch, [generator])
+
+    def notes(self, variant):
+        return [MIRRORS.format(name=self.name, off="hflip: 0")] if self.params.hflip else []
 
     def apply_stacked(self, batch: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """Member g's images are ``batch[g*n:(g+1)*n]`` and draw from ``generators[g]``, in the order one member's

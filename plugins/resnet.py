@@ -141,6 +141,9 @@ class _ResNetModel(Model):
                 )
             return file
 
+    def notes(self, variant):
+        return start.normalisation_note(self.params.checkpoint(), variant)
+
     def input_files(self):
         file = self.params.checkpoint()
         return [file] if file else []

@@ -69,6 +69,9 @@ class Timm(Model):
         info = getattr(model, "feature_info", None)
         return info[-1]["module"] if info else None
 
+    def notes(self, variant):
+        return start.normalisation_note(self.params.checkpoint(), variant)
+
     def input_files(self):
         file = self.params.checkpoint()
         return [file] if file else []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from octbench_plugins.augment import MIRRORS
 from pydantic import Field
 
 from octbench import hookimpl
@@ -22,6 +23,9 @@ class FlipShiftTTA(Regularizer):
         hflip: bool = Field(True, description="add the left-right mirror image")
         vflip: bool = Field(False, description="add the upside-down image (OCT scans have a top and a bottom)")
         shift: int = Field(0, ge=0, le=8, description="add copies shifted by this many pixels up, down, left, right")
+
+    def notes(self, variant):
+        return [MIRRORS.format(name=self.name, off="hflip: false")] if self.params.hflip else []
 
     def test_views(self, images: torch.Tensor) -> list[torch.Tensor]:
         views = [images]

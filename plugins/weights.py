@@ -36,6 +36,19 @@ def start_file(pretrained: bool, weights: str | None, freeze: bool, find_pretrai
     return find_pretrained() if pretrained else None
 
 
+NO_NORMALIZE = (
+    "it starts from pretrained weights, which expect images standardised as they were in pre-training (ImageNet: "
+    "mean 0.485/0.456/0.406, SD 0.229/0.224/0.225), and octbench feeds images scaled to [0, 1]: add the normalize "
+    "preprocessor (it standardises with the training part's mean and SD) or compare with and without it"
+)
+
+
+def normalisation_note(starts_from: Path | None, variant: Any) -> list[str]:
+    """The note for a model that starts from weights in a variant with nothing that standardises its images."""
+    standardised = any(ref.name == "normalize" for ref in getattr(variant, "preprocessors", []))
+    return [NO_NORMALIZE] if starts_from is not None and not standardised else []
+
+
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict in ``path``; a clear error when the file is missing or holds none."""
     file = Path(path).expanduser()

@@ -452,3 +452,43 @@ def test_models_whose_weights_match_but_whose_inputs_differ_in_size_are_not_stac
     assert {c.settings["stack_size"] for v in results.variants for c in v.cells} == {2}, (
         "each size's two folds stack together, never a 16 px with a 20 px model"
     )
+
+
+def test_what_a_user_should_know_about_a_choice_is_said_where_it_is_made(host, tmp_path, write_suite):
+    """Pretrained starts get no ImageNet normalisation and hflip is on by default in tta and batch-augment, and
+    nothing said so: check, run and the variant's section of the report now do, and normalize silences the first."""
+    from octbench.plan import variant_notes
+    from octbench.suite import PluginRef, Variant
+
+    weights = tmp_path / "own.pt"
+    torch.save(host.create("model", "resnet18", {}).build(1, 4, 28).state_dict(), weights)
+
+    def variant(name, model="cnn", params=None, **lists):
+        lists = {key: [PluginRef(name=n, params=p) for n, p in lists.get(key, [])]
+                 for key in ("preprocessors", "augmenters", "regularizers")}  # fmt: skip
+        return Variant(name=name, model=PluginRef(name=model, params=params or {}), **lists)
+
+    start = {"weights": str(weights)}
+    notes = variant_notes(
+        [
+            variant("plain"),
+            variant("pretrained", "resnet18", start),
+            variant("standardised", "resnet18", start, preprocessors=[("normalize", {})]),
+            variant("flips", augmenters=[("batch-augment", {})], regularizers=[("tta", {})]),
+            variant(
+                "no-flips", augmenters=[("batch-augment", {"hflip": 0.0})], regularizers=[("tta", {"hflip": False})]
+            ),
+        ],
+        host,
+    )
+    assert set(notes) == {"pretrained", "flips"}
+    assert "expect images standardised as they were in pre-training" in notes["pretrained"][0]
+    assert [n.split(" mirrors")[0] for n in notes["flips"]] == ["batch-augment", "tta"]
+    assert "set hflip: 0 there" in notes["flips"][0] and "set hflip: false there" in notes["flips"][1]
+
+    path = write_suite(SIZES.split("variants:")[0] + "variants:\n  - name: flip\n    augmenters: [batch-augment]\n")
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 0 and "note (flip): batch-augment mirrors images left to right" in result.output
+    run_suite(path, out=tmp_path / "out", progress=False, check=False)
+    page = html.unescape((tmp_path / "out" / "report.html").read_text())
+    assert "<li>batch-augment mirrors images left to right (hflip, on by default)" in page

@@ -58,6 +58,9 @@ def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = 
                 "changes": changes_from(a.variant.spec, analysis.reference, results.dataset),
                 "parameters": parameters(a.variant),
                 "budget": tuned.budget_note(a.variant, analysis.reference),
+                "notes": next(
+                    (r.provenance.get("notes", {}) for r in results.runs if r.label == a.variant.run), {}
+                ).get(a.variant.name, []),
             }
             for i, a in enumerate(analysis.variants)
         ],
