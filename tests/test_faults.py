@@ -205,6 +205,26 @@ def test_a_killed_worker_fails_its_cell_and_the_suite_goes_on(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_trial_whose_process_is_killed_is_named_by_the_next_start(tmp_path):
+    """A plugin that kills octbench's own process during the trial of each variant on a sample ended the command with
+    exit -9 and no word; the next start of the suite says which variant's trial, and where, was running."""
+    flag = tmp_path / "killed-once"
+    suite = suite_file(
+        tmp_path, ["{name: baseline}", f"{{name: victim, regularizers: [{{name: suicide, flag: {flag}}}]}}"]
+    )
+    command = [sys.executable, "-m", "octbench", "run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == -signal.SIGKILL and flag.exists()
+    assert not (tmp_path / "out").exists(), "killed in the trial, before anything was written"
+    second = invoke("check", suite)
+    assert second.exit_code == 0, second.output
+    said = " ".join(second.output.split())
+    assert f"the last trial of this suite (process {flag.read_text()}," in said
+    assert "ended without a word in variant 'victim', building model 'cnn': its process was killed" in said
+    assert "without a word" not in invoke("check", suite).output, "said once"
+
+
+@pytest.mark.slow
 def test_a_stack_whose_worker_dies_is_retried_cell_by_cell(tmp_path):
     flag = tmp_path / "killed-once"
     suite = suite_file(
