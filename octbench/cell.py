@@ -115,7 +115,7 @@ def execute_stack(tasks: list[CellTask], host: PluginHost | None = None, on_epoc
                 task, searches[i] = tuned(task, host, on_epoch)
             prepared[i] = prepare(task, host)
     for group in stack_groups([p.learner for p in prepared.values()]):
-        members = [i for i, p in prepared.items() if any(p.learner is learner for learner in group.learners)]
+        members = [next(i for i, p in prepared.items() if p.learner is learner) for learner in group.learners]
         start = time.perf_counter()
         train_together(group.learners, [clocks[i] for i in members], on_epoch)
         for i in members:
