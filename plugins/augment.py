@@ -17,7 +17,7 @@ from octbench.params import Params
 from octbench.technique import Augmenter
 
 MIRRORS = (
-    "{name} mirrors images left to right (hflip, on by default): harmless where left and right carry no meaning (an "
+    "{name} mirrors images left to right ({setting}): harmless where left and right carry no meaning (an "
     "OCT B-scan, most ultrasound), wrong where they do (a fundus photograph of a left eye mirrored looks like a right "
     "eye; a chest X-ray's heart is on one side): set {off} there"
 )
@@ -43,7 +43,10 @@ class BatchAugment(Augmenter):
         return self.apply_stacked(batch, [generator])
 
     def notes(self, variant):
-        return [MIRRORS.format(name=self.name, off="hflip: 0")] if self.params.hflip else []
+        setting = f"hflip: {self.params.hflip:g}" + (
+            ", its default" if "hflip" not in self.params.model_fields_set else ""
+        )
+        return [MIRRORS.format(name=self.name, setting=setting, off="hflip: 0")] if self.params.hflip else []
 
     def apply_stacked(self, batch: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """Member g's images are ``batch[g*n:(g+1)*n]`` and draw from ``generators[g]``, in the order one member's

@@ -25,7 +25,8 @@ class FlipShiftTTA(Regularizer):
         shift: int = Field(0, ge=0, le=8, description="add copies shifted by this many pixels up, down, left, right")
 
     def notes(self, variant):
-        return [MIRRORS.format(name=self.name, off="hflip: false")] if self.params.hflip else []
+        setting = "hflip: true" + (", its default" if "hflip" not in self.params.model_fields_set else "")
+        return [MIRRORS.format(name=self.name, setting=setting, off="hflip: false")] if self.params.hflip else []
 
     def test_views(self, images: torch.Tensor) -> list[torch.Tensor]:
         views = [images]

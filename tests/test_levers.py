@@ -491,4 +491,4 @@ def test_what_a_user_should_know_about_a_choice_is_said_where_it_is_made(host, t
     assert result.exit_code == 0 and "note (flip): batch-augment mirrors images left to right" in result.output
     run_suite(path, out=tmp_path / "out", progress=False, check=False)
     page = html.unescape((tmp_path / "out" / "report.html").read_text())
-    assert "<li>batch-augment mirrors images left to right (hflip, on by default)" in page
+    assert "<li>batch-augment mirrors images left to right (hflip: 0.5, its default)" in page
