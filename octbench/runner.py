@@ -103,7 +103,7 @@ def run_suite(
             suite_text=plan.text,
             suite_json=plan.suite.model_dump_json(),
             quick=plan.quick,
-            provenance=_provenance(plan, suite_hash),
+            provenance=plan_provenance(plan, suite_hash),
             dataset=plan.dataset_record(),
         )
         store.record_plan(run_id, plan.tasks)
@@ -173,7 +173,8 @@ def _open_store(plan: RunPlan, fresh: bool) -> Store:
     return store
 
 
-def _provenance(plan: RunPlan, suite_hash: str) -> dict:
+def plan_provenance(plan: RunPlan, suite_hash: str) -> dict:
+    """What a run records of where its numbers came from (``octbench.provenance.collect``), for ``plan``."""
     return collect(
         executor=asdict(plan.execution),
         device=describe(plan.device),

@@ -218,6 +218,24 @@ def run_dir(pytestconfig, tmp_path_factory, tuning_file):
     return made_once(pytestconfig, tmp_path_factory, "report", make) / "out"
 
 
+@pytest.fixture(scope="session")
+def numbers_dir(pytestconfig, tmp_path_factory, tuning_file):
+    """``FOUR_VARIANTS``' every cell written from made-up predictions (``tests.numbers``), with its report: for the
+    report, export and image tests that need a store, not a trained model (made in about a second, where
+    ``run_dir`` trains twelve cells)."""
+    from tests.numbers import write_results
+
+    def make(folder: Path) -> None:
+        (folder / "suite.yaml").write_text(FOUR_VARIANTS)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+            patch.setenv("OCTBENCH_TUNING_FILE", str(tuning_file))
+            write_results(folder / "suite.yaml", folder / "out", {"baseline": 1.5, "flip": 1.6, "smote": 0.6,
+                                                                  "class-weights": 1.4})  # fmt: skip
+
+    return made_once(pytestconfig, tmp_path_factory, "numbers", make) / "out"
+
+
 SMOKE_SETTINGS = ["--set", "train.threads=1"]  # one thread per cell, as tests/test_ray.py's cluster runs it
 
 

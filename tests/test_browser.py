@@ -53,8 +53,8 @@ def page(browser):
 
 
 @pytest.mark.slow
-def test_report_loads_renders_images_and_sorts(page, run_dir, tmp_path):
-    page.goto((run_dir / "report.html").resolve().as_uri())
+def test_report_loads_renders_images_and_sorts(page, numbers_dir, tmp_path):
+    page.goto((numbers_dir / "report.html").resolve().as_uri())
     page.wait_for_load_state("load")
     assert page.problems == [], f"console errors: {page.problems}"
 

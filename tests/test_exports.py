@@ -22,9 +22,9 @@ def report(*args):
     return CliRunner().invoke(cli, ["report", *map(str, args)], catch_exceptions=False)
 
 
-def test_latex_table_has_booktabs_bold_best_daggers_and_a_caption(run_dir, tmp_path):
+def test_latex_table_has_booktabs_bold_best_daggers_and_a_caption(numbers_dir, tmp_path):
     out = tmp_path / "table.tex"
-    assert report(run_dir, "--format", "latex", "--output", out).exit_code == 0
+    assert report(numbers_dir, "--format", "latex", "--output", out).exit_code == 0
     tex = out.read_text()
     for text in (r"\toprule", r"\midrule", r"\bottomrule", r"\usepackage{booktabs}", r"\caption{", r"$\pm$"):
         assert text in tex, text
@@ -32,7 +32,7 @@ def test_latex_table_has_booktabs_bold_best_daggers_and_a_caption(run_dir, tmp_p
     assert "3-fold cross-validation x 1 seed" in tex and "Holm-adjusted" in tex and "McNemar" in tex
     body = tex[tex.index(r"\midrule") : tex.index(r"\bottomrule")]
     assert body.count(r"\\") == 4 and "baseline (ref.)" in body
-    printed = report(run_dir, "--format", "latex", "--output", "-")
+    printed = report(numbers_dir, "--format", "latex", "--output", "-")
     assert printed.exit_code == 0
 
 
@@ -48,9 +48,9 @@ def test_latex_escapes_what_names_may_hold():
     shutil.which("pdflatex") is None,
     reason="no pdflatex here (Debian: apt-get install texlive-latex-base texlive-latex-recommended)",
 )
-def test_the_latex_export_compiles_with_pdflatex(run_dir, tmp_path):
+def test_the_latex_export_compiles_with_pdflatex(numbers_dir, tmp_path):
     tex = tmp_path / "report.tex"
-    assert report(run_dir, "--format", "latex", "--output", tex).exit_code == 0
+    assert report(numbers_dir, "--format", "latex", "--output", tex).exit_code == 0
     done = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", tex.name],
         cwd=tmp_path,
@@ -63,13 +63,13 @@ def test_the_latex_export_compiles_with_pdflatex(run_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_predictions_reproduce_the_reports_numbers_with_scikit_learn(run_dir, tmp_path):
+def test_predictions_reproduce_the_reports_numbers_with_scikit_learn(numbers_dir, tmp_path):
     out = tmp_path / "predictions.csv"
-    assert report(run_dir, "--format", "predictions", "--output", out).exit_code == 0
+    assert report(numbers_dir, "--format", "predictions", "--output", out).exit_code == 0
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
     json_path = tmp_path / "report.json"
-    assert report(run_dir, "--format", "json", "--output", json_path).exit_code == 0
+    assert report(numbers_dir, "--format", "json", "--output", json_path).exit_code == 0
     payload = json.loads(json_path.read_text())
     classes = payload["dataset"]["class_names"]
     # every image of every cell's two splits: per variant the 280-image pool once (one seed) and 3 x 60 test images
@@ -103,11 +103,11 @@ def test_predictions_reproduce_the_reports_numbers_with_scikit_learn(run_dir, tm
 
 
 @pytest.mark.slow
-def test_figures_are_written_as_svg_pdf_and_300_dpi_png(run_dir, tmp_path):
+def test_figures_are_written_as_svg_pdf_and_300_dpi_png(numbers_dir, tmp_path):
     from PIL import Image
 
     folder = tmp_path / "figures"
-    result = report(run_dir, "--format", "md", "--output", tmp_path / "r.md", "--figures", folder)
+    result = report(numbers_dir, "--format", "md", "--output", tmp_path / "r.md", "--figures", folder)
     assert result.exit_code == 0 and "figures: " in result.output
     stems = {p.stem for p in folder.iterdir() if p.is_file()}
     assert {"ROC-of-every-variant", "learning-curves-of-every-variant", "effects", "throughput"} <= stems
@@ -131,7 +131,7 @@ def test_figures_are_written_as_svg_pdf_and_300_dpi_png(run_dir, tmp_path):
     ) as image:
         assert image.size == (28, 28)
     again = tmp_path / "again"  # the page writes the same figures it embeds
-    result = report(run_dir, "--output", tmp_path / "r.html", "--figures", again)
+    result = report(numbers_dir, "--output", tmp_path / "r.html", "--figures", again)
     assert result.exit_code == 0 and f"figures: {3 * len(stems)} files" in result.output
     assert (again / "effects.svg").read_bytes() == (folder / "effects.svg").read_bytes(), "no dates in the files"
 

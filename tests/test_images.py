@@ -28,13 +28,13 @@ from octbench.suite import PluginRef
 from tests.conftest import REPO
 
 
-def analysed(run_dir):
-    results = load([run_dir])
+def analysed(numbers_dir):
+    results = load([numbers_dir])
     return results, analyse(results, Options.of_suite(results.runs[0].suite))
 
 
-def test_fixed_and_broken_images_are_mcnemars_counts_for_every_variant(run_dir):
-    _, analysis = analysed(run_dir)
+def test_fixed_and_broken_images_are_mcnemars_counts_for_every_variant(numbers_dir):
+    _, analysis = analysed(numbers_dir)
     found = flips(analysis)
     compared = [a for a in analysis.variants if a.variant is not analysis.reference]
     assert compared and all(a.test_split is not None and a.test_split.versus is not None for a in compared)
@@ -48,7 +48,7 @@ def test_fixed_and_broken_images_are_mcnemars_counts_for_every_variant(run_dir):
     reference = found[analysis.reference.key]
     assert reference.fixed == [] and reference.broke == []
 
-    html = unescape((run_dir / "report.html").read_text())
+    html = unescape((numbers_dir / "report.html").read_text())
     for a in compared:
         m = a.test_split.versus.mcnemar
         s = "" if m.only_first_correct == 1 else "s"
@@ -65,7 +65,9 @@ def test_fixed_and_broken_images_are_mcnemars_counts_for_every_variant(run_dir):
             == shown
         )
 
-    exported = json.loads(CliRunner().invoke(cli, ["report", str(run_dir), "--format", "json", "--output", "-"]).output)
+    exported = json.loads(
+        CliRunner().invoke(cli, ["report", str(numbers_dir), "--format", "json", "--output", "-"]).output
+    )
     for a in compared:
         listed = exported["images"]["variants"][a.variant.key]
         assert listed["fixed"] == found[a.variant.key].fixed and listed["broke"] == found[a.variant.key].broke
@@ -73,8 +75,8 @@ def test_fixed_and_broken_images_are_mcnemars_counts_for_every_variant(run_dir):
         assert listed["errors"] == found[a.variant.key].errors[:ERRORS]
 
 
-def test_the_montage_shows_each_class_of_each_split_and_the_export_lists_the_same_rows(run_dir):
-    results, analysis = analysed(run_dir)
+def test_the_montage_shows_each_class_of_each_split_and_the_export_lists_the_same_rows(numbers_dir):
+    results, analysis = analysed(numbers_dir)
     data = load_data(PluginRef(name=results.dataset["name"], params=results.dataset["params"]), PluginHost.load(), None)
     montage = select(results, analysis, data).montage
     labels = {"train": data.train_labels, "val": data.val_labels, "test": data.test_labels}
@@ -84,11 +86,13 @@ def test_the_montage_shows_each_class_of_each_split_and_the_export_lists_the_sam
             assert len(rows) == min(PER_CLASS, int(np.sum(labels[split] == c)))
             assert all(labels[split][i] == c for i in rows), (split, name)
     assert select(results, analysis, data).montage == montage  # drawn once, the same for every report
-    html = unescape((run_dir / "report.html").read_text())
+    html = unescape((numbers_dir / "report.html").read_text())
     for split in ("train", "val", "test"):
         for name in results.class_names:
             assert f'aria-label="{split} images of class {name}"' in html
-    exported = json.loads(CliRunner().invoke(cli, ["report", str(run_dir), "--format", "json", "--output", "-"]).output)
+    exported = json.loads(
+        CliRunner().invoke(cli, ["report", str(numbers_dir), "--format", "json", "--output", "-"]).output
+    )
     assert exported["images"]["montage"] == montage
     # every view's images are listed: the pipelines' training rows and the test rows the maps explain
     assert exported["images"]["pipeline"] == {
@@ -100,9 +104,9 @@ def test_the_montage_shows_each_class_of_each_split_and_the_export_lists_the_sam
     assert "near_duplicates" in exported["images"]
 
 
-def test_without_its_dataset_the_page_says_why_it_shows_no_image_and_keeps_every_number(run_dir, tmp_path):
+def test_without_its_dataset_the_page_says_why_it_shows_no_image_and_keeps_every_number(numbers_dir, tmp_path):
     copy = tmp_path / "copy"
-    shutil.copytree(run_dir, copy)
+    shutil.copytree(numbers_dir, copy)
     with sqlite3.connect(copy / "results.sqlite") as conn:
         (raw,) = conn.execute("SELECT dataset_json FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         dataset = json.loads(raw)
@@ -307,7 +311,9 @@ def test_a_model_without_a_convolution_has_no_map_and_says_so():
     assert mean_maps(variant) == "no conv"
 
 
+@pytest.mark.slow
 def test_every_cell_stores_maps_of_the_same_test_images_and_the_page_draws_them(run_dir):
+    """What trained cells store (the maps a cell computes from its model): a trained run, in the slow tier."""
     results, _ = analysed(run_dir)
     labels = next(c.test.y_true for c in results.variants[0].cells)
     expected = attribution.rows(labels, len(results.class_names))
@@ -362,8 +368,8 @@ def test_each_pipeline_is_shown_step_by_step_on_the_same_training_images():
     assert stages[-1].images == [] and stages[-1].note == pipelines.FITTED
 
 
-def test_the_page_shows_every_variants_pipeline(run_dir):
-    html = unescape((run_dir / "report.html").read_text())
+def test_the_page_shows_every_variants_pipeline(numbers_dir):
+    html = unescape((numbers_dir / "report.html").read_text())
     assert 'id="pipelines"' in html
     for name in ("baseline", "flip", "smote", "class-weights"):
         assert f'aria-label="pipeline output of {name}"' in html
@@ -385,10 +391,10 @@ def test_the_committed_example_shows_every_view_and_stays_under_3_mb():
 
 
 @pytest.mark.serial
-def test_a_pipeline_that_hangs_or_never_finished_a_cell_is_not_drawn(run_dir, monkeypatch):
+def test_a_pipeline_that_hangs_or_never_finished_a_cell_is_not_drawn(numbers_dir, monkeypatch):
     from octbench.report import images
 
-    results, _ = analysed(run_dir)
+    results, _ = analysed(numbers_dir)
     data = images.load_images(results)
     monkeypatch.setattr(pipelines, "SECONDS", 1)
     draw = pipelines.stages

@@ -28,13 +28,27 @@ def write_plugin(tmp_path, body: str, name: str = "my_plugins.py") -> Path:
 
 
 def test_every_hook_is_documented_and_delivers_builtins(host):
+    """Every hook delivers octbench's own techniques, except metrics and report sections, which octbench ships none
+    of: the example package (examples/octbench-extra, installed by ``scripts/install.sh --dev``) delivers those."""
+    unshipped = []
     for hook_name, kind in HOOK_KINDS.items():
         spec = getattr(hookspecs, hook_name)
         assert (spec.__doc__ or "").strip(), f"{hook_name} has no docstring"
-        assert host.names(kind), f"no built-in {kind} arrived through {hook_name}"
+        if kind in ("metric", "report-section"):
+            if not host.names(kind):
+                unshipped.append(kind)
+            continue
+        assert any(distribution_of(host.get(kind, n).cls)[0] == "octbench" for n in host.names(kind)), (
+            f"no built-in {kind} arrived through {hook_name}"
+        )
     assert {"seed-cnn", "cnn"} <= set(host.names("model"))
     assert {"clahe", "smote"} <= set(host.names("preprocessor"))
     assert {"octmnist", "breastmnist", "retinamnist", "synthetic-oct"} <= set(host.names("dataset"))
+    if unshipped:
+        pytest.skip(
+            f"no {' or '.join(unshipped)} plugin is installed to show its hook delivering: octbench ships none; "
+            "install the example package (pip install -e examples/octbench-extra, or scripts/install.sh --dev)"
+        )
 
 
 def test_builtins_arrive_through_the_entry_point_group(host):

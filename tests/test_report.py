@@ -23,8 +23,8 @@ def report(*args):
     return CliRunner().invoke(cli, ["report", *map(str, args)], catch_exceptions=False)
 
 
-def test_html_report_shows_statistics_and_figures(run_dir):
-    html = (run_dir / "report.html").read_text()
+def test_html_report_shows_statistics_and_figures(numbers_dir):
+    html = (numbers_dir / "report.html").read_text()
     for text in (
         "Leaderboard",
         "Verdicts against the reference",
@@ -69,14 +69,14 @@ def test_html_report_shows_statistics_and_figures(run_dir):
     assert "http://" not in html and "https://" not in html, "the page must stand alone"
 
 
-def test_legends_name_the_test_and_the_family_that_set_each_mark(run_dir):
+def test_legends_name_the_test_and_the_family_that_set_each_mark(numbers_dir):
     """Four classes: the macro-AUC mark is the paired bootstrap's alone; Holm's family is stated; the Brier score is
     summed over classes; the detectable difference is stated at the level the marks clear; and the agreement of CV
     and the test split is judged like with like."""
     from octbench.report.analysis import analyse
     from octbench.report.collect import load
 
-    html = unescape((run_dir / "report.html").read_text())
+    html = unescape((numbers_dir / "report.html").read_text())
     text = " ".join(html.split())
     assert "DeLong (AUC, per-class DeLong" not in text
     assert (
@@ -91,21 +91,21 @@ def test_legends_name_the_test_and_the_family_that_set_each_mark(run_dir):
     assert "at the level Holm's first step tests (0.05/3, the level a ▲/▼ must clear)" in text
     assert "compared like with like" in text or "CV and the test split disagree" in text
     assert "differs between the CV pool and the test split by 0%" not in text
-    analysis = analyse(load([run_dir]))
+    analysis = analyse(load([numbers_dir]))
     compared = [a.comparisons["accuracy"] for a in analysis.variants if "accuracy" in a.comparisons]
     assert len(compared) == analysis.comparisons == 3
     for c in compared:
         at_holm = stats.detectable_difference(c.std, c.test.n, analysis.test_train_ratio, alpha=0.05 / 3)
         assert c.detectable == pytest.approx(at_holm)
         assert c.detectable > stats.detectable_difference(c.std, c.test.n, analysis.test_train_ratio)
-    md = report(run_dir, "--format", "md", "--output", "-").output
+    md = report(numbers_dir, "--format", "md", "--output", "-").output
     assert "p < 0.05" in md and "&lt;" not in md and "&amp;" not in md
 
 
-def test_markdown_export_renders_as_a_table(run_dir):
-    result = report(run_dir, "--format", "md")
+def test_markdown_export_renders_as_a_table(numbers_dir):
+    result = report(numbers_dir, "--format", "md")
     assert result.exit_code == 0
-    text = (run_dir / "report.md").read_text()
+    text = (numbers_dir / "report.md").read_text()
     html = markdown.markdown(text, extensions=["tables"])
     assert html.count("<table>") == 2, "the leaderboard and the verdicts"
     assert html.count("<tr>") == (1 + 4) + (1 + 3)
@@ -116,16 +116,16 @@ def test_markdown_export_renders_as_a_table(run_dir):
     assert "corrected t p raw (Holm)" in text and "Changes vs reference" in text and "**" in text
 
 
-def test_csv_and_json_exports(run_dir):
-    assert report(run_dir, "--format", "csv").exit_code == 0
-    with open(run_dir / "leaderboard.csv") as handle:
+def test_csv_and_json_exports(numbers_dir):
+    assert report(numbers_dir, "--format", "csv").exit_code == 0
+    with open(numbers_dir / "leaderboard.csv") as handle:
         leaderboard = list(csv.DictReader(handle))
-    with open(run_dir / "cells.csv") as handle:
+    with open(numbers_dir / "cells.csv") as handle:
         cells = list(csv.DictReader(handle))
     assert [r["variant"] for r in leaderboard] == ["baseline", "flip", "smote", "class-weights"]
     assert len(cells) == 4 * 3 * 2  # variants x folds x (held-out, test)
-    out = run_dir / "x.json"
-    assert report(run_dir, "--format", "json", "--output", out).exit_code == 0
+    out = numbers_dir / "x.json"
+    assert report(numbers_dir, "--format", "json", "--output", out).exit_code == 0
     payload = json.loads(out.read_text())
     assert payload["reference"] == "baseline" and len(payload["leaderboard"]) == 4
     smote = next(r for r in payload["leaderboard"] if r["variant"] == "smote")
@@ -146,20 +146,20 @@ def test_csv_and_json_exports(run_dir):
 
 
 @pytest.mark.slow
-def test_merging_runs_keys_variants_by_run(run_dir, tmp_path):
-    result = report(run_dir, run_dir, "--format", "json", "--output", tmp_path / "merged.json")
+def test_merging_runs_keys_variants_by_run(numbers_dir, tmp_path):
+    result = report(numbers_dir, numbers_dir, "--format", "json", "--output", tmp_path / "merged.json")
     assert result.exit_code == 0
     names = [r["variant"] for r in json.loads((tmp_path / "merged.json").read_text())["leaderboard"]]
     assert names[:2] == ["out/baseline", "out/flip"] and len(names) == 8
-    assert report(run_dir, run_dir, "--output", tmp_path / "merged.html").exit_code == 0
+    assert report(numbers_dir, numbers_dir, "--output", tmp_path / "merged.html").exit_code == 0
 
 
 @pytest.mark.slow
-def test_different_datasets_make_a_study_that_says_what_it_cannot_test(run_dir, tmp_path):
+def test_different_datasets_make_a_study_that_says_what_it_cannot_test(numbers_dir, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text(SUITE.replace("n_train: 240", "n_train: 200"))
     run_suite(other, out=tmp_path / "other", progress=False, overrides=["variants=[{name: baseline}]"])
-    result = report(run_dir, tmp_path / "other", "--output", tmp_path / "study.html")
+    result = report(numbers_dir, tmp_path / "other", "--output", tmp_path / "study.html")
     assert result.exit_code == 0
     html = (tmp_path / "study.html").read_text()
     assert "Rank tests need at least two datasets and two variants" in html
@@ -176,10 +176,10 @@ def _study_block(tmp_path, name, seed):
 
 
 @pytest.mark.slow
-def test_a_study_over_three_datasets_ranks_variants_with_a_critical_difference_diagram(run_dir, tmp_path):
+def test_a_study_over_three_datasets_ranks_variants_with_a_critical_difference_diagram(numbers_dir, tmp_path):
     others = [_study_block(tmp_path, f"data{seed}", seed) for seed in (1, 2)]
     out = tmp_path / "study.html"
-    assert report(run_dir, *others, "--output", out).exit_code == 0
+    assert report(numbers_dir, *others, "--output", out).exit_code == 0
     html = unescape(out.read_text())
     for text in (
         "Friedman's test of the ranks over 3 datasets: exact permutation p = ",
@@ -195,23 +195,23 @@ def test_a_study_over_three_datasets_ranks_variants_with_a_critical_difference_d
     assert "p = 0.000" not in html and "1 seeds" not in html and "1 seed," in html
     assert "Iman and Davenport" not in html, "not where its approximation does not hold"
     assert "synthetic-oct (out)" in html and "synthetic-oct (data1)" in html, "blocks named after their folders"
-    payload = json.loads(report(run_dir, *others, "--format", "json", "--output", "-").output)
+    payload = json.loads(report(numbers_dir, *others, "--format", "json", "--output", "-").output)
     assert payload["datasets"] and len(payload["datasets"]) == 3 and payload["friedman"]["critical_difference"] > 0
     assert payload["friedman"]["method"] == "exact" and 0 < payload["friedman"]["p"] <= 1
     assert [v["variant"] for v in payload["variants"]] == ["baseline", "flip", "smote", "class-weights"]
     reference = payload["variants"][0]
     assert reference["reference"] and reference["p_rank_vs_reference"] is None
     assert all(0 <= v["p_rank_vs_reference_holm"] <= 1 for v in payload["variants"][1:])
-    md = report(run_dir, *others, "--format", "md", "--output", "-")
+    md = report(numbers_dir, *others, "--format", "md", "--output", "-")
     assert md.exit_code == 0 and "average rank" in md.output and "exact permutation p" in md.output
     assert "A study of 3 datasets is small" in md.output and "&lt;" not in md.output
-    assert report(run_dir, others[0], others[0]).exit_code == 2, "two folders of one dataset in a study"
+    assert report(numbers_dir, others[0], others[0]).exit_code == 2, "two folders of one dataset in a study"
 
 
-def test_positive_class_and_rope_are_report_options(run_dir, tmp_path):
-    result = report(run_dir, "--positive-class", "drusen", "--output", tmp_path / "r.html")
+def test_positive_class_and_rope_are_report_options(numbers_dir, tmp_path):
+    result = report(numbers_dir, "--positive-class", "drusen", "--output", tmp_path / "r.html")
     assert result.exit_code == 2 and "binary" in result.output
-    payload = json.loads(report(run_dir, "--format", "json", "--rope", "0.2", "--output", "-").output)
+    payload = json.loads(report(numbers_dir, "--format", "json", "--rope", "0.2", "--output", "-").output)
     flip = next(r for r in payload["leaderboard"] if r["variant"] == "flip")
     assert flip["rope"] == 0.2 and flip["p_equivalent"] > 0.5
 
@@ -240,13 +240,13 @@ def _as_version_one(store_path):
 
 
 @pytest.mark.slow
-def test_stores_written_by_the_first_schema_still_report_and_resume(run_dir, tmp_path):
+def test_stores_written_by_the_first_schema_still_report_and_resume(numbers_dir, tmp_path):
     import hashlib
     import shutil
 
     old = tmp_path / "old"
     old.mkdir()
-    shutil.copy(run_dir / "results.sqlite", old / "results.sqlite")
+    shutil.copy(numbers_dir / "results.sqlite", old / "results.sqlite")
     _as_version_one(old / "results.sqlite")
     before = hashlib.md5((old / "results.sqlite").read_bytes()).hexdigest()
     result = report(old, "--format", "json", "--output", "-")
@@ -306,10 +306,10 @@ def test_a_real_binary_dataset_gets_every_verdict_and_unsaturated_scores(shared_
     store.close()
 
 
-def test_ensembles_of_different_sizes_are_named_where_they_are_compared(run_dir, tmp_path):
+def test_ensembles_of_different_sizes_are_named_where_they_are_compared(numbers_dir, tmp_path):
     """A variant with a failed cell has a smaller test-split ensemble: the summary stated one N for all."""
     copy = tmp_path / "copy"
-    shutil.copytree(run_dir, copy)
+    shutil.copytree(numbers_dir, copy)
     with sqlite3.connect(copy / "results.sqlite") as conn:
         (cell,) = conn.execute("SELECT id FROM cells WHERE variant = 'smote' ORDER BY fold LIMIT 1").fetchone()
         conn.execute("UPDATE cells SET status = 'failed', error = 'out of memory' WHERE id = ?", (cell,))
