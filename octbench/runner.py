@@ -96,17 +96,7 @@ def run_suite(
 
     with folder_lock(plan.out, " ".join(sys.argv)):
         store = _open_store(plan, fresh)
-        suite_hash = plan.suite.digest()
-        run_id = store.start_run(
-            suite_name=plan.suite.name,
-            suite_hash=suite_hash,
-            suite_text=plan.text,
-            suite_json=plan.suite.model_dump_json(),
-            quick=plan.quick,
-            provenance=plan_provenance(plan, suite_hash),
-            dataset=plan.dataset_record(),
-        )
-        store.record_plan(run_id, plan.tasks)
+        run_id = record_run(store, plan)
         todo = _unfinished(plan, store)
         results: list[CellResult] = []
         status, stopped, unwritable = "interrupted", None, None
@@ -173,7 +163,24 @@ def _open_store(plan: RunPlan, fresh: bool) -> Store:
     return store
 
 
-def plan_provenance(plan: RunPlan, suite_hash: str) -> dict:
+def record_run(store: Store, plan: RunPlan) -> int:
+    """A new run in ``store``: the suite as written and as resolved, the dataset, the provenance, and the plan of
+    cells; its id."""
+    suite_hash = plan.suite.digest()
+    run_id = store.start_run(
+        suite_name=plan.suite.name,
+        suite_hash=suite_hash,
+        suite_text=plan.text,
+        suite_json=plan.suite.model_dump_json(),
+        quick=plan.quick,
+        provenance=_provenance(plan, suite_hash),
+        dataset=plan.dataset_record(),
+    )
+    store.record_plan(run_id, plan.tasks)
+    return run_id
+
+
+def _provenance(plan: RunPlan, suite_hash: str) -> dict:
     """What a run records of where its numbers came from (``octbench.provenance.collect``), for ``plan``."""
     return collect(
         executor=asdict(plan.execution),

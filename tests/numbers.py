@@ -18,7 +18,7 @@ from octbench import attribution
 from octbench.cell import CellResult, fold_rows
 from octbench.metrics import evaluate
 from octbench.report.publish import publish
-from octbench.runner import plan_provenance
+from octbench.runner import record_run
 from octbench.runplan import RunPlan, plan_run
 from octbench.store import Store
 
@@ -31,17 +31,7 @@ def write_results(suite: Path, out: Path, skills: dict[str, float] | None = None
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / "results.sqlite")
     try:
-        suite_hash = plan.suite.digest()
-        run_id = store.start_run(
-            suite_name=plan.suite.name,
-            suite_hash=suite_hash,
-            suite_text=plan.text,
-            suite_json=plan.suite.model_dump_json(),
-            quick=plan.quick,
-            provenance=plan_provenance(plan, suite_hash),
-            dataset=plan.dataset_record(),
-        )
-        store.record_plan(run_id, plan.tasks)
+        run_id = record_run(store, plan)
         for task in plan.tasks:
             store.commit(run_id, made_up(plan, task, (skills or {}).get(task.variant.name, 1.5)))
         store.finish_run(run_id, "done")
