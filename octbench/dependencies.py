@@ -70,12 +70,13 @@ def _settings(suite: Suite, variant: Variant) -> Iterator[tuple[Suite, Variant]]
 
 def _optimizer(host: Any, suite: Suite, variant: Variant) -> str:
     """The optimizer plugin the variant's cells build: the suite's, as the regularizers change it."""
-    options = suite.train.optimizer.options()
-    for ref in variant.regularizers:
-        try:
-            options = host.create("regularizer", ref.name, ref.params).configure_optimizer(dict(options))
-        except Exception:  # a hook that needs its model first: the cell decides, and fails with the reason
-            continue
+    from octbench.train import optimizer_options
+
+    try:
+        regularizers = [host.create("regularizer", ref.name, ref.params) for ref in variant.regularizers]
+        options, _ = optimizer_options(suite.train, regularizers)
+    except Exception:  # a hook that needs its model first: the cell decides, and fails with the reason
+        return suite.train.optimizer.name
     return str(options.get("name", suite.train.optimizer.name))
 
 

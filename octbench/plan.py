@@ -130,24 +130,22 @@ def unsearchable(key: str, distribution: Distribution, suite: Suite, variant: Va
         return ""
     if head != "train" or not rest.startswith("optimizer."):
         return ""
+    from octbench.train import optimizer_options
+
     setting, values = rest.split(".", 1)[1], drawn_kinds(distribution)
-    reached, setters = set(), []
+    reached, setters = set(), set()
     for value in values:
         try:
             tried_suite, tried = search.apply(suite, variant, {key: value})
-            options = tried_suite.train.optimizer.options()
-            for ref in tried.regularizers:
-                changed = host.create("regularizer", ref.name, ref.params).configure_optimizer(dict(options))
-                if changed.get(setting) != options.get(setting):
-                    setters.append(ref.name)
-                options = changed
+            regularizers = [host.create("regularizer", ref.name, ref.params) for ref in tried.regularizers]
+            options, changed_by = optimizer_options(tried_suite.train, regularizers)
         except Exception:  # an invalid value is named by the check of each value; a hook that needs a model: unknown
             return ""
         reached.add(canonical_json(options.get(setting)))
+        setters.update([changed_by[setting]] if setting in changed_by else [])
     if len(values) > 1 and len(reached) == 1 and setters:
-        return (
-            f"regularizer '{setters[-1]}' sets the optimizer's {setting} itself, so no searched value reaches training"
-        )
+        who = " and ".join(f"'{name}'" for name in sorted(setters))
+        return f"regularizer {who} sets the optimizer's {setting} itself, so no searched value reaches training"
     return ""
 
 

@@ -68,6 +68,19 @@ def fast_path(config: Train, device: torch.device) -> tuple[bool, bool]:
 COMMON_OPTIONS = ("name", "lr", "weight_decay")
 
 
+def optimizer_options(config: Train, regularizers: list[Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The optimizer options a cell builds with: ``train.optimizer``'s, through each regularizer's
+    ``configure_optimizer`` in suite order; and, per option a regularizer added or changed, the last one that did.
+    The trainer, the dependency list and the search's check all ask this one function."""
+    options: dict[str, Any] = config.optimizer.options()
+    changed_by: dict[str, str] = {}
+    for reg in regularizers:
+        updated = reg.configure_optimizer(dict(options))
+        changed_by.update({k: reg.name for k, v in updated.items() if k not in options or options[k] != v})
+        options = updated
+    return options, changed_by
+
+
 def optimizer_technique(options: dict[str, Any], host: Any = None, origin: dict[str, str] | None = None) -> Any:
     """The optimizer plugin ``options['name']`` with whichever of ``options`` are its parameters. An option meant for
     another optimizer plugin (``momentum`` beside adam, from the ``optimizer`` regularizer) is left out; one that no
@@ -175,11 +188,8 @@ class Learner:
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.forward = compiled(self.model, config.compile) if config.compile else self.model
 
-        options: dict[str, Any] = config.optimizer.options()
-        origin = dict.fromkeys(options, "train.optimizer")
-        for reg in regularizers:
-            options = reg.configure_optimizer(options)
-            origin.update({key: f"regularizer '{reg.name}'" for key in options if key not in origin})
+        options, changed_by = optimizer_options(config, regularizers)
+        origin = {key: f"regularizer '{name}'" for key, name in changed_by.items()}
         self.optimizer_technique = optimizer_technique(options, host, origin)
         self.optimizer = make_optimizer(self.model, options, device, technique=self.optimizer_technique)
         class_counts = np.bincount(self.y_all.cpu().numpy(), minlength=num_classes)  # CUDA's is not deterministic
