@@ -227,13 +227,18 @@ def test_a_tuned_suite_runs_reports_and_exports_its_choices_and_a_rerun_trains_n
         trials = read_study(out / search.JOURNAL, name).trials
         assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     page = (out / "report.html").read_text()
-    assert "<h2>Tuning</h2>" in page and "Each variant was tuned inside every fold with 3 trials" in page
-    assert "clahe.clip_limit" in page
+    assert '<h2 id="tuning">Tuning</h2>' in page and "Each variant was tuned inside every fold with 3 trials" in page
+    assert "clahe.clip_limit" in page and '<a href="#tuning">Tuning</a>' in page  # in the page's navigation
 
     result = CliRunner().invoke(cli, ["report", str(out), "--format", "csv", "--output", str(tmp_path / "csv")])
     assert result.exit_code == 0, result.output
     header = (tmp_path / "csv" / "cells.csv").read_text().splitlines()[0]
     assert "tuned train.optimizer.lr" in header and "tuned clahe.clip_limit" in header
+    tuning = (tmp_path / "csv" / "tuning.csv").read_text().splitlines()  # the Tuning section's table
+    assert tuning[0].startswith("variant,trials_per_cell,sampler") and len(tuning) == 3
+    result = CliRunner().invoke(cli, ["report", str(out), "--format", "md", "--figures", str(tmp_path / "figs")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "figs" / "tuning-search-curves.svg").exists()  # drawn through the one figure writer
 
     again = run_suite(path, out=out, progress=False)
     assert again.done == 0 and again.skipped == 4
@@ -553,7 +558,7 @@ def test_the_report_says_when_budgets_differ_and_when_a_choice_sits_at_an_end_of
         "unequal in trials per searched parameter: a 20 (20 for 1 parameter), b 6.67 (20 for 3 parameters); the "
         "thinner searches may understate their variants (tune.trials_per_parameter scales each budget with its space)."
     )
-    page = tuned.render(thin)
+    page = tuned.render(tuned.searches(thin), None)
     assert "<th>searched parameters</th><th>trials per parameter</th>" in page and "<td>3</td><td>6.67</td>" in page
     even = Results([], [tuned_variant("a", 20, [{"lr": 0.001}], {"lr": lr}),
                         tuned_variant("b", 40, [{"lr": 0.001, "clip": 2}], {"lr": lr, "clip": clip})])  # fmt: skip
@@ -570,9 +575,11 @@ def test_the_report_says_when_budgets_differ_and_when_a_choice_sits_at_an_end_of
         "a: lr was chosen at the low end of [0.0001, 0.01] in 2 of 3 folds; the best setting may lie beyond it: "
         "widen the range"
     ]
-    page = tuned.render(Results([], [tuned_variant("a", 8, [{"lr": 0.0001}, {"lr": 0.00011}], {"lr": lr})]))
+    page = tuned.render(
+        tuned.searches(Results([], [tuned_variant("a", 8, [{"lr": 0.0001}, {"lr": 0.00011}], {"lr": lr})])), None
+    )
     assert "widen the range" in page and "0.000105 [0.0001–0.00011]" in page
-    assert tuned.render(Results([], [tuned_variant("c", 8, [None])])) is None
+    assert tuned.searches(Results([], [tuned_variant("c", 8, [None])])) == []
 
 
 @pytest.mark.slow

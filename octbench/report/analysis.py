@@ -21,6 +21,7 @@ from octbench.errors import OctbenchError
 from octbench.metrics import SCALARS
 from octbench.report.collect import Results, VariantResults
 from octbench.report.testsplit import Clinical, Headline, clinical, compare_on_test_split, resolve_positive
+from octbench.stats import ALPHA
 
 TIMINGS = (
     "load",
@@ -35,7 +36,6 @@ TIMINGS = (
     "preprocess_cached",
     "resample_cached",
 )
-ALPHA = 0.05
 POWER = 0.8
 T = TypeVar("T")
 

@@ -85,10 +85,18 @@ def per_variant(results: Results, drawer: Drawer) -> dict[str, dict[str, str]]:
     return found
 
 
-def suite_wide(results: Results, drawer: Drawer) -> dict[str, str]:
-    """The views that put every variant side by side, and the verdict, spread, calibration and timing figures."""
+def _done(analysis: Analysis) -> list[Any]:
+    return [a for a in analysis.variants if a.variant.cells]
+
+
+def _kept(found: dict[str, str | None]) -> dict[str, str]:
+    return {k: f for k, f in found.items() if f}
+
+
+def side_by_side(results: Results, drawer: Drawer) -> dict[str, str]:
+    """The views that put every variant side by side: ROC, confusion matrices and learning curves."""
     analysis = drawer.analysis
-    done = [a for a in analysis.variants if a.variant.cells]
+    done = _done(analysis)
     if not done:
         return {}
     found: dict[str, str | None] = {}
@@ -113,6 +121,23 @@ def suite_wide(results: Results, drawer: Drawer) -> dict[str, str]:
     histories = {k: h for k, h in histories.items() if h}
     if histories:
         found["curves"] = drawer.draw("learning curves of every variant", plots.curves_overlay, histories)
+    return _kept(found)
+
+
+def verdicts(drawer: Drawer) -> dict[str, str]:
+    """Each variant's paired difference from the reference, and the fold-to-fold spread."""
+    analysis = drawer.analysis
+    done = _done(analysis)
+    if not done:
+        return {}
+    found: dict[str, str | None] = {}
+    rows = [
+        (a.variant.key, c.test.mean_difference, c.test.low, c.test.high, c.mark)
+        for a in done
+        if (c := a.comparisons.get(analysis.metric))
+    ]
+    if rows and analysis.reference is not None:
+        found["effects"] = drawer.draw("effects", plots.effects, rows, analysis.metric, analysis.reference.key)
     found["spread"] = drawer.draw(
         "fold spread",
         plots.fold_spread,
@@ -126,7 +151,32 @@ def suite_wide(results: Results, drawer: Drawer) -> dict[str, str]:
         },
         analysis.metric,
     )
-    found["throughput"] = drawer.draw(
+    return _kept(found)
+
+
+def calibration(drawer: Drawer) -> dict[str, str]:
+    """The reliability diagram of every variant's headline predictions."""
+    calibrated = [a for a in _done(drawer.analysis) if a.clinical is not None]
+    if not calibrated:
+        return {}
+    reliability = {
+        a.variant.key: (
+            a.clinical.reliability.confidence,
+            a.clinical.reliability.observed,
+            a.clinical.reliability.counts,
+        )
+        for a in calibrated
+    }
+    what = calibrated[0].clinical.reliability.what
+    return _kept({"reliability": drawer.draw("reliability diagram", plots.reliability, reliability, what)})
+
+
+def timing(drawer: Drawer) -> dict[str, str]:
+    """Throughput and seconds per stage, per variant."""
+    done = _done(drawer.analysis)
+    if not done:
+        return {}
+    found = drawer.draw(
         "throughput",
         plots.throughput,
         [a.variant.key for a in done],
@@ -134,26 +184,4 @@ def suite_wide(results: Results, drawer: Drawer) -> dict[str, str]:
         [(a.timing["infer_images_per_s"].mean or 0, a.timing["infer_images_per_s"].std or 0) for a in done],
         {s: [a.timing[s].mean or 0 for a in done] for s in STAGES},
     )
-    calibrated = [a for a in done if a.clinical is not None]
-    if calibrated:
-        found["reliability"] = drawer.draw(
-            "reliability diagram",
-            plots.reliability,
-            {
-                a.variant.key: (
-                    a.clinical.reliability.confidence,
-                    a.clinical.reliability.observed,
-                    a.clinical.reliability.counts,
-                )
-                for a in calibrated
-            },
-            calibrated[0].clinical.reliability.what,
-        )
-    rows = [
-        (a.variant.key, c.test.mean_difference, c.test.low, c.test.high, c.mark)
-        for a in done
-        if (c := a.comparisons.get(analysis.metric))
-    ]
-    if rows and analysis.reference is not None:
-        found["effects"] = drawer.draw("effects", plots.effects, rows, analysis.metric, analysis.reference.key)
-    return {k: f for k, f in found.items() if f}
+    return _kept({"throughput": found})

@@ -10,12 +10,15 @@ needs ``\\usepackage{booktabs}``.
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
-from octbench.report import tuned
+from octbench.report import leaderboard
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
-from octbench.report.export import MARKDOWN_COLUMNS, best_keys, unequal_budget_legend
+from octbench.report.figures import slug
+from octbench.report.leaderboard import COLUMNS, Row
 from octbench.report.summary import design
+from octbench.stats import ALPHA
 
 SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -53,33 +56,48 @@ def _cell(text: str, best: bool, significant: bool) -> str:
     return body + (r"\textsuperscript{\dag}" if significant else "")
 
 
-def table(results: Results, analysis: Analysis) -> str:
-    """The ``table`` environment alone."""
-    from octbench.report.export import leaderboard_rows
-
-    rows = leaderboard_rows(results, analysis)
+def table(results: Results, analysis: Analysis, board: list[Row]) -> str:
+    """The leaderboard's ``table`` environment."""
     has_test = results.has_test
-    columns = [(f"heldout_{m}_mean", label.replace("CV ", "")) for m, label in MARKDOWN_COLUMNS]
-    best = best_keys(rows, analysis)
-    header = [r"Variant"] + [rf"{escape(label)}" for _, label in columns]
+    best = leaderboard.best(board, analysis)
+    header = [r"Variant"] + [rf"{escape(label)}" for _, label in COLUMNS]
     if has_test:
         header += ["Test accuracy", "Test AUC" if len(results.class_names) == 2 else "Test macro AUC"]
     lines = []
-    for row in rows:
-        cells = [
-            escape(row["variant"]) + (r" (ref.)" if row["reference"] else "") + (r" \ddag" * (not row["equal_budget"]))
-        ]
-        for (key, _), (metric, _) in zip(columns, MARKDOWN_COLUMNS, strict=True):
-            mean, std = row[key], row[f"heldout_{metric}_std"]
-            text = "--" if mean is None else rf"{mean:.3f} $\pm$ {std:.3f}"
-            significant = (row.get(f"p_{metric}_corrected_t_holm") or 1.0) < 0.05
-            cells.append(_cell(text, row["variant"] in best.get(key, ()), significant))
+    for row in board:
+        cells = [escape(row.key) + (r" (ref.)" if row.reference else "") + (r" \ddag" * bool(row.budget_note))]
+        for metric, _ in COLUMNS:
+            s, c = row.cv[metric], row.verdicts.get(metric)
+            text = "--" if s.mean is None else rf"{s.mean:.3f} $\pm$ {s.std:.3f}"
+            cells.append(_cell(text, row.key in best.get(f"heldout_{metric}_mean", ()), _significant(c and c.p_holm)))
         if has_test:
-            for key, p in (("test_ensemble_accuracy", "p_mcnemar_holm"), ("test_ensemble_auc", "p_auc_holm")):
-                value = row[key]
+            t, vs = row.test, row.versus
+            for key, value, p in (
+                ("test_ensemble_accuracy", t and t.accuracy, vs and vs.mcnemar_holm),
+                ("test_ensemble_auc", t and t.auc, vs and vs.auc_holm),
+            ):
                 text = "--" if value is None else f"{value:.3f}"
-                cells.append(_cell(text, row["variant"] in best.get(key, ()), (row.get(p) or 1.0) < 0.05))
+                cells.append(_cell(text, row.key in best.get(key, ()), _significant(p)))
         lines.append(" & ".join(cells) + r" \\")
+    return _environment(header, lines, caption(results, analysis, board), "tab:octbench")
+
+
+def _significant(p: float | None) -> bool:
+    return p is not None and p < ALPHA
+
+
+def rows_table(rows: list[dict[str, Any]], title: str) -> str:
+    """A section's table of ``rows`` (a plugin's, say) as a ``table`` environment, numbers to 3 significant digits."""
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+
+    def shown(value: Any) -> str:
+        return "--" if value is None else escape(f"{value:.3g}" if isinstance(value, float) else str(value))
+
+    lines = [" & ".join(shown(row.get(k)) for k in fields) + r" \\" for row in rows]
+    return _environment([escape(f) for f in fields], lines, escape(title), f"tab:{slug(title)}")
+
+
+def _environment(header: list[str], lines: list[str], caption_text: str, label: str) -> str:
     spec = "l" + "r" * (len(header) - 1)
     return "\n".join(
         [
@@ -87,8 +105,8 @@ def table(results: Results, analysis: Analysis) -> str:
             r"\centering",
             r"\small",
             r"\setlength{\tabcolsep}{4pt}",
-            rf"\caption{{{caption(results, analysis)}}}",
-            r"\label{tab:octbench}",
+            rf"\caption{{{caption_text}}}",
+            rf"\label{{{label}}}",
             r"\resizebox{\linewidth}{!}{%",
             rf"\begin{{tabular}}{{{spec}}}",
             r"\toprule",
@@ -102,7 +120,7 @@ def table(results: Results, analysis: Analysis) -> str:
     )
 
 
-def caption(results: Results, analysis: Analysis) -> str:
+def caption(results: Results, analysis: Analysis, board: list[Row]) -> str:
     """The caption, as LaTeX: dataset, folds × seeds, what each column is and which tests the daggers rest on."""
     dataset = results.dataset
     size = dataset.get("image_size")
@@ -121,16 +139,16 @@ def caption(results: Results, analysis: Analysis) -> str:
             auc = "DeLong" if len(results.class_names) == 2 else "a paired bootstrap of the macro AUC"
             tests += f"; test split: McNemar for accuracy, {auc} for AUC"
         text += (
-            rf" \dag: differs from {escape(analysis.reference.key)} at Holm-adjusted $p < 0.05$ over the variants "
+            rf" \dag: differs from {escape(analysis.reference.key)} at Holm-adjusted $p < {ALPHA}$ over the variants "
             f"({tests})."
         )
-        if any(tuned.budget_note(a.variant, analysis.reference) for a in analysis.variants):
-            text += rf" \ddag: {escape(unequal_budget_legend(analysis))}"
+        if any(row.budget_note for row in board):
+            text += rf" \ddag: {escape(leaderboard.unequal_budget_legend(board))}"
     return text
 
 
-def document(results: Results, analysis: Analysis) -> str:
-    """A complete document around the table, so the file compiles as it is."""
+def document(results: Results, analysis: Analysis, tables: list[str]) -> str:
+    """A complete document around the sections' ``tables`` (the leaderboard's first), so the file compiles as it is."""
     return "\n".join(
         [
             "% Made by octbench. Paste the table environment into a paper; it needs \\usepackage{booktabs} and",
@@ -140,7 +158,7 @@ def document(results: Results, analysis: Analysis) -> str:
             r"\usepackage{booktabs}",
             r"\usepackage{graphicx}",
             r"\begin{document}",
-            table(results, analysis),
+            *tables,
             r"\end{document}",
             "",
         ]

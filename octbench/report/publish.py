@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 from octbench.errors import OctbenchError
-from octbench.report import export, images, latex, study
+from octbench.report import export, render, study
 from octbench.report.analysis import Options, analyse
 from octbench.report.collect import dataset_identity, latest_run, load
-from octbench.report.figures import Drawer, per_variant, suite_wide
-from octbench.report.render import render_html
+from octbench.report.figures import Drawer
 
 EXTENSIONS = {"html": ".html", "md": ".md", "json": ".json", "latex": ".tex"}
 
@@ -46,21 +45,18 @@ def publish(
     analysis = analyse(results, options)
     stem = "report" if len(directories) == 1 else "comparison"
     drawer = Drawer(analysis, Path(figures)) if figures else None
+    page = render.page_of(results, analysis, drawer)
     if drawer is not None and fmt != "html":  # the page draws them itself
-        suite_wide(results, drawer), per_variant(results, drawer)
-        drawer.written += images.write(images.safe_gallery(results, analysis), drawer.folder)
+        render.draw(page)
     if fmt == "csv":
-        written = export.write_csv(results, analysis, Path(output) if output else Path(directories[0]))
+        written = render.write_csv(page, Path(output) if output else Path(directories[0]))
     elif fmt == "predictions":
         written = export.write_predictions(
             results, Path(output) if output else Path(directories[0]) / "predictions.csv"
         )
     else:
-        if fmt == "html":
-            text = render_html(results, analysis, drawer)
-        else:
-            text = {"md": export.markdown, "json": export.to_json, "latex": latex.document}[fmt](results, analysis)
-        written = _write({fmt: text}, fmt, directories, stem, output)
+        formats = {"html": render.html, "md": render.markdown, "json": render.to_json, "latex": render.to_latex}
+        written = _write({fmt: formats[fmt](page)}, fmt, directories, stem, output)
     return written + (drawer.written if drawer is not None else [])
 
 

@@ -1,7 +1,9 @@
-"""The HTML report: context from the results and their analysis, rendered with Jinja2 (autoescaped)."""
+"""The report in every format, assembled from its sections (``octbench.report.sections`` and the report-section
+plugins): the page loops over them for its navigation and body, and each export gathers what they give it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,96 +12,116 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from octbench.plugins import PluginHost
-from octbench.report import figures, images, tuned
-from octbench.report.analysis import ALPHA, Analysis
+from octbench.report import export, figures, latex, leaderboard
+from octbench.report.analysis import Analysis
 from octbench.report.collect import Results
-from octbench.report.export import best_keys, leaderboard_rows, unequal_budget_legend
 from octbench.report.figures import Drawer
 from octbench.report.provenance import provenance_of
-from octbench.report.variants import changes_from, parameters
+from octbench.report.section import Page, PluginSection, Section
+from octbench.report.sections import AFTER_PLUGINS, BEFORE_PLUGINS
 from octbench.report.wording import p_text
-
-LEADERBOARD = (
-    ("accuracy", "Accuracy"),
-    ("balanced_accuracy", "Balanced acc."),
-    ("f1_macro", "Macro F1"),
-    ("auc_macro", "Macro AUC"),
-)
+from octbench.stats import ALPHA
 
 
-def build_context(results: Results, analysis: Analysis, drawer: Drawer | None = None) -> dict[str, Any]:
-    """Everything the page shows; ``drawer`` (with a folder) also writes each figure as files."""
-    drawer = drawer or Drawer(analysis)
-    gallery = images.safe_gallery(results, analysis)
-    if drawer.folder is not None:
-        drawer.written += images.write(gallery, drawer.folder)
-    suite_figures, variant_figures = figures.suite_wide(results, drawer), figures.per_variant(results, drawer)
-    first = results.runs[0]
-    totals = {
-        "planned": sum(v.planned for v in results.variants),
-        "done": sum(len(v.cells) for v in results.variants),
-        "failed": sum(len(v.failed) for v in results.variants),
-        "pending": sum(v.pending for v in results.variants),
-    }
+def page_of(results: Results, analysis: Analysis, drawer: Drawer | None = None) -> Page:
+    """The report's page: its built-in sections and every report-section plugin's, installed or in a plugin file
+    the run named, in page order. ``drawer`` (with a folder) also writes each figure as files."""
+    page = Page(results, analysis, drawer or Drawer(analysis))
+    built_in = [cls() for cls in BEFORE_PLUGINS + AFTER_PLUGINS]
+    taken = {s.id for s in built_in}
+    plugins = [PluginSection(p, taken) for p in _plugins(results, analysis)]
+    page.sections = built_in[: len(BEFORE_PLUGINS)] + plugins + built_in[len(BEFORE_PLUGINS) :]
+    return page
+
+
+def _plugins(results: Results, analysis: Analysis) -> list[Any]:
+    paths = [p for run in results.runs for p in run.provenance.get("plugin_paths", []) if Path(p).exists()]
+    host = analysis.attempt("report-section plugins", PluginHost.load, paths)
+    return [] if host is None else host.instances("report-section")
+
+
+def draw(page: Page) -> dict[Section, dict[str, Any]]:
+    """Every section's figures (with ``--figures``, written as files too)."""
+    return {s: s.draw(page) for s in page.sections}
+
+
+def html(page: Page) -> str:
+    page.shared = _shared(page)
+    drawn = draw(page)
+    body = {s: Markup(s.html(page, drawn[s])) for s in page.sections if s.place == "body"}
+    header = {s: Markup(s.html(page, drawn[s])) for s in page.sections if s.place == "header"}  # after the body:
+    shown = [s for s in page.sections if body.get(s) or header.get(s)]  # it sums up what the body found
+    return (
+        page.shared["env"]
+        .get_template("report.html.j2")
+        .render(
+            **page.shared,
+            nav=[(s.id, s.nav) for s in shown if s.nav],
+            header=[header[s] for s in shown if s in header],
+            body=[body[s] for s in shown if s in body],
+        )
+    )
+
+
+def markdown(page: Page) -> str:
+    blocks = [b for s in page.sections if (b := s.markdown(page))]
+    return "\n\n".join(b.rstrip("\n") for b in blocks) + "\n"
+
+
+def to_json(page: Page) -> str:
+    payload: dict[str, Any] = {}
+    for s in page.sections:
+        payload.update(s.json(page))
+    return json.dumps(payload, indent=1, default=str)
+
+
+def write_csv(page: Page, folder: Path) -> list[Path]:
+    paths = []
+    for s in page.sections:
+        for stem, rows in s.tables(page).items():
+            paths.append(folder / f"{figures.slug(stem)}.csv")
+            export.written(paths[-1], export.csv_text(rows).encode())
+    return paths
+
+
+def to_latex(page: Page) -> str:
+    return latex.document(page.results, page.analysis, [t for s in page.sections if (t := s.latex(page))])
+
+
+def _shared(page: Page) -> dict[str, Any]:
+    """The context every section's template gets."""
+    results, analysis = page.results, page.analysis
+    board = page.board
     return {
+        "env": environment(),
         "title": " + ".join(r.label for r in results.runs),
         "runs": results.runs,
-        "first": first,
+        "first": results.runs[0],
         "quick": any(r.row["quick"] for r in results.runs),
         "dataset": results.dataset,
         "class_names": results.class_names,
         "analysis": analysis,
-        "variants": [
-            {
-                "a": a,
-                "v": a.variant,
-                "anchor": f"v{i}",
-                "figures": variant_figures.get(a.variant.key, {}),
-                "changes": changes_from(a.variant.spec, analysis.reference, results.dataset),
-                "parameters": parameters(a.variant),
-                "budget": tuned.budget_note(a.variant, analysis.reference),
-                "notes": next(
-                    (r.provenance.get("notes", {}) for r in results.runs if r.label == a.variant.run), {}
-                ).get(a.variant.name, []),
-            }
-            for i, a in enumerate(analysis.variants)
-        ],
-        "figures": suite_figures,
-        "summary": images.summary_with(results, analysis, gallery.selection),
-        "best": best_keys(leaderboard_rows(results, analysis), analysis),
+        "variants": board,
+        "best": leaderboard.best(board, analysis),
         "provenance": [provenance_of(run, results.variants) for run in results.runs],
-        "leaderboard_columns": LEADERBOARD,
+        "leaderboard_columns": leaderboard.COLUMNS,
         "has_test": results.has_test,
         "devices": sorted({r.provenance["device"] for r in results.runs}),
         "stages": figures.STAGES,
-        "unequal_budget": unequal_budget_legend(analysis),
+        "unequal_budget": leaderboard.unequal_budget_legend(board),
         "odd_ensembles": analysis.odd_ensembles(),
-        "totals": totals,
+        "totals": {
+            "planned": sum(v.planned for v in results.variants),
+            "done": sum(len(v.cells) for v in results.variants),
+            "failed": sum(len(v.failed) for v in results.variants),
+            "pending": sum(v.pending for v in results.variants),
+        },
         "reference": analysis.reference,
         "positive": analysis.positive,
         "alpha": ALPHA,
         "settings": _settings(results),
-        "sections": _sections(results, analysis),
-        "gallery": gallery,
+        "gallery": page.gallery,
     }
-
-
-def _sections(results: Results, analysis: Analysis) -> list[tuple[str, str]]:
-    """(title, HTML) of the tuning section (where cells were tuned) and of every report-section plugin: installed
-    ones, and those in the plugin files the run named."""
-    found = []
-    search = analysis.attempt("the tuning section", tuned.render, results)
-    if search is not None:
-        found.append(("Tuning", Markup(search)))
-    paths = [p for run in results.runs for p in run.provenance.get("plugin_paths", []) if Path(p).exists()]
-    host = analysis.attempt("report-section plugins", PluginHost.load, paths)
-    if host is None:
-        return found
-    for section in host.instances("report-section"):
-        html = analysis.attempt(f"report section '{section.name}'", section.render, results, analysis)
-        if html is not None:
-            found.append((section.title or section.name, Markup(html)))
-    return found
 
 
 def _settings(results: Results) -> list[str]:
@@ -141,4 +163,4 @@ def environment() -> Environment:
 
 
 def render_html(results: Results, analysis: Analysis, drawer: Drawer | None = None) -> str:
-    return environment().get_template("report.html.j2").render(**build_context(results, analysis, drawer))
+    return html(page_of(results, analysis, drawer))

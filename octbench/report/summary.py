@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from octbench.report.analysis import ALPHA, Analysis, VariantAnalysis
 from octbench.report.collect import Results
-from octbench.report.tuned import sentence as tuning_sentence
 from octbench.report.wording import p_text
 
 
@@ -92,7 +91,7 @@ def _test_sentence(analysis: Analysis, others: list[VariantAnalysis]) -> list[st
         ]
     return [
         f"On the official test split ({ensembles}, paired image by image), no variant differs from the reference in "
-        "accuracy (McNemar) or AUC at Holm-adjusted p < 0.05."
+        f"accuracy (McNemar) or AUC at Holm-adjusted p < {ALPHA}."
     ]
 
 
@@ -128,8 +127,10 @@ def _best(results: Results, analysis: Analysis) -> list[str]:
     return [text + "."]
 
 
-def summary(results: Results, analysis: Analysis) -> str:
-    """One paragraph: the design and reference, the CV and test verdicts, the best variants, what is missing."""
+def summary(results: Results, analysis: Analysis, more: list[str] | tuple[str, ...] = ()) -> str:
+    """One paragraph: the design and reference, the CV and test verdicts, the best variants, what is missing; then
+    ``more`` (the other sections' sentences: tuning, the near-duplicate audit, plugins'), before a --quick run's
+    warning."""
     done = sum(len(v.cells) for v in results.variants)
     planned = sum(v.planned for v in results.variants)
     text = [
@@ -139,8 +140,6 @@ def summary(results: Results, analysis: Analysis) -> str:
     ]
     if done < planned:
         text.append(f"Only {done} of {planned} cells are done, so the verdicts below rest on those.")
-    if tuning := tuning_sentence(results):
-        text.append(tuning)
     if analysis.reference is not None:
         others = [a for a in analysis.variants if a.variant is not analysis.reference]
         text += _cv_sentence(analysis, others)
@@ -148,6 +147,7 @@ def summary(results: Results, analysis: Analysis) -> str:
     text += _best(results, analysis)
     if analysis.agreement is not None and analysis.agreement.disagree:
         text.append("CV and the test split disagree beyond noise (see the note under the leaderboard).")
+    text += [m for m in more if m]
     if any(r.row["quick"] for r in results.runs):
         text.append("This was a --quick run: a first look, not results to publish.")
     return " ".join(text)

@@ -19,6 +19,7 @@ from octbench import stats
 from octbench.errors import OctbenchError
 from octbench.report.collect import Prediction, Results, VariantResults
 from octbench.scores import Scores
+from octbench.stats import ALPHA
 
 
 class Analysed(Protocol):
@@ -29,7 +30,6 @@ class Analysed(Protocol):
     clinical: Clinical | None
 
 
-ALPHA = 0.05
 RESAMPLES = 1000
 POWER = 0.8
 

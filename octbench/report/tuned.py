@@ -222,11 +222,37 @@ def _spread(values: list[Any]) -> str:
     return ", ".join(f"{k} ×{n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def render(results: Results) -> str | None:
-    """The report's tuning section (HTML), or None when no cell was tuned."""
-    found = searches(results)
+def draw(found: list[VariantSearch], drawer: Any) -> dict[str, str | None]:
+    """The search-curve figure, through the report's figure writer (``octbench.report.figures.Drawer``)."""
     if not found:
-        return None
+        return {}
+    curves = {f.key: f.curves for f in found}
+    return {"search": drawer.draw("tuning search curves", plots.search_curves, curves, found[0].metric)}
+
+
+def rows(found: list[VariantSearch]) -> list[dict[str, Any]]:
+    """The tuning table for the exports: one row per tuned variant."""
+    return [
+        {
+            "variant": f.key,
+            "trials_per_cell": f.trials,
+            "sampler": f.sampler,
+            "metric": f.metric,
+            "direction": f.direction,
+            "searched_parameters": f.parameters,
+            "trials_per_parameter": f.per_parameter,
+            "tuned_cells": len(f.chosen),
+            "tuning_seconds_per_cell": float(np.mean(f.seconds)),
+            "failed_trials": f.failed_trials,
+            "importance": "; ".join(f"{k} {v:.2f}" for k, v in importance(f).items()),
+            "edges": "; ".join(f.edges),
+        }
+        for f in found
+    ]
+
+
+def render(found: list[VariantSearch], figure: str | None) -> str:
+    """The report's tuning section (HTML) of the tuned variants ``found``, with its search-curve ``figure``."""
     e = html.escape
     rows = []
     for f in found:
@@ -250,7 +276,6 @@ def render(results: Results) -> str | None:
             per_fold.append(
                 f"<tr><td>{e(f.key)}</td><td>{seed}</td><td>{fold}</td><td>{values}</td><td>{score:.4f}</td></tr>"
             )
-    figure = plots.to_data_uri(plots.search_curves({f.key: f.curves for f in found}, found[0].metric))
     warnings = [w for w in [unequal_searches(found)] if w] + [w for f in found for w in f.edges]
     parts = [
         '<p class="note">Each tuned cell searched its variant\'s settings on its own inner split: every trial '
@@ -267,11 +292,12 @@ def render(results: Results) -> str | None:
     ]
     if warnings:
         parts.append('<ul class="warnings">' + "".join(f"<li>{e(w)}</li>" for w in warnings) + "</ul>")
-    parts.append(
-        f'<figure><img src="{figure}" alt="best inner-validation {e(found[0].metric)} so far against trials, '
-        f'per variant" loading="lazy"><figcaption>Best inner-validation {e(found[0].metric)} so far against the '
-        "trial number: the mean over tuned cells (a flat tail says the budget sufficed).</figcaption></figure>"
-    )
+    if figure:
+        parts.append(
+            f'<figure><img src="{figure}" alt="best inner-validation {e(found[0].metric)} so far against trials, '
+            f'per variant" loading="lazy"><figcaption>Best inner-validation {e(found[0].metric)} so far against the '
+            "trial number: the mean over tuned cells (a flat tail says the budget sufficed).</figcaption></figure>"
+        )
     parts.append(
         '<details><summary>Chosen setting per fold</summary><div class="scroll"><table><thead><tr><th>variant</th>'
         "<th>seed</th><th>fold</th><th>setting</th><th>inner-validation score</th></tr></thead><tbody>"

@@ -39,7 +39,11 @@ from octbench.stats.paired import (
 )
 from octbench.stats.ranks import Friedman, RankComparison, friedman, holm_against_control, nemenyi_cd, wilcoxon
 
+#: the significance level of every verdict octbench gives (the ▲/▼ marks, †, the summary's "differs"), named once
+ALPHA = 0.05
+
 __all__ = [
+    "ALPHA",
     "Bayes",
     "DeLong",
     "Friedman",
