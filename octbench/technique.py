@@ -323,15 +323,32 @@ class Metric(Technique):
 
 
 class ReportSection(Technique):
-    """A section appended to the HTML report, rendered from the stored results and their analysis
-    (``octbench.report.collect.Results``, ``octbench.report.analysis.Analysis``). ``render`` returns an HTML
-    fragment: escape anything you did not write yourself (``html.escape``)."""
+    """A section of the report, computed from the stored results and their analysis
+    (``octbench.report.collect.Results``, ``octbench.report.analysis.Analysis``), held to the contract of the
+    built-in sections (``octbench.report.section``): the page shows it under a heading named ``title`` (linked from
+    the navigation, anchored at ``name``), after the variants.
+
+    ``render`` returns an HTML fragment: escape anything you did not write yourself (``html.escape``). The rest is
+    optional: ``figures`` returns matplotlib figures by caption, drawn through the report's figure writer (shown
+    under the HTML, and written as SVG, PDF and PNG by ``--figures``); ``rows`` returns the section's table as a
+    list of dicts, exported as the JSON key ``name``, the file ``<name>.csv``, and a Markdown and a LaTeX table;
+    ``sentence`` returns a sentence for the report's summary. A section whose method raises is left out, with the
+    reason, among the page's problems; the rest of the report renders."""
 
     kind: ClassVar[str] = "report-section"
     title: ClassVar[str] = ""
 
     def render(self, results: Any, analysis: Any) -> str:
         raise NotImplementedError
+
+    def figures(self, results: Any, analysis: Any) -> dict[str, Any]:
+        return {}
+
+    def rows(self, results: Any, analysis: Any) -> list[dict[str, Any]]:
+        return []
+
+    def sentence(self, results: Any, analysis: Any) -> str:
+        return ""
 
 
 @dataclass

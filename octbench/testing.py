@@ -16,6 +16,7 @@ naming the technique, the check and what went wrong.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -527,9 +528,26 @@ def check_report_section_renders(cls):
         suite.write_text(TINY_SUITE)
         run_suite(suite, out=Path(folder) / "out", progress=False, check=False)
         results = load([Path(folder) / "out"])
-        html = _make(cls).render(results, analyse(results))
+        section, analysis = _make(cls), analyse(results)
+        html = section.render(results, analysis)
+        figures, rows, sentence = (
+            section.figures(results, analysis),
+            section.rows(results, analysis),
+            section.sentence(results, analysis),
+        )
+    name = "check_report_section_renders"
     if not isinstance(html, str):
-        _fail(cls, "check_report_section_renders", f"render returned {type(html).__name__}, not a string of HTML")
+        _fail(cls, name, f"render returned {type(html).__name__}, not a string of HTML")
+    if not isinstance(figures, dict) or not all(hasattr(f, "savefig") for f in figures.values()):
+        _fail(cls, name, "figures returned something other than {caption: matplotlib figure}")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        _fail(cls, name, "rows returned something other than a list of dicts (one per table row)")
+    try:
+        json.dumps(rows)
+    except (TypeError, ValueError) as exc:
+        _fail(cls, name, f"rows cannot be written as JSON ({exc}): give numbers, strings, booleans or None")
+    if not isinstance(sentence, str):
+        _fail(cls, name, f"sentence returned {type(sentence).__name__}, not a string")
 
 
 TINY_SUITE = """

@@ -23,6 +23,7 @@ from octbench.stats.cv import (
     seeds_to_detect,
     summary,
 )
+from octbench.stats.level import ALPHA
 from octbench.stats.paired import (
     DeLong,
     McNemar,
@@ -38,9 +39,6 @@ from octbench.stats.paired import (
     weighted_macro_auc,
 )
 from octbench.stats.ranks import Friedman, RankComparison, friedman, holm_against_control, nemenyi_cd, wilcoxon
-
-#: the significance level of every verdict octbench gives (the ▲/▼ marks, †, the summary's "differs"), named once
-ALPHA = 0.05
 
 __all__ = [
     "ALPHA",

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
+from octbench.stats.level import ALPHA
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -133,7 +135,7 @@ def bayesian_correlated_ttest(differences: Sequence[float], test_train_ratio: fl
 
 
 def detectable_difference(
-    std: float, n: int, test_train_ratio: float, *, alpha: float = 0.05, power: float = 0.8
+    std: float, n: int, test_train_ratio: float, *, alpha: float = ALPHA, power: float = 0.8
 ) -> float | None:
     """The smallest true mean difference that the two-sided corrected t-test at ``alpha`` detects with probability
     ``power``, for ``n`` paired cells whose differences have standard deviation ``std`` (noncentral t).
@@ -160,7 +162,7 @@ def detectable_difference(
 
 
 def seeds_to_detect(
-    std: float, folds: int, test_train_ratio: float, target: float, *, most: int = 20, alpha: float = 0.05
+    std: float, folds: int, test_train_ratio: float, target: float, *, most: int = 20, alpha: float = ALPHA
 ) -> int | None:
     """How many seeds of ``folds``-fold cross-validation would make ``target`` detectable (80% power) at the
     observed spread, or None when even ``most`` seeds would not: the fold overlap term n_test/n_train does not

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 
 from octbench.stats.cv import holm
+from octbench.stats.level import ALPHA
 
 # exact permutation distributions are computed while this many (state, permutation) steps suffice; past it the
 # p-value comes from random permutations
@@ -55,7 +56,7 @@ class Friedman:
         return math.factorial(len(self.average_ranks)) ** self.blocks
 
 
-def friedman(scores: np.ndarray, alpha: float = 0.05, seed: int = 0) -> Friedman:
+def friedman(scores: np.ndarray, alpha: float = ALPHA, seed: int = 0) -> Friedman:
     """``scores`` is (blocks, variants), higher is better; ranks are 1 for the best.
 
     With few datasets both Friedman's chi-square and Iman and Davenport's F are poor approximations (with 3
@@ -158,7 +159,7 @@ def iman_davenport(chi2: float, blocks: int, k: int) -> tuple[float, float]:
     return float(f), float(stats.f.sf(f, k - 1, (k - 1) * (blocks - 1)))
 
 
-def nemenyi_cd(k: int, blocks: int, alpha: float = 0.05) -> float:
+def nemenyi_cd(k: int, blocks: int, alpha: float = ALPHA) -> float:
     """Demšar (2006): CD = q_alpha * sqrt(k (k + 1) / (6 N)), q_alpha from the studentized range / sqrt(2)."""
     q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / np.sqrt(2)
     return float(q * np.sqrt(k * (k + 1) / (6 * blocks)))

@@ -37,4 +37,6 @@ def test_every_plugin_in_a_run(octbench_suite, octbench_run):
     losses = conn.execute("SELECT value FROM metrics WHERE name = 'log-loss'").fetchall()
     conn.close()
     assert losses and all(v[0] > 0 for v in losses)
-    assert "Class balance" in (summary.out / "report.html").read_text()
+    page = (summary.out / "report.html").read_text()
+    assert '<a href="#class-balance">Class balance</a>' in page and '<h2 id="class-balance">' in page
+    assert 'alt="class shares per split"' in page

@@ -90,21 +90,60 @@ class LogLoss(Metric):
 
 
 class ClassBalance(ReportSection):
-    """A table of each split's class counts, from the run's dataset record."""
+    """Each split's class counts, from the run's dataset record: a table (exported as ``class-balance`` in the JSON,
+    ``class-balance.csv``, Markdown and LaTeX), a bar chart (drawn through the report's figure writer, so
+    ``--figures`` writes it) and, where the test split's class mix differs from the training split's, a sentence
+    for the summary."""
 
     name = "class-balance"
     title = "Class balance"
 
-    def render(self, results, analysis):
+    def rows(self, results, analysis):
         counts = results.dataset.get("class_counts", {})
-        if not counts:
-            return "<p>The run did not record class counts.</p>"
-        header = "".join(f"<th>{html.escape(split)}</th>" for split in counts)
-        rows = "".join(
-            f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{c[i]}</td>" for c in counts.values()) + "</tr>"
+        return [
+            {"class": name, **{split: int(c[i]) for split, c in counts.items()}}
             for i, name in enumerate(results.class_names)
+        ]
+
+    def render(self, results, analysis):
+        rows = self.rows(results, analysis)
+        if not rows or len(rows[0]) == 1:
+            return "<p>The run did not record class counts.</p>"
+        splits = [k for k in rows[0] if k != "class"]
+        header = "".join(f"<th>{html.escape(split)}</th>" for split in splits)
+        body = "".join(
+            f"<tr><td>{html.escape(r['class'])}</td>" + "".join(f"<td>{r[s]}</td>" for s in splits) + "</tr>"
+            for r in rows
         )
-        return f"<table><thead><tr><th>class</th>{header}</tr></thead><tbody>{rows}</tbody></table>"
+        return f"<table><thead><tr><th>class</th>{header}</tr></thead><tbody>{body}</tbody></table>"
+
+    def figures(self, results, analysis):
+        import matplotlib.figure
+
+        rows = self.rows(results, analysis)
+        splits = [k for k in rows[0] if k != "class"] if rows else []
+        if not splits:
+            return {}
+        figure = matplotlib.figure.Figure(figsize=(5, 3))
+        axes = figure.subplots()
+        width = 0.8 / len(splits)
+        for j, split in enumerate(splits):
+            total = sum(r[split] for r in rows) or 1
+            axes.bar([i + j * width for i in range(len(rows))], [r[split] / total for r in rows], width, label=split)
+        axes.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], [r["class"] for r in rows])
+        axes.set_ylabel("share of the split")
+        axes.legend()
+        return {"class shares per split": figure}
+
+    def sentence(self, results, analysis):
+        counts = results.dataset.get("class_counts", {})
+        if "train" not in counts or "test" not in counts:
+            return ""
+        train, test = (np.asarray(counts[s], float) for s in ("train", "test"))
+        shift = 0.5 * np.abs(train / train.sum() - test / test.sum()).sum()
+        if shift < 0.05:
+            return ""
+        return f"The test split's class mix differs from the training split's by {100 * shift:.0f} points."
 
 
 @hookimpl
