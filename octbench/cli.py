@@ -316,8 +316,9 @@ def report(directories, fmt, figures, metric, rope, positive_class, output) -> N
 @click.option("--plugin", "paths", multiple=True, type=click.Path(), help="Also load this plugin file or folder.")
 def plugins(as_json, paths) -> None:
     """List every technique and executor: name, kind, parameters, and the plugin, package and version it came from."""
+    from octbench.kinds import kinds
     from octbench.params import describe_params
-    from octbench.plugins import KINDS, PluginHost, distribution_of
+    from octbench.plugins import PluginHost, distribution_of
 
     host = PluginHost.load(paths)
     rows = []
@@ -338,7 +339,7 @@ def plugins(as_json, paths) -> None:
     if as_json:
         click.echo(json.dumps({"plugins": rows, "broken": [vars(b) for b in host.broken]}, indent=2, default=str))
         return
-    for kind in KINDS:
+    for kind in kinds():
         members = [r for r in rows if r["kind"] == kind]
         if not members:
             continue

@@ -20,7 +20,7 @@ from typing import Any
 
 from octbench import search
 from octbench.cache import source_hash
-from octbench.kinds import VARIANT_LISTS
+from octbench.kinds import variant_lists
 from octbench.suite import Suite, Variant, dataset_of
 
 
@@ -41,7 +41,7 @@ def of_cell(host: Any, suite: Suite, variant: Variant) -> Dependencies:
     files: set[str] = set()
     for tried_suite, tried in _settings(suite, variant):
         refs = [("dataset", dataset_of(tried_suite, tried)), ("model", tried.model)]
-        refs += [(kind, ref) for key, kind in VARIANT_LISTS.items() for ref in getattr(tried, key)]
+        refs += [(kind, ref) for key, kind in variant_lists().items() for ref in getattr(tried, key)]
         for kind, ref in refs:
             plugins.add((kind, ref.name))
             files.update(_input_files(host, kind, ref))

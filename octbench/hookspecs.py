@@ -16,61 +16,44 @@ Each hook is handed a ``register`` callback; call it once per class you provide:
         register(Invert)
 
 The base classes the registered classes derive from are in ``octbench.technique``; their parameters are
-declared as a pydantic model named ``Params`` on the class and validated before any training starts.
+declared as a pydantic model named ``Params`` on the class and validated before any training starts. There is a
+``register_<kind>s`` hook per kind in ``octbench.kinds`` (generated from it), and ``register_commands``.
 """
 
+from types import SimpleNamespace
+
 import pluggy
+
+from octbench.kinds import REGISTRY, Kind, hook_name
 
 hookspec = pluggy.HookspecMarker("octbench")
 hookimpl = pluggy.HookimplMarker("octbench")
 
 
-@hookspec
-def register_datasets(register):
-    """Register ``octbench.technique.Dataset`` subclasses: sources of train/val/test images and labels."""
+def _kind_hook(kind: Kind):
+    def hook(register):
+        pass
+
+    hook.__name__ = hook.__qualname__ = hook_name(kind.name)
+    hook.__doc__ = kind.doc
+    return hookspec(hook)
 
 
-@hookspec
-def register_preprocessors(register):
-    """Register ``Preprocessor`` (fitted transforms) and ``Resampler`` subclasses (training part only)."""
+def kind_hooks() -> SimpleNamespace:
+    """A hook per kind in ``octbench.kinds.REGISTRY`` as it is now (the plugin host adds these)."""
+    return SimpleNamespace(**{hook_name(k.name): _kind_hook(k) for k in REGISTRY.values()})
 
 
-@hookspec
-def register_augmenters(register):
-    """Register ``Augmenter`` subclasses: random batch transforms applied at training time only."""
-
-
-@hookspec
-def register_models(register):
-    """Register ``Model`` subclasses: builders of a torch module for given channels, classes and size."""
-
-
-@hookspec
-def register_regularizers(register):
-    """Register ``Regularizer`` subclasses: anything that changes training (losses, schedules, stopping)."""
-
-
-@hookspec
-def register_optimizers(register):
-    """Register ``Optimizer`` subclasses: builders of a torch optimizer, named by a suite's ``train.optimizer``."""
-
-
-@hookspec
-def register_metrics(register):
-    """Register ``Metric`` subclasses: numbers computed for every cell on each split, shown and compared."""
-
-
-@hookspec
-def register_report_sections(register):
-    """Register ``ReportSection`` subclasses: sections appended to the HTML report."""
-
-
-@hookspec
-def register_executors(register):
-    """Register ``Executor`` subclasses: ways to run a suite's cells (local processes, a Ray cluster, SLURM...)."""
+# the hooks of octbench's own kinds, as module functions for readers and documentation tools
+globals().update(vars(kind_hooks()))
 
 
 @hookspec
 def register_commands(cli):
     """Add commands to the ``octbench`` command line: ``cli`` is its click group (``cli.add_command(my_group)``).
     A dataset plugin's own commands live with it (MedMNIST's ``octbench data``); a name the core uses is refused."""
+
+
+def every_hook() -> SimpleNamespace:
+    """Every hook as octbench's kinds are now: one per kind, and ``register_commands``."""
+    return SimpleNamespace(**vars(kind_hooks()), register_commands=register_commands)

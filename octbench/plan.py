@@ -10,7 +10,7 @@ from typing import Any
 from octbench import dependencies, search
 from octbench.cell import CellTask
 from octbench.errors import OctbenchError, SuiteError
-from octbench.kinds import VARIANT_LISTS
+from octbench.kinds import variant_lists
 from octbench.metrics import higher_is_better
 from octbench.plugins import PluginHost
 from octbench.suite import Distribution, Suite, Techniques, Variant, canonical_json
@@ -42,7 +42,7 @@ def check_references(suite: Suite, variants: list[Variant], host: PluginHost, te
             check("dataset", suite.dataset.name, {**suite.dataset.params, **block.dataset}, [*loc, "dataset"])
         if block.model is not None:
             check("model", block.model.name, block.model.params, [*loc, "model"])
-        for key, kind in VARIANT_LISTS.items():
+        for key, kind in variant_lists().items():
             for i, ref in enumerate(getattr(block, key)):
                 check(kind, ref.name, ref.params, [*loc, key, i])
 
@@ -165,7 +165,7 @@ def drawn_kinds(distribution: Distribution) -> list[Any]:
 
 
 def technique_refs(variant: Variant) -> list[tuple[str, Any]]:
-    return [(kind, ref) for key, kind in VARIANT_LISTS.items() for ref in getattr(variant, key)]
+    return [(kind, ref) for key, kind in variant_lists().items() for ref in getattr(variant, key)]
 
 
 def _first_error(exc: Any) -> str:

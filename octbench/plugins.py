@@ -24,16 +24,14 @@ from typing import Any
 
 import pluggy
 
-from octbench import hookspecs
+from octbench import hookspecs, kinds
 from octbench.cache import source_hash
 from octbench.errors import PluginError
-from octbench.kinds import KINDS, hook_name
 from octbench.metrics import SCALARS
 from octbench.params import closest_hint, validate_params
-from octbench.technique import KIND_BASES, Technique
+from octbench.technique import Technique
 
 ENTRY_POINT_GROUP = "octbench"
-HOOK_KINDS = {hook_name(kind): kind for kind in KINDS}
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -57,13 +55,13 @@ class PluginHost:
     def __init__(self, manager: pluggy.PluginManager, broken: list[BrokenPlugin] | None = None) -> None:
         self.manager = manager
         self.broken = broken or []
-        self._by_kind: dict[str, dict[str, Registered]] = {kind: {} for kind in HOOK_KINDS.values()}
+        self._by_kind: dict[str, dict[str, Registered]] = {kind: {} for kind in kinds.kinds()}
         self._collect()
 
     @classmethod
     def load(cls, paths: Iterable[str | Path] = (), *, entry_points: bool = True) -> PluginHost:
         manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
-        manager.add_hookspecs(hookspecs)
+        manager.add_hookspecs(hookspecs.every_hook())  # every kind's, including any added since import
         for name in _env_list("OCTBENCH_DISABLE_PLUGINS"):
             manager.set_blocked(name)
         broken = _load_entry_points(manager) if entry_points else []
@@ -76,7 +74,7 @@ class PluginHost:
         except pluggy.PluginValidationError as exc:
             name = manager.get_name(exc.plugin) or exc.plugin
             raise PluginError(
-                f"plugin '{name}': {exc}. The hooks octbench defines are: {', '.join(HOOK_KINDS)}."
+                f"plugin '{name}': {exc}. The hooks octbench defines are: {', '.join(kinds.hook_kinds())}."
             ) from None
         return cls(manager, broken)
 
@@ -100,7 +98,7 @@ class PluginHost:
                 )
 
     def _collect(self) -> None:
-        for hook_attr, kind in HOOK_KINDS.items():
+        for hook_attr, kind in kinds.hook_kinds().items():
             hook = getattr(self.manager.hook, hook_attr)
             for impl in hook.get_hookimpls():
                 try:
@@ -117,7 +115,7 @@ class PluginHost:
 
         def register(cls: Any) -> None:
             where = f"plugin '{plugin_name}' ({source})"
-            bases = KIND_BASES[kind]
+            bases = kinds.bases(kind)
             if not (inspect.isclass(cls) and issubclass(cls, bases)):
                 wanted = " or ".join(b.__name__ for b in bases)
                 raise PluginError(f"{where} registered {cls!r} as a {kind}, but it is not a subclass of {wanted}.")

@@ -27,7 +27,7 @@ import numpy as np
 
 from octbench.deadline import TimeLimitExceeded
 from octbench.errors import CellFailed, Interrupted
-from octbench.kinds import VARIANT_LISTS
+from octbench.kinds import variant_lists
 from octbench.suite import Distribution, Suite, Train, Tune, Variant
 
 JOURNAL = "tuning.journal"  # beside results.sqlite
@@ -40,7 +40,7 @@ def apply(suite: Suite, variant: Variant, params: dict[str, Any]) -> tuple[Suite
     """``suite`` and ``variant`` with a trial's (or the chosen) setting: ``train.*`` keys set in the suite's
     training settings, ``model.*`` in the model's parameters, ``<technique>.*`` in every use of that technique."""
     train = suite.train.model_dump(mode="json")
-    refs = {kind: [ref.model_copy(deep=True) for ref in getattr(variant, kind)] for kind in VARIANT_LISTS}
+    refs = {kind: [ref.model_copy(deep=True) for ref in getattr(variant, kind)] for kind in variant_lists()}
     model = variant.model.model_copy(deep=True)
     for key, value in params.items():
         head, rest = key.split(".", 1)
@@ -49,7 +49,7 @@ def apply(suite: Suite, variant: Variant, params: dict[str, Any]) -> tuple[Suite
             continue
         if head in ("model", model.name):
             _set(model.params, rest.split("."), value)
-        for ref in (ref for kind in VARIANT_LISTS for ref in refs[kind] if ref.name == head):
+        for ref in (ref for kind in variant_lists() for ref in refs[kind] if ref.name == head):
             _set(ref.params, rest.split("."), value)
     suite = suite.model_copy(update={"train": Train.model_validate(train)})
     return suite, variant.model_copy(update={"model": model, **refs})

@@ -11,12 +11,11 @@ import re
 import textwrap
 from pathlib import Path
 
+from octbench import kinds
 from octbench.errors import OctbenchError
 
 TECHNIQUES = {
     "preprocessor": (
-        "Preprocessor",
-        "register_preprocessors",
         '''
         class {cls}(Preprocessor):
             """Invert pixel intensities (a placeholder: put your transform here)."""
@@ -35,8 +34,6 @@ TECHNIQUES = {
         "preprocessors: [{name}]",
     ),
     "augmenter": (
-        "Augmenter",
-        "register_augmenters",
         '''
         class {cls}(Augmenter):
             """Add Gaussian noise to training batches (a placeholder: put your augmentation here)."""
@@ -54,8 +51,6 @@ TECHNIQUES = {
         "augmenters: [{name}]",
     ),
     "model": (
-        "Model",
-        "register_models",
         '''
         class {cls}(Model):
             """A small CNN (a placeholder: put your architecture here)."""
@@ -79,8 +74,6 @@ TECHNIQUES = {
         "model: {name}",
     ),
     "regularizer": (
-        "Regularizer",
-        "register_regularizers",
         '''
         class {cls}(Regularizer):
             """Clip the gradient norm before every optimizer step (a placeholder: put your training change here)."""
@@ -96,8 +89,6 @@ TECHNIQUES = {
         "regularizers: [{name}]",
     ),
     "optimizer": (
-        "Optimizer",
-        "register_optimizers",
         '''
         class {cls}(Optimizer):
             """Adagrad (a placeholder: build your optimizer here)."""
@@ -115,8 +106,6 @@ TECHNIQUES = {
         "regularizers: [{{name: optimizer, algorithm: {name}}}]",
     ),
     "metric": (
-        "Metric",
-        "register_metrics",
         '''
         class {cls}(Metric):
             """Top-2 accuracy (a placeholder: compute your metric here)."""
@@ -130,14 +119,67 @@ TECHNIQUES = {
         ''',
         None,
     ),
+    "report-section": (
+        '''
+        class {cls}(ReportSection):
+            """Cells done per variant (a placeholder: compute your section here)."""
+
+            name = "{name}"
+            title = "Cells per variant"
+
+            def rows(self, results, analysis):
+                return [{{"variant": v.key, "done": len(v.cells), "planned": v.planned}} for v in results.variants]
+
+            def render(self, results, analysis):
+                items = "".join(
+                    f"<li>{{html.escape(r['variant'])}}: {{r['done']}} of {{r['planned']}}</li>"
+                    for r in self.rows(results, analysis)
+                )
+                return f"<ul>{{items}}</ul>"
+        ''',
+        None,
+    ),
 }
-#: the kinds `octbench new plugin` writes a starter package for
-KINDS = tuple(TECHNIQUES)
+#: a kind without a template of its own gets this one: a technique with no method of its own, which passes the
+#: conformance kit's common checks (and a kind's own checks, where it has none)
+GENERIC = '''
+class {cls}({base}):
+    """A placeholder {kind}: write what a {base} does here (see the guide, docs/plugins.md)."""
+
+    name = "{name}"
+
+    class Params(Params):
+        strength: float = Field(1.0, ge=0, description="a parameter, validated before anything runs")
+'''
 
 
-def _imports(code: str) -> str:
+def __getattr__(name: str) -> tuple[str, ...]:
+    # the kinds `octbench new plugin` offers: every kind octbench knows (``octbench.kinds``), read when asked for
+    if name == "KINDS":
+        return kinds.kinds()
+    raise AttributeError(f"module 'octbench.starter' has no attribute {name!r}")
+
+
+def _template(kind: str) -> tuple[str, str, str | None]:
+    """(base class name, class body, the variant line of its suite) for ``kind``; a kind with no template of its
+    own gets ``GENERIC`` where the conformance kit has no check specific to it, and a clear refusal otherwise."""
+    base = kinds.bases(kind)[0]
+    if kind in TECHNIQUES:
+        body, line = TECHNIQUES[kind]
+        return base.__name__, body, line
+    from octbench.testing import COMMON, checks_for
+
+    if len(checks_for(base)) > len(COMMON):
+        raise OctbenchError(
+            f"octbench new plugin has no starter for a {kind} yet: a {base.__name__} must pass checks of its own "
+            "that a placeholder cannot. Start from the guide's example instead (docs/plugins.md)."
+        )
+    return base.__name__, GENERIC.replace("{base}", base.__name__).replace("{kind}", kind), None
+
+
+def _imports(code: str, module: str, base: str) -> str:
     """The imports ``code`` uses: one block, sorted as isort sorts third-party imports (octbench is one here)."""
-    needed = ["from octbench import hookimpl", "from octbench.technique import {base}"]
+    needed = ["from octbench import hookimpl", f"from {module} import {base}"]
     if "np." in code:
         needed.append("import numpy as np")
     if re.search(r"(?<![\w.])torch\.", code):
@@ -148,6 +190,8 @@ def _imports(code: str) -> str:
         needed.append("from torch import nn")
     if "Params" in code:
         needed.append("from octbench.params import Params")
+    if "html." in code:
+        needed.append("import html")
     plain = sorted(line for line in needed if line.startswith("import "))
     froms = sorted((line for line in needed if line.startswith("from ")), key=lambda line: line.split()[1])
     return "\n".join([*plain, *froms])
@@ -163,13 +207,14 @@ def new_plugin(name: str, kind: str, folder: Path) -> Path:
         raise OctbenchError(
             f"a plugin name is lowercase letters, digits and '-', starting with a letter; got {name!r}."
         )
-    if kind not in TECHNIQUES:
-        raise OctbenchError(f"--kind must be one of {', '.join(KINDS)}; got {kind!r}.")
+    if kind not in kinds.REGISTRY:
+        raise OctbenchError(f"--kind must be one of {', '.join(kinds.kinds())}; got {kind!r}.")
+    base, body, suite_line = _template(kind)
+    module = kinds.REGISTRY[kind].bases[0].partition(":")[0]
     root = folder / f"octbench-{name}"
     if root.exists():
         raise OctbenchError(f"{root} already exists: choose another name or folder.")
     package = f"octbench_{_identifier(name)}"
-    base, hook, body, suite_line = TECHNIQUES[kind]
     cls = "".join(part.capitalize() for part in re.split(r"[-_]", name))
     technique = textwrap.dedent(body).format(cls=cls, name=name).strip()
     files = {
@@ -177,7 +222,12 @@ def new_plugin(name: str, kind: str, folder: Path) -> Path:
         "README.md": README.format(name=name, kind=kind, package=package),
         f"src/{package}/__init__.py": f'"""octbench plugin {name}."""\n',
         f"src/{package}/plugin.py": PLUGIN.format(
-            name=name, hook=hook, cls=cls, technique=technique, kind=kind, imports=_imports(technique).format(base=base)
+            name=name,
+            hook=kinds.hook_name(kind),
+            cls=cls,
+            technique=technique,
+            kind=kind,
+            imports=_imports(technique, module, base),
         ),
         "tests/test_plugin.py": TESTS.format(
             package=package,

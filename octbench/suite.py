@@ -16,10 +16,10 @@ import itertools
 import json
 from typing import Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, create_model, field_validator, model_serializer, model_validator
 
 from octbench.errors import SuiteError
-from octbench.kinds import VARIANT_LISTS
+from octbench.kinds import CLASSIC_LISTS, variant_lists
 from octbench.params import StrictModel, shown
 
 QUICK_EPOCHS = 2
@@ -59,13 +59,32 @@ class PluginRef(_Strict):
         return {"name": self.name, **self.params} if self.params else self.name
 
 
-class Techniques(_Strict):
-    """What a variant, the defaults, an ablation base or an ablation technique contributes."""
+def _with_variant_lists(head: type[_Strict]) -> Any:
+    """``head``, then a list of technique references per kind that variants list (``octbench.kinds``:
+    ``preprocessors``, ``augmenters``, ``regularizers``...)."""
+    lists: Any = {key: (list[PluginRef], Field(default_factory=list)) for key in variant_lists()}
+    return create_model(f"{head.__name__}Lists", __base__=head, __module__=__name__, **lists)
 
+
+def _as_before(dumped: Any) -> Any:
+    """A dump without the fields a store written before them never had: no dataset change, and an empty list of a
+    kind added since (so adding a kind keeps every stored cell's hash)."""
+    dumped = _drop_none(dumped, "dataset")
+    if isinstance(dumped, dict):
+        for key in variant_lists():
+            if key not in CLASSIC_LISTS and dumped.get(key) == []:
+                dumped.pop(key)
+    return dumped
+
+
+class _TechniquesHead(_Strict):
     model: PluginRef | None = None
-    preprocessors: list[PluginRef] = Field(default_factory=list)
-    augmenters: list[PluginRef] = Field(default_factory=list)
-    regularizers: list[PluginRef] = Field(default_factory=list)
+
+
+class Techniques(_with_variant_lists(_TechniquesHead)):  # type: ignore[misc]
+    """What a variant, the defaults, an ablation base or an ablation technique contributes: a model, a list per
+    kind of technique a variant lists, and dataset parameters."""
+
     dataset: dict[str, Any] | None = Field(
         None,
         description="parameters of the suite's dataset this variant changes ({size: 64}): the same images and labels, "
@@ -75,7 +94,7 @@ class Techniques(_Strict):
     @model_serializer(mode="wrap")
     def _without_unset_dataset(self, handler: Any) -> dict[str, Any]:
         # a block that changes no dataset parameter dumps (and hashes) as it did before variants could
-        return _drop_none(handler(self), "dataset")
+        return _as_before(handler(self))
 
     def then(self, other: Techniques) -> Techniques:
         """This, followed by ``other``: lists appended, model replaced (or its parameters patched), dataset
@@ -87,7 +106,7 @@ class Techniques(_Strict):
                 model = other.model
             else:
                 model = PluginRef(name=model.name, params={**model.params, **other.model.params})
-        lists = {key: [*getattr(self, key), *getattr(other, key)] for key in VARIANT_LISTS}
+        lists = {key: [*getattr(self, key), *getattr(other, key)] for key in variant_lists()}
         return Techniques(model=model, dataset=dataset, **lists)
 
 
@@ -411,14 +430,15 @@ class Suite(_Strict):
         return hashlib.sha256(canonical_json(dumped).encode()).hexdigest()
 
 
-class Variant(_Strict):
-    """A fully resolved variant: defaults applied, model named. ``role`` marks the comparison reference."""
-
+class _VariantHead(_Strict):
     name: str
     model: PluginRef
-    preprocessors: list[PluginRef]
-    augmenters: list[PluginRef]
-    regularizers: list[PluginRef]
+
+
+class Variant(_with_variant_lists(_VariantHead)):  # type: ignore[misc]
+    """A fully resolved variant: defaults applied, model named, a list per kind of technique a variant lists.
+    ``role`` marks the comparison reference."""
+
     role: Literal["baseline", "variant"] = "variant"
     where: str = ""
     tune: Tune | None = None  # the search this variant's cells run: only keys that apply to it
@@ -427,7 +447,7 @@ class Variant(_Strict):
     @model_serializer(mode="wrap")
     def _without_unset_dataset(self, handler: Any) -> dict[str, Any]:
         # a variant on the suite's dataset dumps (hashes, is stored) as before variants could change it
-        return _drop_none(handler(self), "dataset")
+        return _as_before(handler(self))
 
 
 def dataset_of(suite: Suite, variant: Variant) -> PluginRef:
@@ -482,9 +502,7 @@ def resolve_variants(suite: Suite) -> list[Variant]:
             Variant(
                 name=spec.name,
                 model=merged.model,
-                preprocessors=merged.preprocessors,
-                augmenters=merged.augmenters,
-                regularizers=merged.regularizers,
+                **{key: getattr(merged, key) for key in variant_lists()},
                 dataset=_patched(suite.dataset, merged.dataset),
                 role="baseline" if spec.name == reference else "variant",
                 where=_variant_location(suite, spec.name, index),
@@ -524,7 +542,7 @@ def variant_tune(tune: Tune | None, own: TuneOverride | Literal[False] | None, v
 def searched_in(key: str, variant: Variant) -> bool:
     """Whether the search key applies to the variant: train and model keys always, a technique's when it is used."""
     head = key.split(".", 1)[0]
-    names = {variant.model.name} | {ref.name for kind in VARIANT_LISTS for ref in getattr(variant, kind)}
+    names = {variant.model.name} | {ref.name for kind in variant_lists() for ref in getattr(variant, kind)}
     return head in ("train", "model") or head in names
 
 

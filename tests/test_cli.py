@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from octbench.cli import cli
-from octbench.plugins import KINDS
+from octbench.kinds import KINDS
 from tests.conftest import SMOKE_SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from octbench.cli import cli
-from octbench.starter import KINDS, new_plugin
+from octbench.starter import KINDS, TECHNIQUES, new_plugin
 from octbench.testing import check_technique
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,12 +26,12 @@ def _load(path: Path, name: str):
     return module
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [k for k in KINDS if k in TECHNIQUES])
 def test_a_new_plugin_of_every_kind_conforms(tmp_path, kind):
     result = CliRunner().invoke(cli, ["new", "plugin", f"my-{kind}", "--kind", kind, "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     root = tmp_path / f"octbench-my-{kind}"
-    package = f"octbench_my_{kind}"
+    package = f"octbench_my_{kind.replace('-', '_')}"
     assert {p.name for p in root.iterdir()} == {"pyproject.toml", "README.md", "src", "tests", "suites"}
     assert f'my-{kind} = "{package}.plugin"' in (root / "pyproject.toml").read_text()
     module = _load(root / "src" / package / "plugin.py", f"starter_{kind}")
@@ -42,8 +42,16 @@ def test_a_new_plugin_of_every_kind_conforms(tmp_path, kind):
     assert again.exit_code == 2 and "already exists" in again.output
 
 
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in TECHNIQUES])
+def test_a_kind_a_placeholder_cannot_start_is_refused_with_where_to_start(tmp_path, kind):
+    """Datasets and executors must pass checks of their own that a placeholder cannot: the guide's examples do."""
+    result = CliRunner().invoke(cli, ["new", "plugin", f"my-{kind}", "--kind", kind, "--dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no starter for a" in result.output and "docs/plugins.md" in result.output
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["preprocessor", "metric"])
+@pytest.mark.parametrize("kind", ["preprocessor", "metric", "report-section"])
 def test_a_new_plugin_package_passes_its_own_tests_and_builds(tmp_path, kind):
     root = new_plugin(f"my-{kind}", kind, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
@@ -57,7 +65,7 @@ def test_a_new_plugin_package_passes_its_own_tests_and_builds(tmp_path, kind):
          str(root)], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-2000:]
-    assert list((tmp_path / "dist").glob(f"octbench_my_{kind}-0.1.0-*.whl"))
+    assert list((tmp_path / "dist").glob(f"octbench_my_{kind.replace('-', '_')}-0.1.0-*.whl"))
 
 
 def _broken_distribution(folder: Path) -> None:

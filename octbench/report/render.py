@@ -11,6 +11,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from octbench.kinds import variant_lists
 from octbench.plugins import PluginHost
 from octbench.report import export, figures, latex, leaderboard
 from octbench.report.analysis import Analysis
@@ -120,6 +121,7 @@ def _shared(page: Page) -> dict[str, Any]:
         "positive": analysis.positive,
         "alpha": ALPHA,
         "settings": _settings(results),
+        "variant_lists": list(variant_lists()),
         "gallery": page.gallery,
     }
 
