@@ -30,10 +30,10 @@ import time
 import torch
 from vs_seed_loop import seed_cnn  # a sibling script: benchmarks/ is on sys.path when run as one
 
-from octbench.device import clock, describe, resolve
+from octbench.cell.device import clock, describe, resolve
+from octbench.cell.train import to_device, train
 from octbench.plugins import PluginHost
 from octbench.suite import Train
-from octbench.train import to_device, train
 
 WAYS = ("sequential", "processes", "threads", "graphs")
 

@@ -17,10 +17,10 @@ import time
 
 import torch
 
+from octbench.cell.stack_train import STEP, Stack
+from octbench.cell.train import Learner
 from octbench.plugins import PluginHost
-from octbench.stacked import STEP, Stack
 from octbench.suite import Train
-from octbench.train import Learner
 
 
 def count(size: int, batch: int, steps: int, device: torch.device) -> dict[str, float]:

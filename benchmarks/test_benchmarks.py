@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from benchmarks.conftest import scaled
-from octbench.device import as_float, autocast
-from octbench.inference import eval_batch_size, predict_logits
+from octbench.cell.device import as_float, autocast
+from octbench.cell.inference import eval_batch_size, predict_logits
+from octbench.cell.train import fast_path, make_optimizer, to_device
 from octbench.suite import Train
-from octbench.train import fast_path, make_optimizer, to_device
 
 
 def test_clahe_10k_images(benchmark, host, octmnist_like):
@@ -71,7 +71,7 @@ def test_training_step_seed_cnn(benchmark, host, octmnist_like, batch_size):
     model = model.to(memory_format=torch.channels_last) if channels_last else model
     optimizer = make_optimizer(model, Train().optimizer.options(), device)
 
-    def step():  # as octbench.train.train does it
+    def step():  # as octbench.cell.train.train does it
         with autocast(device, use_amp):
             logits = model(as_float(x, channels_last))
             loss = torch.nn.functional.cross_entropy(logits.float(), y)

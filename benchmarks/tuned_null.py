@@ -1,7 +1,7 @@
 """A null simulation for tuned comparisons, and what tuning costs.
 
 The reference and a technique with no effect are each tuned with the same budget inside the folds
-(``octbench.search``: the learning rate, log-uniform over two decades), on R independently drawn synthetic data
+(``octbench.cell.search``: the learning rate, log-uniform over two decades), on R independently drawn synthetic data
 sets. The technique is ``batch-augment`` with every probability 0 and Gaussian noise of SD 0.001 (a quarter of one
 grey level): it cannot make a model better, but it sends training down another path, so the cells differ, and
 TPE's proposals after its start-up trials (which both variants share: common random numbers) follow each variant's

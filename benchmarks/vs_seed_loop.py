@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
-from octbench import tuning
-from octbench.device import clock, describe, resolve
+from octbench.cell import machine
+from octbench.cell.device import clock, describe, resolve
+from octbench.cell.train import Learner, to_device, train, train_stack
 from octbench.plugins import PluginHost
 from octbench.suite import Train
-from octbench.train import Learner, to_device, train, train_stack
 
 POLICY = {"hflip": 0.5, "rotate": 15, "brightness": 0.2}
 
@@ -95,10 +95,10 @@ def octbench_loop(host, images, labels, device, steps, batch) -> float:
     return octbench_train(host, images[index], labels[index], device, batch, epochs=2).images_per_s
 
 
-def chosen_precision(host, device, batch) -> tuple[bool, bool]:
-    """What `octbench run` would train the seed CNN in on this device at this batch size (``octbench.tuning``)."""
+def chosen_fast_path(host, device, batch) -> tuple[bool, bool]:
+    """What `octbench run` would train the seed CNN in on this device at this batch size (``octbench.cell.machine``)."""
     model, _ = seed_cnn(host, device)
-    bf16 = tuning.precision(Train(batch_size=batch), "seed-cnn", model, (1, 28, 28), 4, device) == "bf16"
+    bf16 = machine.precision(Train(batch_size=batch), "seed-cnn", model, (1, 28, 28), 4, device) == "bf16"
     return bf16, device.type in ("cpu", "cuda")
 
 
@@ -115,7 +115,7 @@ def octbench_train(host, x, y, device, batch, epochs):
         regularizers=[],
         seed=0,
         num_classes=4,
-        precision=chosen_precision(host, device, batch),
+        fast=chosen_fast_path(host, device, batch),
     )
 
 
@@ -126,7 +126,7 @@ def octbench_stacked(host, images, labels, device, steps, members, batch=64) -> 
     xy = to_device(images[index], labels[index], device)
     val = to_device(images[:512], labels[:512], device)
     config = Train(epochs=2, batch_size=batch, device=str(device))
-    precision = chosen_precision(host, device, batch)
+    fast = chosen_fast_path(host, device, batch)
     learners = []
     for member in range(members):
         model, augment = seed_cnn(host, device, seed=member)
@@ -141,7 +141,7 @@ def octbench_stacked(host, images, labels, device, steps, members, batch=64) -> 
                 regularizers=[],
                 seed=member,
                 num_classes=4,
-                precision=precision,
+                fast=fast,
             )
         )
     train_stack(learners, epochs=2)
@@ -216,7 +216,7 @@ def main() -> None:
                 "seed_loop_images_per_s": round(seed_speed),
                 "octbench_images_per_s": {b: round(s) for b, s in speeds.items()},
                 "stacked_images_per_s": {n: round(s) for n, s in stacked.items()},
-                "precision": "bf16" if chosen_precision(host, device, 64)[0] else "fp32",
+                "precision": "bf16" if chosen_fast_path(host, device, 64)[0] else "fp32",
                 "ratio_batch64": round(speeds.get(64, float("nan")) / seed_speed, 2),
                 "epoch_images": epoch_images,
                 "seed_epoch_s": round(seed_epoch, 2),

@@ -8,8 +8,8 @@ import sys
 
 import click
 
+from octbench.cell.metrics import SCALARS
 from octbench.errors import Interrupted, OctbenchError
-from octbench.metrics import SCALARS
 from octbench.signals import stop_on_sigterm
 from octbench.starter import KINDS as STARTER_KINDS
 
@@ -130,9 +130,9 @@ def check(suite, data_dir, device, overrides, quick) -> None:
     report each problem with the variant and plugin named. Writes nothing; exits 2 when something fails."""
     import time
 
-    from octbench.plan import print_notes
-    from octbench.preflight import check_suite
-    from octbench.runplan import plan_run
+    from octbench.plan.check import print_notes
+    from octbench.plan.preflight import check_suite
+    from octbench.plan.run import plan_run
 
     started = time.perf_counter()
     plan = plan_run(suite, overrides=list(overrides), quick=quick, device=device, data_dir=data_dir, progress=True)
@@ -176,10 +176,10 @@ def audit(dataset, params, data_dir, threshold, device, show, as_json) -> None:
     import numpy as np
     import yaml
 
-    from octbench import audit as near
+    from octbench.cell.device import resolve
     from octbench.dataset import load_data
-    from octbench.device import resolve
     from octbench.plugins import PluginHost
+    from octbench.report import audit as near
     from octbench.suite import PluginRef
 
     parsed = {}
@@ -226,7 +226,7 @@ def init(directory) -> None:
     """Copy the suites octbench ships into DIRECTORY/suites, to edit and run (existing files are kept)."""
     from pathlib import Path
 
-    from octbench.suitefile import shipped_suites
+    from octbench.suite.file import shipped_suites
 
     target = Path(directory) / "suites"
     try:

@@ -3,12 +3,12 @@ over by an executor that loaded it elsewhere)."""
 
 from __future__ import annotations
 
-from octbench import validate
+from octbench.cell import validate
+from octbench.cell.validate import frozen
 from octbench.errors import OctbenchError
 from octbench.plugins import PluginHost
 from octbench.suite import PluginRef, Suite
 from octbench.technique import Splits
-from octbench.validate import frozen
 
 _DATA: dict[tuple[str, str, str | None], Splits] = {}
 

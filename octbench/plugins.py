@@ -25,9 +25,9 @@ from typing import Any
 import pluggy
 
 from octbench import hookspecs, kinds
-from octbench.cache import source_hash
+from octbench.cell.cache import source_hash
+from octbench.cell.metrics import SCALARS
 from octbench.errors import PluginError
-from octbench.metrics import SCALARS
 from octbench.params import closest_hint, validate_params
 from octbench.technique import Technique
 
@@ -240,7 +240,7 @@ def _distributions() -> dict[str, list[str]]:
 @functools.lru_cache(maxsize=1)
 def default_host() -> PluginHost:
     """Entry-point plugins, loaded once per process: what code outside a run (benchmarks, the conformance kit, a
-    direct ``octbench.train.train`` call) builds optimizers from."""
+    direct ``octbench.cell.train.train`` call) builds optimizers from."""
     return PluginHost.load()
 
 

@@ -2,7 +2,7 @@
 
 Everything that can be wrong with the input (suite, plugins, parameters, data) is found before anything is
 written; a failing cell is recorded with its reason and the rest of the suite goes on. One run holds a results
-folder at a time (``octbench.lock``). Ctrl-C or SIGTERM stops the run: finished cells stay, the run is marked
+folder at a time (``octbench.store.lock``). Ctrl-C or SIGTERM stops the run: finished cells stay, the run is marked
 interrupted, the report of what finished is written, and ``RunInterrupted`` says how to resume.
 """
 
@@ -19,21 +19,22 @@ from statistics import median
 
 from rich.markup import escape
 
-from octbench import dependencies, search
-from octbench.cell import CellResult, CellTask
+from octbench.cell import search
+from octbench.cell.device import describe
+from octbench.cell.execute import CellResult, CellTask
 from octbench.console import console
 from octbench.cpu_wait import decide as wait_policy
 from octbench.dataset import provided
-from octbench.device import describe
 from octbench.errors import Interrupted, OctbenchError
-from octbench.lock import folder_lock
-from octbench.plan import print_notes, weight_conflicts
-from octbench.preflight import check_suite
-from octbench.provenance import collect
+from octbench.plan import dependencies
+from octbench.plan.check import print_notes, weight_conflicts
+from octbench.plan.preflight import check_suite
+from octbench.plan.run import RunPlan, plan_run
 from octbench.report.publish import publish
-from octbench.runplan import RunPlan, plan_run
 from octbench.signals import stop_on_sigterm
 from octbench.store import Store
+from octbench.store.lock import folder_lock
+from octbench.store.provenance import collect
 from octbench.technique import RunContext
 
 # a cell training at less than this share of the run's median images/s so far is reported as slowed down
@@ -80,7 +81,7 @@ def run_suite(
     check: bool = True,
 ) -> RunSummary:
     """Run a suite into ``out`` (see the module docstring): plan, lock, store, execute, publish. ``check``: first try
-    every variant on a sample (``octbench.preflight``), and stop with every problem found before anything is
+    every variant on a sample (``octbench.plan.preflight``), and stop with every problem found before anything is
     written."""
     started = time.perf_counter()
     wait_policy()  # before any worker process starts, which inherits it (the command line decided already)
@@ -181,7 +182,7 @@ def record_run(store: Store, plan: RunPlan) -> int:
 
 
 def _provenance(plan: RunPlan, suite_hash: str) -> dict:
-    """What a run records of where its numbers came from (``octbench.provenance.collect``), for ``plan``."""
+    """What a run records of where its numbers came from (``octbench.store.provenance.collect``), for ``plan``."""
     return collect(
         executor=asdict(plan.execution),
         device=describe(plan.device),

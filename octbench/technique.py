@@ -62,7 +62,7 @@ class Technique:
     def input_files(self) -> list[Any]:
         """Files this technique reads whose content shapes a cell's result (a checkpoint a model starts from): a
         stored result is keyed on their content, so replacing one reruns the cells that use it
-        (``octbench.dependencies``). The dataset's own files are keyed by its ``md5``."""
+        (``octbench.plan.dependencies``). The dataset's own files are keyed by its ``md5``."""
         return []
 
 
@@ -141,7 +141,7 @@ class Model(Technique):
     def attribution_layer(self, model: Any) -> str | None:
         """The name of the module of ``model`` (as ``build`` made it) whose output the report's Grad-CAM maps explain.
         None (the default): the output of the last feature stage, found by octbench
-        (``octbench.attribution.feature_layer``); a model whose last stage gives tokens, not a map, gets none."""
+        (``octbench.cell.attribution.feature_layer``); a model whose last stage gives tokens, not a map, gets none."""
         return None
 
 

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from octbench.cell.stack_train import numeric_keys, settings_tensors
+from octbench.cell.train import to_device, train
 from octbench.errors import PluginError
 from octbench.plugins import NAME_PATTERN
-from octbench.stacked import numeric_keys, settings_tensors
 from octbench.suite import Train
 from octbench.technique import (
     Augmenter,
@@ -43,7 +44,6 @@ from octbench.technique import (
     Splits,
     Technique,
 )
-from octbench.train import to_device, train
 
 Check = Callable[[type[Technique]], None]
 
@@ -312,11 +312,11 @@ def check_model_shapes(cls):
 
 
 def check_model_explains(cls):
-    """The report's class-activation map (``octbench.attribution.grad_cam``, at the layer the model names in
+    """The report's class-activation map (``octbench.cell.attribution.grad_cam``, at the layer the model names in
     ``attribution_layer``, else the output of its last feature stage) works at each promised image size: maps
     (N, h, w) in [0, 1], the model left in the mode it was in; or the model has no spatial feature map and says so
     (the report then shows 'not available for this model')."""
-    from octbench import attribution
+    from octbench.cell import attribution
 
     for size in cls.image_sizes:
         technique = _make(cls)
@@ -564,7 +564,7 @@ def check_executor_runs_every_cell_once(cls):
     """Two stacks of tiny cells (one of two cells): every cell's result comes back once, done, through on_result."""
     import tempfile
 
-    from octbench.runplan import plan_run
+    from octbench.plan.run import plan_run
     from octbench.technique import RunContext
 
     executor = _make(cls)

@@ -11,10 +11,10 @@ from rich.markup import escape
 
 from octbench import hookimpl
 from octbench.cell import CellResult, execute_stack
+from octbench.cell.workers import WorkerPool
 from octbench.console import console, task_progress
 from octbench.params import Params
 from octbench.technique import Executor, RunContext
-from octbench.workers import WorkerPool
 
 
 def oversubscription(parallel: int, threads: int, device: str) -> str | None:
@@ -32,7 +32,7 @@ def oversubscription(parallel: int, threads: int, device: str) -> str | None:
 class Local(Executor):
     """This machine: stacks one after another in this process, or ``parallel`` worker processes. With a
     ``train.timeout``, even one stack at a time runs in a worker process: a cell stuck where no signal reaches it (a
-    hung C extension) can only be stopped by killing its process (``octbench.workers``)."""
+    hung C extension) can only be stopped by killing its process (``octbench.cell.workers``)."""
 
     name = "local"
 

@@ -125,7 +125,7 @@ def tuning_file(pytestconfig, tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory, monkeypatch, tuning_file):
     """No test reads or writes the user's caches, data folder or plugin settings."""
-    from octbench import cache
+    from octbench.cell import cache
 
     monkeypatch.setenv("OCTBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("OCTBENCH_TUNING_FILE", str(tuning_file))

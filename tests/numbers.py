@@ -1,6 +1,6 @@
 """A results folder written from numbers: the cells of a real plan, each given made-up predictions in place of a
 trained model, committed and published as a run would. The store is the one a run writes (its plan, provenance,
-dataset record, per-cell metrics computed by ``octbench.metrics.evaluate``, curves, timings, settings, predictions
+dataset record, per-cell metrics computed by ``octbench.cell.metrics.evaluate``, curves, timings, settings, predictions
 and activation maps), so report, export and image tests read it as they read a trained run, without training.
 
 A variant's ``skill`` sets how far its logits lean to the true class (0: chance); each cell's noise is seeded by
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from octbench import attribution
-from octbench.cell import CellResult, fold_rows
-from octbench.metrics import evaluate
+from octbench.cell import attribution
+from octbench.cell.execute import CellResult, fold_rows
+from octbench.cell.metrics import evaluate
+from octbench.plan.run import RunPlan, plan_run
 from octbench.report.publish import publish
 from octbench.runner import record_run
-from octbench.runplan import RunPlan, plan_run
 from octbench.store import Store
 
 EPOCHS = 2

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from octbench import cache
+from octbench.cell import cache
 from octbench.runner import run_suite
 from tests.conftest import stored_metrics
 

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from octbench_plugins.losses import focal_loss
 from sklearn.neighbors import NearestNeighbors
 
-from octbench import dependencies
 from octbench.errors import OctbenchError
-from octbench.plan import check_references
+from octbench.plan import dependencies
+from octbench.plan.check import check_references
 from octbench.plugins import PluginHost, distribution_of
 from octbench.suite import resolve_variants
-from octbench.suitefile import load_suite
+from octbench.suite.file import load_suite
 
 SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
 HAS_TIMM = importlib.util.find_spec("timm") is not None

@@ -150,7 +150,7 @@ def test_provenance_warns_of_an_unknown_or_modified_commit_and_says_who_shared_t
 
 def test_only_octbench_code_makes_a_checkout_dirty(tmp_path, monkeypatch):
     """A results folder or a suite inside the checkout is not the code that made the results."""
-    import octbench.provenance as provenance
+    import octbench.store.provenance as provenance
 
     root = tmp_path / "checkout"
     (root / "octbench").mkdir(parents=True)

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from octbench import cache
+from octbench.cell import cache
 from octbench.cli import cli
 from octbench.runner import RunInterrupted
 from octbench.runner import run_suite as run_checked
@@ -272,7 +272,7 @@ def test_sys_exit_in_a_plugin_fails_its_cell_not_the_suite(tmp_path):
 @pytest.mark.serial
 @pytest.mark.slow
 def test_cells_past_their_time_limit_are_recorded_as_failed(tmp_path, monkeypatch):
-    from octbench import workers
+    from octbench.cell import workers
 
     suite = suite_file(
         tmp_path,
@@ -304,7 +304,7 @@ def test_a_workers_start_up_does_not_count_against_the_cells_time_limit(monkeypa
     counts from its first message, not from when the parent handed it the stack."""
     from types import SimpleNamespace
 
-    from octbench import workers
+    from octbench.cell import workers
 
     class Process:
         killed = False
@@ -337,7 +337,7 @@ HANGS = ["{name: baseline}", "{name: hangs, regularizers: [hangs]}"]
 @pytest.mark.parametrize("executor", ["{stack: 1}", "{stack: 1, parallel: 2}"], ids=["default", "parallel"])
 def test_a_plugin_that_never_returns_fails_only_its_cells_in_every_executor(tmp_path, executor):
     """A hang outside the training loop (configure_model), with the preflight skipped: stopped at the limit, where
-    it hangs, by the alarm of octbench.deadline (the worker survives; no kill needed). tests/test_ray.py runs the
+    it hangs, by the alarm of octbench.cell.deadline (the worker survives; no kill needed). tests/test_ray.py runs the
     same on Ray."""
     suite = suite_file(tmp_path, HANGS, executor=executor)
     started = time.monotonic()
@@ -659,7 +659,7 @@ def test_every_variant_sees_the_same_batch_order_in_every_epoch(tmp_path):
 
 
 def test_two_regularizers_that_choose_the_final_weights_are_warned_about():
-    from octbench.plan import weight_conflicts
+    from octbench.plan.check import weight_conflicts
     from octbench.plugins import PluginHost
     from octbench.suite import PluginRef, Variant
 
@@ -684,7 +684,7 @@ def test_two_regularizers_that_choose_the_final_weights_are_warned_about():
 
 def test_a_cell_whose_training_collapses_is_warned_about(capsys):
     from octbench import runner
-    from octbench.cell import CellResult
+    from octbench.cell.execute import CellResult
 
     speeds: list[float] = []
     for speed in (4000, 4200, 3900, 300):
@@ -915,7 +915,7 @@ def test_a_killed_download_leaves_no_part_file(tmp_path):
 def test_stored_arrays_handed_to_plugins_are_read_only(tmp_path):
     from octbench.dataset import load_data
     from octbench.plugins import PluginHost
-    from octbench.suitefile import load_suite
+    from octbench.suite.file import load_suite
 
     suite, _ = load_suite(suite_file(tmp_path, ["{name: baseline}"]))
     data = load_data(suite, PluginHost.load(), None)

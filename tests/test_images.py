@@ -15,11 +15,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from octbench import attribution
-from octbench import audit as near
+from octbench.cell import attribution
 from octbench.cli import cli
 from octbench.dataset import load_data
 from octbench.plugins import PluginHost
+from octbench.report import audit as near
 from octbench.report import pipelines
 from octbench.report.analysis import Options, analyse
 from octbench.report.collect import Cell, VariantResults, load

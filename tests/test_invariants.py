@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from octbench import folds
-from octbench.cell import CellTask, execute
-from octbench.plan import config_hash
+from octbench.cell.execute import CellTask, execute
+from octbench.plan import folds
+from octbench.plan.check import config_hash
+from octbench.plan.preflight import check_suite
+from octbench.plan.run import plan_run
 from octbench.plugins import PluginHost
-from octbench.preflight import check_suite
 from octbench.report.collect import load
 from octbench.runner import run_suite
-from octbench.runplan import plan_run
 from octbench.store import Store
 from octbench.suite import resolve_variants
-from octbench.suitefile import load_suite
+from octbench.suite.file import load_suite
 from tests.conftest import spy_plugin_path, stored_metrics, wait_for
 from tests.plugins.spies import POOL, read_log
 
@@ -308,10 +308,10 @@ def test_parallel_cells_give_the_same_results_as_one_at_a_time(tiny_suite, tmp_p
 
 
 def test_a_worker_process_runs_stacks_and_hands_each_cell_back_once(tiny_suite):
-    """The parallel executor's pool (``octbench.workers``) in the fast tier: three cells in two stacks through one
+    """The parallel executor's pool (``octbench.cell.workers``) in the fast tier: three cells in two stacks through one
     spawned worker process, each result back once and as the same cell run here gives."""
-    from octbench.cell import execute_stack
-    from octbench.workers import WorkerPool
+    from octbench.cell.execute import execute_stack
+    from octbench.cell.workers import WorkerPool
 
     plan = plan_run(tiny_suite("- name: a\n- name: b"))
     tasks = plan.tasks[:3]

@@ -49,9 +49,11 @@ kinds.REGISTRY["toy"] = kinds.Kind("toy", ("toykind:Toy",), "Register ``Toy`` su
 
 from click.testing import CliRunner
 
-from octbench import dependencies, hookspecs
+from octbench import hookspecs
+
+from octbench.plan import dependencies
 from octbench.cli import cli
-from octbench.runplan import plan_run
+from octbench.plan.run import plan_run
 from octbench.starter import new_plugin
 from octbench.testing import COMMON, check_technique, checks_for
 from tests.numbers import write_results
@@ -135,7 +137,7 @@ def test_a_toy_kind_flows_through_every_place_that_knows_kinds(tmp_path):
 
 
 def _baseline_hash(tmp_path: Path) -> str:
-    from octbench.runplan import plan_run
+    from octbench.plan.run import plan_run
 
     plain = tmp_path / "plain.yaml"
     plain.write_text(SUITE.split("  - name: wobbly")[0])

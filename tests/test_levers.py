@@ -15,13 +15,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from octbench.cell.inference import AveragedViews, with_test_views
+from octbench.cell.stack_model import unstackable
 from octbench.cli import cli
-from octbench.inference import AveragedViews, with_test_views
 from octbench.plugins import PluginHost
 from octbench.report import collect
 from octbench.report.analysis import analyse
 from octbench.runner import run_suite
-from octbench.stack import unstackable
 from tests.test_data import serve
 
 pytestmark = pytest.mark.slow
@@ -115,7 +115,7 @@ def test_maps_and_tiles_are_drawn_over_the_image_each_model_saw(write_suite, tmp
 
 def test_one_copy_of_each_size_is_loaded(write_suite, tmp_path, monkeypatch):
     from octbench import dataset
-    from octbench.runplan import plan_run
+    from octbench.plan.run import plan_run
 
     monkeypatch.setattr(dataset, "_DATA", {})
     plan = plan_run(write_suite(SIZES), data_dir=str(tmp_path))
@@ -224,7 +224,7 @@ def test_weights_load_a_local_checkpoint_into_the_built_in_resnet(host, tmp_path
         assert torch.equal(mine[key], theirs[key]), key
     assert mine["fc.weight"].shape == (4, 512), "the classifier is fresh, for the data's classes"
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
-    # the file's content is part of every stored result's key (octbench.dependencies)
+    # the file's content is part of every stored result's key (octbench.plan.dependencies)
     assert host.create("model", "resnet18", {"weights": str(path)}).input_files() == [path]
     assert host.create("model", "resnet18", {}).input_files() == []
 
@@ -457,7 +457,7 @@ def test_models_whose_weights_match_but_whose_inputs_differ_in_size_are_not_stac
 def test_what_a_user_should_know_about_a_choice_is_said_where_it_is_made(host, tmp_path, write_suite):
     """Pretrained starts get no ImageNet normalisation and hflip is on by default in tta and batch-augment, and
     nothing said so: check, run and the variant's section of the report now do, and normalize silences the first."""
-    from octbench.plan import variant_notes
+    from octbench.plan.check import variant_notes
     from octbench.suite import PluginRef, Variant
 
     weights = tmp_path / "own.pt"

@@ -266,7 +266,7 @@ def test_stores_written_by_the_first_schema_still_report_and_resume(numbers_dir,
 def test_a_real_binary_dataset_gets_every_verdict_and_unsaturated_scores(shared_data, tmp_path):
     import numpy as np
 
-    from octbench.scores import Scores
+    from octbench.cell.scores import Scores
     from octbench.store import Store
 
     suite = tmp_path / "breast.yaml"

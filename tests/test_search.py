@@ -1,4 +1,4 @@
-"""Nested hyperparameter search (octbench.search): the suite's tune block, trials inside the folds, a kill and a
+"""Nested hyperparameter search (octbench.cell.search): the suite's tune block, trials inside the folds, a kill and a
 resume that never repeat a finished trial, and the report's tuning section."""
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from octbench import folds, search
+from octbench.cell import search
+from octbench.cell.metrics import higher_is_better
 from octbench.cli import cli
 from octbench.errors import SuiteError
-from octbench.metrics import higher_is_better
+from octbench.plan import folds
 from octbench.plugins import PluginHost
 from octbench.suite import Tune, resolve_variants
-from octbench.suitefile import parse_suite
+from octbench.suite.file import parse_suite
 from tests.conftest import TINY_DATASET, cells, spy_plugin_path, wait_for
 from tests.plugins.spies import POOL, TEST, read_log
 

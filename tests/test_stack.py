@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from octbench.cell.stack_model import GroupedModel, probe, unstackable
+from octbench.cell.train import Learner, stack_groups, train_stack
 from octbench.plugins import PluginHost
 from octbench.runner import run_suite
-from octbench.stack import GroupedModel, probe, unstackable
 from octbench.suite import Train
-from octbench.train import Learner, stack_groups, train_stack
 from tests.conftest import spy_plugin_path
 
 HOSTILE = Path(__file__).resolve().parent / "plugins" / "hostile.py"
@@ -196,8 +196,8 @@ def test_members_with_different_training_sizes_train_their_own_epochs():
 
 def test_cells_of_one_stack_train_their_own_epochs(tiny_suite):
     """A search may choose train.epochs per cell: the stack trained every member for its first member's epochs."""
-    from octbench.cell import execute_stack
-    from octbench.runplan import plan_run
+    from octbench.cell.execute import execute_stack
+    from octbench.plan.run import plan_run
 
     plan = plan_run(tiny_suite("- name: baseline"), overrides=["train.precision=fp32"])
     tasks = [
@@ -212,20 +212,20 @@ def test_cells_of_one_stack_train_their_own_epochs(tiny_suite):
 
 
 def test_precision_is_measured_once_per_machine_and_a_suite_can_fix_it(monkeypatch, tmp_path):
-    from octbench import tuning
+    from octbench.cell import machine
 
-    monkeypatch.setenv("OCTBENCH_TUNING_FILE", str(tmp_path / "tuning.json"))  # not the session's record
-    if not tuning.bf16_native(torch.device("cpu")):
+    monkeypatch.setenv("OCTBENCH_TUNING_FILE", str(tmp_path / "machine.json"))  # not the session's record
+    if not machine.bf16_native(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16: there is nothing to choose")
     trials = []
-    monkeypatch.setattr(tuning, "_images_per_s", lambda *a: trials.append(a[-1]) or (2.0 if a[-1] else 1.0))
+    monkeypatch.setattr(machine, "_images_per_s", lambda *a: trials.append(a[-1]) or (2.0 if a[-1] else 1.0))
     model = _model(0)
-    first = tuning.precision(Train(), "cnn", model, (1, 28, 28), 4, torch.device("cpu"))
-    again = tuning.precision(Train(), "cnn", model, (1, 28, 28), 4, torch.device("cpu"))
+    first = machine.precision(Train(), "cnn", model, (1, 28, 28), 4, torch.device("cpu"))
+    again = machine.precision(Train(), "cnn", model, (1, 28, 28), 4, torch.device("cpu"))
     assert first == again == "bf16" and trials == [True, False, True, False], "the second came from the cache"
-    assert tuning.precision(Train(precision="fp32"), "cnn", model, (1, 28, 28), 4, torch.device("cpu")) == "fp32"
+    assert machine.precision(Train(precision="fp32"), "cnn", model, (1, 28, 28), 4, torch.device("cpu")) == "fp32"
     assert len(trials) == 4
-    monkeypatch.setattr(tuning, "_images_per_s", lambda *a: 1.1 if a[-1] else 1.0)
-    assert tuning.precision(Train(batch_size=7), "cnn", model, (1, 28, 28), 4, torch.device("cpu")) == "fp32", (
+    monkeypatch.setattr(machine, "_images_per_s", lambda *a: 1.1 if a[-1] else 1.0)
+    assert machine.precision(Train(batch_size=7), "cnn", model, (1, 28, 28), 4, torch.device("cpu")) == "fp32", (
         "bf16 only when clearly faster"
     )

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from octbench.cell.stack_train import STEP, BatchedCrossEntropy, Stack, numeric_keys, settings_tensors
+from octbench.cell.train import Learner, stack_groups, train_stack
 from octbench.plugins import PluginHost
-from octbench.stacked import STEP, BatchedCrossEntropy, Stack, numeric_keys, settings_tensors
 from octbench.suite import Train
 from octbench.testing import stacked_update_problem
-from octbench.train import Learner, stack_groups, train_stack
 
 OPTIMIZERS = [
     ("adam", {"beta1": 0.8, "beta2": 0.99}),
@@ -187,35 +187,35 @@ def test_stacked_members_get_their_own_tensors_back():
 def test_a_gpu_stack_size_is_measured_once_per_machine_and_the_plan_says_why(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    from octbench import tuning
+    from octbench.cell import machine
 
-    monkeypatch.setenv("OCTBENCH_TUNING_FILE", str(tmp_path / "tuning.json"))  # not the session's record
+    monkeypatch.setenv("OCTBENCH_TUNING_FILE", str(tmp_path / "machine.json"))  # not the session's record
     speeds = {1: 100.0, 4: 350.0, 12: 600.0, 24: 620.0, 48: 610.0}
     trials = []
-    monkeypatch.setattr(tuning, "_stack_images_per_s", lambda model, size, *a: trials.append(size) or speeds[size])
+    monkeypatch.setattr(machine, "_stack_images_per_s", lambda model, size, *a: trials.append(size) or speeds[size])
     (learner,), config = _learners(1)
     cpu = torch.device("cpu")
-    found = tuning.stack_size(config, "cnn", learner.model, (1, 16, 16), 3, cpu)
+    found = machine.stack_size(config, "cnn", learner.model, (1, 16, 16), 3, cpu)
     assert found["choice"] == 12, "the smallest within 5% of the fastest (620)"
-    assert tuning.stack_size(config, "cnn", learner.model, (1, 16, 16), 3, cpu)["choice"] == 12
-    assert trials == list(tuning.STACK_SIZES), "measured once, then remembered"
+    assert machine.stack_size(config, "cnn", learner.model, (1, 16, 16), 3, cpu)["choice"] == 12
+    assert trials == list(machine.STACK_SIZES), "measured once, then remembered"
 
     suite = SimpleNamespace(executor=SimpleNamespace(stack="auto"), train=SimpleNamespace(threads=1))
     runner = SimpleNamespace(name="local", parallelism=lambda device, stacks: (1, "one process"),
                              threads_per_cell=lambda: None)  # fmt: skip
-    plan = tuning.execution(suite, runner, torch.device("cuda"), 100, measure=lambda most: (min(12, most), "trial"))
+    plan = machine.execution(suite, runner, torch.device("cuda"), 100, measure=lambda most: (min(12, most), "trial"))
     assert plan.stack == 12 and plan.graphs is False
     assert "stack 12: trial" in plan.why and "CUDA graphs off" in plan.why
-    assert tuning.execution(suite, runner, torch.device("cuda"), 5, measure=lambda most: (most, "few")).stack == 5
-    assert tuning.execution(suite, runner, cpu, 100, measure=lambda most: (most, "never asked")).stack == 1
+    assert machine.execution(suite, runner, torch.device("cuda"), 5, measure=lambda most: (most, "few")).stack == 5
+    assert machine.execution(suite, runner, cpu, 100, measure=lambda most: (most, "never asked")).stack == 1
 
 
 def test_the_stack_size_trial_trains_real_stacks(monkeypatch):
-    from octbench import tuning
+    from octbench.cell import machine
 
-    monkeypatch.setattr(tuning, "TRIAL_SECONDS", 0.05)
+    monkeypatch.setattr(machine, "TRIAL_SECONDS", 0.05)
     (learner,), config = _learners(1)
-    speed = tuning._stack_images_per_s(learner.model, 3, (1, 16, 16), 3, config, torch.device("cpu"))
+    speed = machine._stack_images_per_s(learner.model, 3, (1, 16, 16), 3, config, torch.device("cpu"))
     assert speed > 0
 
 

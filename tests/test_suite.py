@@ -6,7 +6,7 @@ import pytest
 
 from octbench.errors import SuiteError
 from octbench.suite import reference_name, resolve_variants
-from octbench.suitefile import parse_suite
+from octbench.suite.file import parse_suite
 
 ISSUE_EXAMPLE = """
 name: ablation

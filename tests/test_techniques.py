@@ -7,11 +7,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from octbench.inference import evaluate_loss
-from octbench.metrics import evaluate
+from octbench.cell.inference import evaluate_loss
+from octbench.cell.metrics import evaluate
+from octbench.cell.train import fast_path, to_device, train
 from octbench.plugins import PluginHost
 from octbench.suite import Train
-from octbench.train import fast_path, to_device, train
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from sklearn.metrics import recall_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from octbench import stats
-from octbench.scores import Scores
+from octbench.cell.scores import Scores
 
 NOMINAL = 0.05
 
@@ -381,7 +381,7 @@ def test_ensemble_is_soft_voting_in_log_space():
 def test_scoring_logits_are_float32_at_the_head_under_bf16():
     import torch
 
-    from octbench.inference import predict_logits, scoring_logits
+    from octbench.cell.inference import predict_logits, scoring_logits
     from octbench.plugins import PluginHost
 
     torch.manual_seed(0)
@@ -407,7 +407,7 @@ def test_scoring_under_bf16_sees_each_batch_once():
     that float32 head sees its first batch once more, in float32."""
     import torch
 
-    from octbench.inference import scoring_logits
+    from octbench.cell.inference import scoring_logits
 
     seen = []
     head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 4))

@@ -17,8 +17,8 @@ import numpy as np
 from scipy.stats import norm, spearmanr
 
 from octbench import stats
+from octbench.cell.metrics import SCALARS
 from octbench.errors import OctbenchError
-from octbench.metrics import SCALARS
 from octbench.report.collect import Results, VariantResults
 from octbench.report.testsplit import Clinical, Headline, clinical, compare_on_test_split, resolve_positive
 from octbench.stats import ALPHA

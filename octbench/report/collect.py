@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from octbench.cell.metrics import SCALARS
+from octbench.cell.scores import Scores
 from octbench.errors import OctbenchError
-from octbench.metrics import SCALARS
-from octbench.scores import Scores
 from octbench.store import Store
 
 

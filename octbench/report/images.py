@@ -1,6 +1,6 @@
 """The images behind the numbers: the data at a glance, each variant's errors on the test split, the images it fixed
 and broke against the reference (exactly the two off-diagonal cells of McNemar's table), and the near-duplicate
-audit (``octbench.audit``).
+audit (``octbench.report.audit``).
 
 The store holds numbers, not pictures: the images come from the dataset itself, loaded as the run loaded it (its
 dataset plugin, parameters and data folder, all in the provenance) and checked against the MD5 the store recorded.
@@ -25,13 +25,13 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from octbench import attribution
-from octbench import audit as near
+from octbench.cell import attribution
+from octbench.cell.deadline import TimeLimitExceeded, time_limit
 from octbench.data.files import write_atomically
 from octbench.dataset import load_data
-from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.errors import OctbenchError
 from octbench.plugins import PluginHost
+from octbench.report import audit as near
 from octbench.report import pipelines
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results, VariantResults

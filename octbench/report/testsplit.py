@@ -16,9 +16,9 @@ from scipy.stats import norm
 from sklearn.metrics import confusion_matrix
 
 from octbench import stats
+from octbench.cell.scores import Scores
 from octbench.errors import OctbenchError
 from octbench.report.collect import Prediction, Results, VariantResults
-from octbench.scores import Scores
 from octbench.stats import ALPHA
 
 

@@ -1,4 +1,4 @@
-"""How each variant was tuned (``octbench.search``): the budget, the setting chosen in each fold, how fast the
+"""How each variant was tuned (``octbench.cell.search``): the budget, the setting chosen in each fold, how fast the
 search converged, which parameters mattered, and choices at the edge of their range.
 
 Everything here is read from the cells' stored search records (``settings['search']``) and the variants' planned
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from octbench.cell.search import distributions, import_optuna
 from octbench.report import plots
 from octbench.report.collect import Results, VariantResults
-from octbench.search import distributions, import_optuna
 from octbench.suite import Distribution
 
 EDGE = 0.05  # a choice within 5% of its range's width (log-width for log ranges) of an end is "at the edge"

@@ -8,7 +8,7 @@
   resample. The same seed and test size give the same resamples, so values of two classifiers subtract into a
   *paired* bootstrap of their difference.
 
-Scores for AUCs are any monotone scores per class, (N, classes); octbench passes log-odds (``octbench.scores``),
+Scores for AUCs are any monotone scores per class, (N, classes); octbench passes log-odds (``octbench.cell.scores``),
 which do not saturate or tie the way float32 probabilities do.
 """
 

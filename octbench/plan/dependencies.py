@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from octbench import search
-from octbench.cache import source_hash
+from octbench.cell import search
+from octbench.cell.cache import source_hash
 from octbench.kinds import variant_lists
 from octbench.suite import Suite, Variant, dataset_of
 
@@ -70,7 +70,7 @@ def _settings(suite: Suite, variant: Variant) -> Iterator[tuple[Suite, Variant]]
 
 def _optimizer(host: Any, suite: Suite, variant: Variant) -> str:
     """The optimizer plugin the variant's cells build: the suite's, as the regularizers change it."""
-    from octbench.train import optimizer_options
+    from octbench.cell.train import optimizer_options
 
     try:
         regularizers = [host.create("regularizer", ref.name, ref.params) for ref in variant.regularizers]

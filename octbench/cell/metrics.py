@@ -9,7 +9,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-from octbench.scores import Scores
+from octbench.cell.scores import Scores
 from octbench.stats import auc_classes
 
 SCALARS = (

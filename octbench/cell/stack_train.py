@@ -1,7 +1,7 @@
 """Training a stack of cells as one computation, at a cost per step that does not grow with the stack.
 
-Every step of a stack of G cells (``Learner``s whose models ``octbench.stack`` can group) is the same handful of
-kernels whatever G is: one gather of all members' batches from one device tensor holding every member's
+Every step of a stack of G cells (``Learner``s whose models ``octbench.cell.stack_model`` can group) is the same
+handful of kernels whatever G is: one gather of all members' batches from one device tensor holding every member's
 training images, one scaling, one grouped forward (``GroupedModel``), one batched cross-entropy, one backward and
 one optimizer step over the stacked parameters, with each member's learning rate, weight decay and momentum as
 tensors and a mask that leaves members not stepping exactly as they are. What stays per member is what belongs to
@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from octbench.device import as_float, autocast, clock
+from octbench.cell.device import as_float, autocast, clock
+from octbench.cell.stack_model import GroupedModel
 from octbench.errors import CellFailed
-from octbench.stack import GroupedModel
 
 #: the name a profile gives one step of a stack (``torch.profiler.record_function``)
 STEP = "octbench.step"
@@ -99,7 +99,7 @@ class Stack:
 
     def images_per_s(self, seconds: float) -> float:
         """Training images per second summed over the members, timed for about ``seconds`` after two warm-up
-        steps on the members' first batch (the trial that sizes stacks, ``octbench.tuning.stack_size``); the
+        steps on the members' first batch (the trial that sizes stacks, ``octbench.cell.machine.stack_size``); the
         members train, so give it copies."""
         rows = tuple(range(self.size))
         for learner in self.learners:
@@ -152,9 +152,9 @@ class Stack:
         seconds = clock(self.device) - start
         for r in active:
             learner = self.learners[r]
-            learner.loss_sum, learner.correct = self.loss_sum[r], self.correct[r]
             if learner.running:
-                guard(learner, learner.end_epoch, epoch, seconds, on_epoch if r == active[0] else None)
+                sums = (self.loss_sum[r], self.correct[r])  # the stack's running sums: the learner's are unused here
+                guard(learner, learner.end_epoch, epoch, seconds, on_epoch if r == active[0] else None, sums)
         return True
 
     def _begin(self) -> None:

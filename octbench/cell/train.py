@@ -1,4 +1,4 @@
-"""Training with the data resident on the compute device (inference is ``octbench.inference``).
+"""Training with the data resident on the compute device (inference is ``octbench.cell.inference``).
 
 Images travel to the device once per cell, as stored (uint8 stays uint8), and each batch is gathered, scaled
 and augmented there as one tensor: no data-loader workers, no per-sample Python in the hot loop. The host reads
@@ -17,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from octbench.cell.device import as_float, autocast, clock
+from octbench.cell.inference import eval_batch_size, evaluate_loss
+from octbench.cell.stack_model import probe, signature, unstackable
+from octbench.cell.stack_train import Stack, guard
 from octbench.data.files import cache_dir
-from octbench.device import as_float, autocast, clock
 from octbench.errors import CellFailed
-from octbench.inference import eval_batch_size, evaluate_loss
 from octbench.params import validate_params
 from octbench.plugins import default_host
-from octbench.stack import probe, signature, unstackable
-from octbench.stacked import Stack, guard
 from octbench.suite import Train
 from octbench.technique import Regularizer
 
@@ -125,7 +125,7 @@ def train(
     num_classes: int,
     on_epoch: Any = None,
     deadline: float | None = None,
-    precision: tuple[bool, bool] | None = None,
+    fast: tuple[bool, bool] | None = None,
 ) -> TrainResult:
     """Train one model: a stack of one (``train_stack``). Raises ``CellFailed`` (or the plugin's own exception)
     when the cell fails."""
@@ -140,7 +140,7 @@ def train(
         seed=seed,
         num_classes=num_classes,
         deadline=deadline,
-        precision=precision,
+        fast=fast,
     )
     train_stack([learner], epochs=epochs, on_epoch=on_epoch)
     if learner.error is not None:
@@ -169,14 +169,14 @@ class Learner:
         seed: int,
         num_classes: int,
         deadline: float | None = None,
-        precision: tuple[bool, bool] | None = None,
+        fast: tuple[bool, bool] | None = None,
         host: Any = None,
     ) -> None:
         self.x_all, self.y_all = train_xy
         self.val_xy = val_xy
         self.device = device = self.x_all.device
         self.config, self.num_classes, self.deadline = config, num_classes, deadline
-        self.use_amp, self.channels_last = precision or fast_path(config, device)
+        self.use_amp, self.channels_last = fast or fast_path(config, device)  # (bf16 autocast, channels-last)
         self.augmenters, self.regularizers = augmenters, regularizers
         self.shuffle = stream(device, seed, "shuffle")
         self.augment_streams = [stream(device, seed, "augmenter", i) for i in range(len(augmenters))]
@@ -295,9 +295,12 @@ class Learner:
         for reg in self.step_hooks:
             reg.after_step(self.model)
 
-    def end_epoch(self, epoch: int, seconds: float, on_epoch: Any) -> None:
+    def end_epoch(self, epoch: int, seconds: float, on_epoch: Any, sums: tuple[Any, Any] | None = None) -> None:
+        """The epoch's logs, hooks and early stop. ``sums`` (loss, correct predictions) are a stack's for this
+        member, which the stack keeps itself; alone, the learner's own."""
+        loss_sum, correct = sums if sums is not None else (self.loss_sum, self.correct)
         self.epoch_times.append(seconds)
-        train_loss = float(self.loss_sum) / self.seen
+        train_loss = float(loss_sum) / self.seen
         if not np.isfinite(train_loss):
             raise CellFailed(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate")
         start = clock(self.device)
@@ -308,7 +311,7 @@ class Learner:
         logs = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
-            "train_acc": float(self.correct) / self.seen,
+            "train_acc": float(correct) / self.seen,
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -381,10 +384,11 @@ def stack_groups(learners: list[Learner]) -> list[Group]:
 
 
 def train_stack(learners: list[Learner], *, epochs: int | None = None, on_epoch: Any = None) -> None:
-    """Train one group of ``stack_groups`` as one grouped computation (``octbench.stacked``), each learner for its
-    own ``Learner.epochs`` (a search may have chosen them per cell), at most ``epochs``, or until its early stop; a
-    stack of one trains as it would in a stack, and a model that cannot be stacked trains alone. A learner whose
-    plugin fails, whose loss turns NaN or whose time runs out fails alone (``Learner.error``); the rest go on."""
+    """Train one group of ``stack_groups`` as one grouped computation (``octbench.cell.stack_train``), each
+    learner for its own ``Learner.epochs`` (a search may have chosen them per cell), at most ``epochs``, or until
+    its early stop; a stack of one trains as it would in a stack, and a model that cannot be stacked trains alone.
+    A learner whose plugin fails, whose loss turns NaN or whose time runs out fails alone (``Learner.error``); the
+    rest go on."""
     if len(learners) == 1 and alone_because(learners[0]) is not None:
         _train_alone(learners[0], epochs, on_epoch)
         return
@@ -415,7 +419,7 @@ def _train_alone(learner: Learner, epochs: int | None, on_epoch: Any) -> None:
 
 def alone_images_per_s(learner: Learner, seconds: float) -> float:
     """Training images per second of a model that trains alone, timed for about ``seconds`` after two warm-up
-    steps on its first batch (the precision trial, ``octbench.tuning``); the learner trains, so give it a copy."""
+    steps on its first batch (the precision trial, ``octbench.cell.machine``); the learner trains, so give it a copy."""
     learner.begin_epoch(0)
     for _ in range(2):
         _step_alone(learner, 0, 0)

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from octbench import cache, validate
+from octbench.cell import cache, validate
+from octbench.cell.validate import frozen
 from octbench.technique import Resampler
-from octbench.validate import frozen
 
 
 def stateless_prefix(steps: list[Any]) -> int:
@@ -39,7 +39,7 @@ def refs_of(refs: list[Any], steps: list[Any]) -> list[Any]:
 
 
 def transform(steps: list[Any], refs: list[Any], images: np.ndarray) -> np.ndarray:
-    """``images`` through stateless steps, each checked (``octbench.validate.check_transformed``)."""
+    """``images`` through stateless steps, each checked (``octbench.cell.validate.check_transformed``)."""
     for step, ref in zip(steps, refs, strict=True):
         images = frozen(validate.check_transformed(step.transform(images), images, ref.name))
     return images

@@ -65,7 +65,7 @@ def accelerator() -> dict[str, Any]:
     """torch, CUDA, cuDNN and NVIDIA driver versions and the GPU's name (None where there is none), the CPU."""
     import torch
 
-    from octbench.device import cpu_model
+    from octbench.cell.device import cpu_model
 
     found: dict[str, Any] = {
         "torch": torch.__version__,
@@ -107,7 +107,7 @@ def collect(
     notes: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """``pools``: per seed, how many pool rows its cells fold and a digest of which (``RunPlan.pools``).
-    ``plugins``: for each plugin a cell uses (``kind:name``, ``octbench.dependencies``), its plugin, file,
+    ``plugins``: for each plugin a cell uses (``kind:name``, ``octbench.plan.dependencies``), its plugin, file,
     distribution, version and source hash (``PluginHost.provenance``); ``files``: each file a technique reads (a
     checkpoint) and a hash of its content. With the run's ``host``: every installed plugin distribution and its
     version, the metric plugins and whether higher is better, and entry points that failed to import."""

@@ -20,25 +20,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from octbench import attribution, folds, search, validate
-from octbench.dataset import load_data
-from octbench.deadline import TimeLimitExceeded, time_limit
-from octbench.device import describe, deterministic_algorithms, resolve
-from octbench.errors import CellFailed, Interrupted
-from octbench.inference import eval_batch_size, scoring_logits, timed_predict, with_test_views
-from octbench.metrics import evaluate, higher_is_better
-from octbench.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform, transform_whole
-from octbench.plugins import PluginHost
-from octbench.suite import QUICK_POOL, Suite, Variant, dataset_of
-from octbench.technique import Model, Splits
-from octbench.train import (
+from octbench.cell import attribution, search, validate
+from octbench.cell.deadline import TimeLimitExceeded, time_limit
+from octbench.cell.device import describe, deterministic_algorithms, resolve
+from octbench.cell.inference import eval_batch_size, scoring_logits, timed_predict, with_test_views
+from octbench.cell.metrics import evaluate, higher_is_better
+from octbench.cell.pipeline import apply_preprocessors, refs_of, stateless_prefix, transform, transform_whole
+from octbench.cell.train import (
     Learner,
     fast_path,
     stack_groups,
     to_device,
     train_stack,
 )
-from octbench.validate import frozen
+from octbench.cell.validate import frozen
+from octbench.dataset import load_data
+from octbench.errors import CellFailed, Interrupted
+from octbench.plan import folds
+from octbench.plugins import PluginHost
+from octbench.suite import QUICK_POOL, Suite, Variant, dataset_of
+from octbench.technique import Model, Splits
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class CellTask:
     device: str
     data_dir: str | None = None
     plugin_paths: tuple[str, ...] = ()
-    precision: str = ""  # 'bf16' or 'fp32' as chosen for the run (octbench.tuning); '' lets the trainer decide
-    journal: str = ""  # where a tuned cell's search study is kept (octbench.search); '' keeps it in memory
+    precision: str = ""  # 'bf16' or 'fp32' as chosen for the run (octbench.cell.machine); '' lets the trainer decide
+    journal: str = ""  # where a tuned cell's search study is kept (octbench.cell.search); '' keeps it in memory
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -94,12 +95,12 @@ def execute(task: CellTask, host: PluginHost | None = None, on_epoch: Any = None
 
 
 def execute_stack(tasks: list[CellTask], host: PluginHost | None = None, on_epoch: Any = None) -> list[CellResult]:
-    """Run cells, training those whose models can be stacked as one computation (``octbench.train.train_stack``).
+    """Run cells, training those whose models can be stacked as one computation (``octbench.cell.train.train_stack``).
 
     Any failure inside a cell becomes that cell's failed result with its reason, never an exception, and the
     other cells go on. Only an interruption of the whole run (Ctrl-C, SIGTERM) passes through; a plugin's
     ``sys.exit`` fails its cell. Each cell has its own ``train.timeout`` (``Clock``), enforced wherever it hangs
-    (``octbench.deadline``): its search, preparation and evaluation, and the stack's training, which it shares;
+    (``octbench.cell.deadline``): its search, preparation and evaluation, and the stack's training, which it shares;
     never the time it waited while the stack's other cells searched. A cell past it fails with where it stopped.
     """
     host = host or PluginHost.load(tasks[0].plugin_paths)
@@ -188,7 +189,7 @@ def train_together(learners: list[Learner], clocks: list[Clock], on_epoch: Any) 
 
 
 def tuned(task: CellTask, host: PluginHost, on_epoch: Any = None) -> tuple[CellTask, dict[str, Any]]:
-    """Search the task's hyperparameters inside its fold (``octbench.search``): the task with the chosen setting,
+    """Search the task's hyperparameters inside its fold (``octbench.cell.search``): the task with the chosen setting,
     and the search's record (every trial, the choice, the time it took)."""
     tune = task.variant.tune
     record = search.search(
@@ -382,7 +383,7 @@ def build_learner(p: Prepared) -> Prepared:
     start = time.perf_counter()
     p.on_device = {name: to_device(x, y, device) for name, (x, y) in p.parts.items()}
     p.timings["to_device"] = time.perf_counter() - start
-    precision = (task.precision == "bf16", fast_path(suite.train, device)[1]) if task.precision else None
+    fast = (task.precision == "bf16", fast_path(suite.train, device)[1]) if task.precision else None
     p.learner = Learner(
         model,
         p.on_device["train"],
@@ -393,7 +394,7 @@ def build_learner(p: Prepared) -> Prepared:
         regularizers=regularizers,
         seed=task.cell_seed,
         num_classes=p.data.num_classes,
-        precision=precision,
+        fast=fast,
         host=host,
     )
     p.device = device
@@ -452,7 +453,7 @@ def evaluate_cell(p: Prepared) -> CellResult:
 
 
 def explain(p: Prepared, result: CellResult) -> dict[str, str]:
-    """Class-activation maps of the run's fixed test images (``octbench.attribution``) into ``result``; what was
+    """Class-activation maps of the run's fixed test images (``octbench.cell.attribution``) into ``result``; what was
     computed (method, layer), or why nothing was."""
     if "test" not in p.on_device:
         return {"unavailable": "no test split"}

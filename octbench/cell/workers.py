@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from octbench.cell import CellResult, CellTask, execute_stack, failed_result
+from octbench.cell.execute import CellResult, CellTask, execute_stack, failed_result
 
 # a cell still running this long after its train.timeout is stuck outside training: its worker is killed
 HARD_TIMEOUT_GRACE = 60.0
@@ -85,7 +85,7 @@ def death_reason(exitcode: int | None) -> str:
 
 class WorkerPool:
     """``workers`` processes (spawned, ``threads`` torch threads each) that run stacks of cells (lists of tasks,
-    ``octbench.cell.execute_stack``) and hand back their results."""
+    ``octbench.cell.execute.execute_stack``) and hand back their results."""
 
     def __init__(self, workers: int, threads: int) -> None:
         self.workers = workers

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from octbench.device import as_float
+from octbench.cell.device import as_float
 
 PER_CLASS = 2  # explained images per class of the test split
 MOST = 12  # and at most this many in all, unless the classes alone are more

@@ -19,16 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from octbench import dependencies, folds, search, tuning
-from octbench.cell import CellTask
+from octbench.cell import machine, search
+from octbench.cell.device import resolve
+from octbench.cell.execute import CellTask
+from octbench.cell.stack_model import unstackable
 from octbench.dataset import check_same_samples, load_data
-from octbench.device import resolve
-from octbench.lock import ensure_free
-from octbench.plan import check_references, make_tasks, plugin_paths, variant_notes
+from octbench.plan import dependencies, folds
+from octbench.plan.check import check_references, make_tasks, plugin_paths, variant_notes
 from octbench.plugins import PluginHost
-from octbench.stack import unstackable
+from octbench.store.lock import ensure_free
 from octbench.suite import PluginRef, Suite, Variant, dataset_of, resolve_variants
-from octbench.suitefile import find_suite, load_suite
+from octbench.suite.file import find_suite, load_suite
 from octbench.technique import Splits
 
 
@@ -67,7 +68,7 @@ class RunPlan:
     @cached_property
     def precisions(self) -> dict[str, str]:
         """bf16 or fp32 per variant: the suite's choice, else one measured trial per model plugin
-        (``octbench.tuning.precision``), of the training step cells run."""
+        (``octbench.cell.machine.precision``), of the training step cells run."""
         chosen: dict[str, str] = {}
         by_model: dict[tuple[str, tuple[int, int, int]], str] = {}
         for variant in self.variants:
@@ -76,14 +77,16 @@ class RunPlan:
                 model = self._model(variant)
                 classes = self.data.num_classes
                 by_model[key, image] = (
-                    "" if model is None else tuning.precision(self.suite.train, key, model, image, classes, self.device)
+                    ""
+                    if model is None
+                    else machine.precision(self.suite.train, key, model, image, classes, self.device)
                 )
             chosen[variant.name] = by_model[key, image]
         return chosen
 
     @cached_property
     def tasks(self) -> list[CellTask]:
-        """Every cell, ordered seed, fold, variant (``octbench.plan.make_tasks``)."""
+        """Every cell, ordered seed, fold, variant (``octbench.plan.check.make_tasks``)."""
         return make_tasks(
             self.suite,
             list(self.variants),
@@ -97,9 +100,9 @@ class RunPlan:
         )
 
     @cached_property
-    def execution(self) -> tuning.Execution:
-        """How many cells stack, how many stacks run at once, threads per cell, and why (``tuning.execution``)."""
-        return tuning.execution(self.suite, self.executor, self.device, len(self.tasks), measure=self._measure_stack)
+    def execution(self) -> machine.Execution:
+        """How many cells stack, how many stacks run at once, threads per cell, and why (``machine.execution``)."""
+        return machine.execution(self.suite, self.executor, self.device, len(self.tasks), measure=self._measure_stack)
 
     @cached_property
     def notes(self) -> dict[str, list[str]]:
@@ -108,7 +111,8 @@ class RunPlan:
 
     @cached_property
     def depends_on(self) -> dependencies.Dependencies:
-        """Every plugin and file a cell of this run depends on (``octbench.dependencies``): what provenance records."""
+        """Every plugin and file a cell of this run depends on (``octbench.plan.dependencies``): what provenance
+        records."""
         return dependencies.of_run(self.host, self.suite, self.variants)
 
     def pools(self) -> dict[str, dict[str, Any]]:
@@ -166,7 +170,7 @@ class RunPlan:
             return None
 
     def _measure_stack(self, most: int) -> tuple[int, str]:
-        """(stack size, why) on a GPU, from a trial of the first variant's model (``tuning.stack_size``), at most
+        """(stack size, why) on a GPU, from a trial of the first variant's model (``machine.stack_size``), at most
         ``most``."""
         variant = self.variants[0]
         model = self._model(variant)
@@ -179,7 +183,7 @@ class RunPlan:
             update={"precision": self.precisions.get(variant.name) or self.suite.train.precision}
         )
         image = self._image(variant)
-        found = tuning.stack_size(config, variant.model.name, model, image, self.data.num_classes, self.device)
+        found = machine.stack_size(config, variant.model.name, model, image, self.data.num_classes, self.device)
         speeds = ", ".join(f"{size}: {speed:,.0f}" for size, speed in found["images_per_s"].items())
         size = min(int(found["choice"]), most)
         return size, f"fastest in a trial of '{variant.model.name}' (images/s by stack size: {speeds})"

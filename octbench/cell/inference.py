@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from octbench.device import as_float, autocast, clock
+from octbench.cell.device import as_float, autocast, clock
 from octbench.suite import Train
 
 

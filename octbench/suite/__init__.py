@@ -1,4 +1,5 @@
-"""The suite schema: validated typed models, variants expanded and resolved (reading files is ``octbench.suitefile``).
+"""Stage 1 of a run (**suite** -> plan -> cells -> store -> report). The suite schema: validated typed models,
+variants expanded and resolved (reading files is ``octbench.suite.file``).
 
 A plugin reference is a name (``clahe``) or a mapping with ``name`` and parameters
 (``{name: clahe, clip_limit: 2.0}``). A variant (and the suite's ``defaults``, an ablation's ``base`` and each of
@@ -161,7 +162,7 @@ SEARCH_METRIC_DEFAULT = "loss"
 
 
 class Tune(_Strict):
-    """Hyperparameter search inside each cell (``octbench.search``): ``trials`` settings drawn from ``space`` are
+    """Hyperparameter search inside each cell (``octbench.cell.search``): ``trials`` settings drawn from ``space`` are
     each trained on the cell's inner training part and scored on its inner validation split; the best is then
     trained and evaluated as the cell. Keys of ``space``: ``train.<setting>`` (``train.optimizer.lr``),
     ``model.<parameter>``, or ``<technique name>.<parameter>`` (searched only in variants that use it)."""
@@ -308,7 +309,7 @@ class Train(_Strict):
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
         description="training precision: bf16 autocast or float32; auto measures which is faster on a CPU with native "
-        "bf16 (octbench.tuning) and takes bf16 on a GPU that has it",
+        "bf16 (octbench.cell.machine) and takes bf16 on a GPU that has it",
     )
     compile: bool | CompileMode = Field(
         False,

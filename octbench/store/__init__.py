@@ -1,4 +1,7 @@
-"""Results in SQLite (WAL): a cell's record is committed in one transaction when it finishes.
+"""Stage 4 of a run (suite -> plan -> cells -> **store** -> report), with ``provenance`` (where a result came from)
+and ``lock`` (one run per results folder).
+
+Results in SQLite (WAL): a cell's record is committed in one transaction when it finishes.
 
 Tables: ``runs`` (one per invocation, with provenance), ``plan`` (the cells a run asked for, with their
 configuration hashes), ``cells`` (one per finished or failed cell), ``metrics``, ``confusion``, ``roc``,
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from octbench.cell import CellResult, CellTask
+from octbench.cell.execute import CellResult, CellTask
 from octbench.errors import OctbenchError
 
 SCHEMA_VERSION = 2

@@ -3,9 +3,9 @@
 A tuned cell (its variant has a ``tune`` search, ``octbench.suite.Tune``) first runs ``tune.trials`` trials. Each
 trial draws a setting from ``tune.space`` (Optuna's TPE sampler, seeded per cell, or random search), trains on the
 cell's inner training part and is scored on its inner validation split alone: a trial never preprocesses, predicts
-or scores a held-out or test image (``octbench.cell.run_trial``). The best setting then trains as the cell itself,
-which is evaluated once on the held-out fold and the test split, as an untuned cell is. Every variant gets the same
-number of trials unless the suite says otherwise, and the report says when budgets differ.
+or scores a held-out or test image (``octbench.cell.execute.run_trial``). The best setting then trains as the cell
+itself, which is evaluated once on the held-out fold and the test split, as an untuned cell is. Every variant gets
+the same number of trials unless the suite says otherwise, and the report says when budgets differ.
 
 Each cell's study is kept in a journal beside the run's store (``tuning.journal``, Optuna's ``JournalStorage``, safe
 for worker processes side by side), so a killed run resumes a cell at its next trial and never trains a finished
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from octbench.deadline import TimeLimitExceeded
+from octbench.cell.deadline import TimeLimitExceeded
 from octbench.errors import CellFailed, Interrupted
 from octbench.kinds import variant_lists
 from octbench.suite import Distribution, Suite, Train, Tune, Variant
@@ -151,7 +151,7 @@ def open_study(name: str, direction: str, journal: str | None) -> Any:
 
 
 def direction(tune: Tune, higher_is_better: dict[str, bool]) -> str:
-    """Which way a search optimises ``tune.metric``: as the metric says (``octbench.metrics.higher_is_better``), so
+    """Which way a search optimises ``tune.metric``: as the metric says (``octbench.cell.metrics.higher_is_better``), so
     a lower-is-better metric can never keep its worst trial; ``plan.check_search`` refuses a ``tune.direction``
     that says otherwise."""
     return "maximize" if higher_is_better[tune.metric] else "minimize"

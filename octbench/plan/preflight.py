@@ -1,6 +1,6 @@
 """``octbench check``, and the first thing ``octbench run`` does: every variant's pipeline on a sample, in seconds.
 
-For each variant, the stages a cell runs (``octbench.cell``: ``preprocess``, ``build_learner``, ``train_stack``,
+For each variant, the stages a cell runs (``octbench.cell.execute``: ``preprocess``, ``build_learner``, ``train_stack``,
 ``evaluate_cell``) on a stratified sample of the pool: its preprocessors fitted and its resamplers applied, its model
 built for the shape the pipeline actually produces (so a preprocessor that makes grayscale images RGB, or resizes
 them, works), two training steps with its augmenters and regularizers, and evaluation with the logits checked and
@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from octbench.cell import CellTask, Rows, build_learner, evaluate_cell, failure_reason, preprocess
+from octbench.cell.deadline import TimeLimitExceeded, time_limit
+from octbench.cell.execute import CellTask, Rows, build_learner, evaluate_cell, failure_reason, preprocess
+from octbench.cell.train import train_stack
 from octbench.console import console
 from octbench.data.files import cache_dir, write_atomically
-from octbench.deadline import TimeLimitExceeded, time_limit
 from octbench.errors import Interrupted
 from octbench.suite import Variant
-from octbench.train import train_stack
 
 if TYPE_CHECKING:
-    from octbench.runplan import RunPlan
+    from octbench.plan.run import RunPlan
 
 SAMPLE = 512  # images fitted and resampled on: enough for SMOTE's neighbours in OCTMNIST's smallest class
 LIMIT = 300.0  # seconds a variant's trial may take where the suite sets no train.timeout
@@ -162,7 +162,7 @@ def _alive(pid: int) -> bool:
 
 
 def _try(trial: Trial, plan: RunPlan, rows: Rows) -> None:
-    """The cell's own stages (``octbench.cell``) on the sample, with training cut to two steps of at most 32
+    """The cell's own stages (``octbench.cell.execute``) on the sample, with training cut to two steps of at most 32
     images, no compilation, and no cache."""
     suite = plan.suite
     batch = min(suite.train.batch_size, 32)

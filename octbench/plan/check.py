@@ -7,14 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from octbench import dependencies, search
-from octbench.cell import CellTask
+from octbench.cell import search
+from octbench.cell.execute import CellTask
+from octbench.cell.metrics import higher_is_better
 from octbench.errors import OctbenchError, SuiteError
 from octbench.kinds import variant_lists
-from octbench.metrics import higher_is_better
+from octbench.plan import dependencies
 from octbench.plugins import PluginHost
 from octbench.suite import Distribution, Suite, Techniques, Variant, canonical_json
-from octbench.suitefile import yaml_line
+from octbench.suite.file import yaml_line
 
 
 def plugin_paths(suite: Suite, suite_file: str | Path | None) -> tuple[str, ...]:
@@ -130,7 +131,7 @@ def unsearchable(key: str, distribution: Distribution, suite: Suite, variant: Va
         return ""
     if head != "train" or not rest.startswith("optimizer."):
         return ""
-    from octbench.train import optimizer_options
+    from octbench.cell.train import optimizer_options
 
     setting, values = rest.split(".", 1)[1], drawn_kinds(distribution)
     reached, setters = set(), set()
@@ -235,7 +236,7 @@ def config_hash(
     precision: str = "",
 ) -> str:
     """What a cell's result depends on, the code of the plugins it uses and the files they read included
-    (``sources``: ``octbench.dependencies``); a stored cell with another hash is stale and is run again."""
+    (``sources``: ``octbench.plan.dependencies``); a stored cell with another hash is stale and is run again."""
     payload = {
         "engine": ENGINE,
         "sources": sources or {},

@@ -5,7 +5,7 @@ The training loop checks ``train.timeout`` between steps, which cannot stop a pl
 wherever Python code is running (a signal handler runs between any two bytecodes, and interrupts a sleep or a
 lock wait), and again every second until the block ends, so a plugin that swallows it cannot keep the cell. Code
 that never returns to Python (a hung C extension, or one that blocks signals) is out of its reach: that is why a
-cell with a time limit runs in a worker process, which its parent kills (``octbench.workers``).
+cell with a time limit runs in a worker process, which its parent kills (``octbench.cell.workers``).
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
+from octbench.cell.device import cpu_model, describe
+from octbench.cell.stack_train import Stack
+from octbench.cell.train import Learner, alone_because, alone_images_per_s, bf16_native, fast_path
 from octbench.data.files import cache_dir, write_atomically
-from octbench.device import cpu_model, describe
-from octbench.stacked import Stack
 from octbench.suite import Suite, Train, canonical_json
-from octbench.train import Learner, alone_because, alone_images_per_s, bf16_native, fast_path
 
 TRIAL_SECONDS = 0.25
 PRECISIONS = ("bf16", "fp32")
@@ -105,7 +105,7 @@ def precision(
 
 def _images_per_s(model: torch.nn.Module, image, num_classes: int, config, device, bf16: bool) -> float:
     """The precision trial: one cell's training step, in bf16 or float32 (``_trial``)."""
-    return _trial(model, 1, image, num_classes, config, device, precision=(bf16, fast_path(config, device)[1]))
+    return _trial(model, 1, image, num_classes, config, device, fast=(bf16, fast_path(config, device)[1]))
 
 
 def stack_size(
@@ -131,16 +131,16 @@ def _stack_images_per_s(model: torch.nn.Module, size: int, image, num_classes: i
     return _trial(model, size, image, num_classes, config, device)
 
 
-def _trial(model: torch.nn.Module, size: int, image, num_classes: int, config: Train, device, precision=None) -> float:
-    """Training images per second (summed over ``size`` copies of ``model``) through the step cells run: a stack
-    (``octbench.stacked``), or for a model that cannot be stacked the step it trains alone with, on random uint8
-    images at the suite's batch size, for about ``TRIAL_SECONDS`` after two warm-up steps."""
+def _trial(model: torch.nn.Module, size: int, image, num_classes: int, config: Train, device, fast=None) -> float:
+    """Training images per second (summed over ``size`` copies of ``model``) through the step cells run: a
+    stack (``octbench.cell.stack_train``), or for a model that cannot be stacked the step it trains alone with, on
+    random uint8 images at the suite's batch size, for about ``TRIAL_SECONDS`` after two warm-up steps."""
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.randint(0, 256, (config.batch_size, *image), generator=generator, device=device, dtype=torch.uint8)
     y = torch.randint(0, num_classes, (config.batch_size,), generator=generator, device=device)
     learners = [
         Learner(copy.deepcopy(model).to(device), (x, y), (x, y), config=config, epochs=1, augmenters=[],
-                regularizers=[], seed=seed, num_classes=num_classes, precision=precision)
+                regularizers=[], seed=seed, num_classes=num_classes, fast=fast)
         for seed in range(size)
     ]  # fmt: skip
     if size == 1 and alone_because(learners[0]) is not None:
