@@ -115,3 +115,31 @@ def test_every_kind_has_its_hook_and_its_base_class():
     declared = {name for name in vars(hookspecs) if name.startswith("register_")}
     assert declared == {hook_name(kind) for kind in KINDS} | {"register_commands"}
     assert set(KIND_BASES) == set(KINDS) and set(VARIANT_LISTS.values()) <= set(KINDS)
+
+
+def test_no_function_in_octbench_is_over_80_lines():
+    long = [
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert long == []
+
+
+TRAINED = {"run_dir", "smoke_dir", "run_suite", "octbench_run"}  # fixtures and calls that train a model
+
+
+def test_no_report_test_in_the_fast_tier_trains_a_model():
+    """The report, export, image and section tests of the fast tier read stores written from numbers."""
+    tests = Path(__file__).parent
+    found = []
+    for name in ("test_report.py", "test_exports.py", "test_images.py", "test_sections.py"):
+        for node in ast.parse((tests / name).read_text()).body:
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
+                continue
+            slow = any("slow" in ast.unparse(d) for d in node.decorator_list)
+            used = {a.arg for a in node.args.args} | {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            if not slow and used & TRAINED:
+                found.append(f"{name}::{node.name} uses {sorted(used & TRAINED)}")
+    assert found == []
