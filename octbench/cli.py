@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from typing import Any
 
 import click
 
@@ -26,20 +27,49 @@ class Cli(click.Group):
     one of octbench's own, or for the list in ``--help``: the core commands start without loading plugins)."""
 
     plugins_added = False
+    core: frozenset[str] = frozenset()  # octbench's own commands, named once the module has defined them
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands:
             self._add_plugin_commands(strict=True)
         return super().get_command(ctx, name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if isinstance(command, Listed):  # a plugin's command, run: its plugin is imported now
+            self._add_plugin_commands(strict=True)
+            name, command, rest = super().resolve_command(ctx, args)
+        return name, command, rest
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        self._add_plugin_commands(strict=False)
+        self._list_plugin_commands()
         return super().list_commands(ctx)
+
+    def own(self) -> dict[str, click.Command]:
+        return {name: cmd for name, cmd in self.commands.items() if name in self.core}
+
+    def _list_plugin_commands(self) -> None:
+        """Plugins' commands for ``--help``, from the remembered listing (``octbench.listing``): no plugin is
+        imported unless one was installed or changed since the last command."""
+        if self.plugins_added:
+            return
+        from octbench.listing import listing
+
+        try:
+            found = listing(self.own())
+        except OctbenchError as exc:
+            click.echo(f"warning: plugins' commands are not listed: {exc}", err=True)
+            return
+        warn_broken(found["broken"])
+        for name, help_text in found["commands"].items():
+            self.commands.setdefault(name, Listed(name, short_help=help_text))
 
     def _add_plugin_commands(self, strict: bool) -> None:
         if self.plugins_added:
             return
         self.plugins_added = True
+        for name in [n for n, c in self.commands.items() if isinstance(c, Listed)]:
+            del self.commands[name]  # the real commands replace what the listing remembered
         from octbench.plugins import PluginHost
 
         try:
@@ -59,6 +89,18 @@ class Cli(click.Group):
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
             click.echo(f"interrupted by {signal.Signals(signum).name}; nothing was lost", err=True)
             ctx.exit(128 + int(signum))
+
+
+class Listed(click.Command):
+    """A plugin's command as ``--help`` lists it, before its plugin is imported; using it imports the plugin."""
+
+
+def warn_broken(broken: list[dict]) -> None:
+    """The warning an entry point that failed to import gets, also when the listing remembered it."""
+    from octbench.plugins import BrokenPlugin, warn_once
+
+    for found in broken:
+        warn_once(BrokenPlugin(**found))
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -317,27 +359,14 @@ def report(directories, fmt, figures, metric, rope, positive_class, output) -> N
 def plugins(as_json, paths) -> None:
     """List every technique and executor: name, kind, parameters, and the plugin, package and version it came from."""
     from octbench.kinds import kinds
-    from octbench.params import describe_params
-    from octbench.plugins import PluginHost, distribution_of
+    from octbench.listing import listing
+    from octbench.plugins import BrokenPlugin
 
-    host = PluginHost.load(paths)
-    rows = []
-    for reg in host.all():
-        distribution, version = distribution_of(reg.cls)
-        rows.append(
-            {
-                "name": reg.name,
-                "kind": reg.kind,
-                "summary": reg.cls.summary(),
-                "parameters": describe_params(reg.cls.Params),
-                "plugin": reg.plugin,
-                "source": reg.source,
-                "distribution": distribution,
-                "version": version,
-            }
-        )
+    found = listing(cli.own(), paths)  # remembered: no plugin is imported unless one changed
+    warn_broken(found["broken"])
+    rows = found["plugins"]
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "broken": [vars(b) for b in host.broken]}, indent=2, default=str))
+        click.echo(json.dumps({"plugins": rows, "broken": found["broken"]}, indent=2, default=str))
         return
     for kind in kinds():
         members = [r for r in rows if r["kind"] == kind]
@@ -361,8 +390,8 @@ def plugins(as_json, paths) -> None:
             for r in group:
                 click.echo(f"  {r['name']:<20} {r['summary']}")
                 click.echo(f"  {'':<20} {params}  [{origin}]")
-    for broken in host.broken:
-        click.echo(f"broken: {broken}")
+    for broken in found["broken"]:
+        click.echo(f"broken: {BrokenPlugin(**broken)}")
 
 
 def _parameter(described: dict) -> str:
@@ -393,6 +422,9 @@ def new_plugin(name, kind, folder) -> None:
 
     root = write(name, kind, Path(folder))
     click.echo(f"wrote {root}\nnext: pip install -e {root} && pytest {root}")
+
+
+cli.core = frozenset(cli.commands)
 
 
 def main() -> None:

@@ -202,6 +202,13 @@ class BrokenPlugin:
 _REPORTED: set[str] = set()
 
 
+def warn_once(found: BrokenPlugin) -> None:
+    """The warning for an entry point that failed to import, once per process."""
+    if str(found) not in _REPORTED:
+        _REPORTED.add(str(found))
+        print(f"warning: {found}. Fix or uninstall it, or block it with OCTBENCH_DISABLE_PLUGINS.", file=sys.stderr)
+
+
 def _load_entry_points(manager: pluggy.PluginManager) -> list[BrokenPlugin]:
     """Register every ``octbench`` entry point. One that fails to import is skipped with a warning naming its
     distribution, version and error, so one broken package cannot block every command; ``OCTBENCH_STRICT_PLUGINS=1``
@@ -220,12 +227,7 @@ def _load_entry_points(manager: pluggy.PluginManager) -> list[BrokenPlugin]:
             )
             if os.environ.get("OCTBENCH_STRICT_PLUGINS", "") not in ("", "0"):
                 raise PluginError(f"{found} (OCTBENCH_STRICT_PLUGINS is set). Fix or uninstall it.") from None
-            if str(found) not in _REPORTED:
-                _REPORTED.add(str(found))
-                print(
-                    f"warning: {found}. Fix or uninstall it, or block it with OCTBENCH_DISABLE_PLUGINS.",
-                    file=sys.stderr,
-                )
+            warn_once(found)
             broken.append(found)
             continue
         manager.register(plugin, name=entry.name)

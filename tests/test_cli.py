@@ -208,3 +208,66 @@ def test_real_breastmnist_run(tmp_path, shared_data):
     )
     conn.close()
     assert 0.5 < accuracy <= 1.0 and 0.6 < auc <= 1.0, "a tiny CNN learns something in three epochs"
+
+
+LISTED = '''
+import click
+
+from octbench import hookimpl
+from octbench.technique import Preprocessor
+
+
+class Flat(Preprocessor):
+    """Flattens nothing."""
+
+    name = "flat"
+    stateless = True
+
+    def transform(self, images):
+        return images
+
+
+@click.command("hello-listing")
+def hello():
+    """Say hello."""
+    click.echo("hello")
+
+
+@hookimpl
+def register_preprocessors(register):
+    register(Flat)
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(hello)
+'''
+
+
+def test_the_remembered_plugin_listing_follows_a_plugin_edit(tmp_path, monkeypatch):
+    """``plugins`` and ``--help`` read the listing ``octbench.listing`` remembers; editing a plugin file (or
+    installing one) makes the next command read the plugins again; a listed command still runs."""
+    import os
+
+    plugin = tmp_path / "listed.py"
+    plugin.write_text(LISTED)
+    monkeypatch.setenv("OCTBENCH_PLUGINS", str(plugin))
+    monkeypatch.setattr(cli, "commands", dict(cli.commands))  # this test's plugin commands leave with it
+    monkeypatch.setattr(cli, "plugins_added", False)
+
+    def names() -> list[str]:
+        listed = CliRunner().invoke(cli, ["plugins", "--json"])
+        assert listed.exit_code == 0, listed.output
+        return [p["name"] for p in json.loads(listed.output)["plugins"] if p["source"] == str(plugin)]
+
+    assert names() == ["flat"]
+    remembered = Path(os.environ["OCTBENCH_CACHE_DIR"]) / "listings"
+    assert len(list(remembered.glob("*.json"))) == 1
+    helped = CliRunner().invoke(cli, ["--help"])
+    assert helped.exit_code == 0 and "hello-listing" in helped.output and "Say hello." in helped.output
+    plugin.write_text(LISTED.replace('name = "flat"', 'name = "flatter"'))
+    os.utime(plugin, ns=(plugin.stat().st_atime_ns, plugin.stat().st_mtime_ns + 1_000_000_000))
+    assert names() == ["flatter"], "an edited plugin is read again"
+    assert len(list(remembered.glob("*.json"))) == 2
+    ran = CliRunner().invoke(cli, ["hello-listing"])
+    assert ran.exit_code == 0 and ran.output == "hello\n"

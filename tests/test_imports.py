@@ -4,6 +4,7 @@ does no work."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,40 @@ def test_no_report_test_in_the_fast_tier_trains_a_model():
             if not slow and used & TRAINED:
                 found.append(f"{name}::{node.name} uses {sorted(used & TRAINED)}")
     assert found == []
+
+
+HEAVY = ("torch", "sklearn", "scipy", "matplotlib", "optuna", "captum", "pandas", "cv2", "albumentations", "imblearn")
+
+
+def _imported(args: list[str], env: dict[str, str]) -> tuple[int, set[str]]:
+    """The exit code of ``octbench ARGS`` and the top-level packages it imported (``python -X importtime``)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "octbench", *args], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    names = {
+        line.rsplit("|", 1)[1].strip().split(".")[0] for line in done.stderr.splitlines() if "import time:" in line
+    }
+    return done.returncode, names
+
+
+def test_the_command_line_starts_without_heavy_imports(tmp_path):
+    """``--version``, ``--help``, ``plugins`` and ``check``'s argument errors import none of torch, scikit-learn,
+    scipy, matplotlib, optuna or captum: ``--help`` and ``plugins`` read the remembered plugin listing
+    (``octbench.listing``). The first command after a plugin changes imports the plugins once, to remember them."""
+    env = {**os.environ, "OCTBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    code, first = _imported(["--help"], env)
+    assert code == 0 and "torch" in first, "the first listing imports the plugins"
+    for args, expected in (
+        (["--version"], 0),
+        (["--help"], 0),
+        (["plugins"], 0),
+        (["plugins", "--json"], 0),
+        (["check", "--no-such-option"], 2),
+        (["report"], 2),
+    ):
+        code, names = _imported(args, env)
+        assert code == expected, (args, code)
+        assert sorted(names & set(HEAVY)) == [], f"octbench {' '.join(args)} imported {sorted(names & set(HEAVY))}"
+    code, names = _imported(["data", "--help"], env)
+    assert code == 0, "a plugin's command still runs: its plugin is imported when it is used"

@@ -1,4 +1,5 @@
-"""Classification metrics of one cell on one split, computed with scikit-learn from the cell's logits."""
+"""Classification metrics of one cell on one split, computed with scikit-learn from the cell's logits (imported when
+first computed: the command line reads ``SCALARS`` without loading scikit-learn)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
-from sklearn.exceptions import UndefinedMetricWarning
-
-from octbench.cell.scores import Scores
-from octbench.stats import auc_classes
 
 SCALARS = (
     "accuracy",
@@ -39,6 +35,12 @@ def evaluate(y_true: np.ndarray, logits: np.ndarray, num_classes: int, extra: li
     """Scalar metrics, the confusion matrix and one-vs-rest ROC points per class. ``auc_macro`` is the mean
     one-vs-rest AUC over classes, or the positive class's AUC for a binary task (both classes have the same).
     ``extra``: metric plugins (``octbench.technique.Metric``), each computed from the labels and probabilities."""
+    from sklearn import metrics as skm
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    from octbench.cell.scores import Scores
+    from octbench.stats import auc_classes
+
     scores = Scores.from_logits(logits)
     y_pred = scores.predicted
     labels = list(range(num_classes))
@@ -69,6 +71,8 @@ def evaluate(y_true: np.ndarray, logits: np.ndarray, num_classes: int, extra: li
 
 def roc_points(y_true: np.ndarray, scores: np.ndarray, num_classes: int) -> list[dict[str, Any]]:
     """One-vs-rest ROC curve per class from ranking scores (a class absent from ``y_true`` gets no curve)."""
+    from sklearn import metrics as skm
+
     curves = []
     for cls in range(num_classes):
         positive = y_true == cls
