@@ -209,3 +209,23 @@ def test_a_saved_figure_is_laid_out_once_for_its_three_files(monkeypatch, tmp_pa
     with Image.open(tmp_path / "spread.png") as ours, Image.open(tmp_path / "tight.png") as theirs:
         close = all(abs(a - b) <= 6 for a, b in zip(ours.size, theirs.size, strict=True))  # 6 px at 300 dpi: 1.4 pt
         assert close, (ours.size, theirs.size)
+
+
+def test_a_report_rendered_again_from_an_unchanged_store_redraws_nothing(numbers_dir, tmp_path, monkeypatch):
+    """Figures are remembered by their drawing function and inputs (``figures.figure_key``): the second render
+    draws none and gives the same page; a figure whose inputs change is drawn again."""
+    from octbench.report import plots
+    from octbench.report.publish import publish
+
+    drawn = []
+    real = plots.to_data_uri
+    monkeypatch.setattr(plots, "to_data_uri", lambda fig: drawn.append(fig) or real(fig))
+    publish([numbers_dir], output=str(tmp_path / "first.html"))
+    first = len(drawn)
+    assert first >= 4 * 3 + 4 + 4, "every figure drawn the first time"
+    publish([numbers_dir], output=str(tmp_path / "again.html"))
+    arrive_drawn = (tmp_path / "first.html").read_text().count('alt="class shares per split"')  # example package
+    assert len(drawn) - first == arrive_drawn, "only a plugin's figure, which arrives drawn, is drawn again"
+    assert (tmp_path / "first.html").read_bytes() == (tmp_path / "again.html").read_bytes()
+    publish([numbers_dir], output=str(tmp_path / "other.html"), metric="balanced_accuracy")
+    assert len(drawn) - first > 2, "the verdicts on another metric are new figures"

@@ -6,14 +6,19 @@ A figure that cannot be drawn from what is stored is left out and the page says 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
+from octbench.data.files import cache_dir, write_atomically
 from octbench.errors import OctbenchError
 from octbench.report import compare, plots
 from octbench.report.analysis import Analysis
@@ -43,7 +48,13 @@ class Drawer:
             except OSError as exc:
                 raise OctbenchError(f"cannot create the figures folder {self.folder}: {exc.strerror}.") from None
 
-    def draw(self, name: str, draw: Any, *args: Any) -> str | None:
+    def draw(self, name: str, draw: Any, *args: Any, remember_it: bool = True) -> str | None:
+        """``draw(*args)``'s figure as a data URI (and files, with a folder). Drawn once per inputs: the same function
+        with the same inputs gives the PNG remembered under the cache folder (``remember_it=False`` for a figure
+        that arrives drawn, whose inputs are not known)."""
+        key = figure_key(draw, args) if self.folder is None and remember_it else None
+        if key is not None and (uri := remembered(key)) is not None:
+            return uri  # drawn from the same numbers before: a report rendered again redraws nothing
         fig = self.analysis.attempt(name, draw, *args)
         if fig is None:
             return None
@@ -56,7 +67,42 @@ class Drawer:
                 self.written += plots.save(fig, stem)
             except OSError as exc:
                 raise OctbenchError(f"cannot write figures to {self.folder}: {exc.strerror}.") from None
-        return plots.to_data_uri(fig)
+        uri = plots.to_data_uri(fig)
+        if key is not None:
+            remember(key, uri)
+        return uri
+
+
+def figure_key(draw: Any, args: tuple[Any, ...]) -> str | None:
+    """A figure's key: its drawing function, its inputs, the drawing code and matplotlib's version (None where an
+    input cannot be pickled: that figure is drawn every time)."""
+    try:
+        inputs = pickle.dumps(args, protocol=5)
+    except Exception:
+        return None
+    code = Path(plots.__file__).read_bytes()
+    parts = [draw.__module__, draw.__qualname__, matplotlib.__version__, hashlib.sha256(code).hexdigest(), inputs]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode())
+    return digest.hexdigest()[:32]
+
+
+def _figure_file(key: str) -> Path:
+    return cache_dir() / "figures" / key[:2] / f"{key}.txt"
+
+
+def remembered(key: str) -> str | None:
+    try:
+        return _figure_file(key).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def remember(key: str, uri: str) -> None:
+    """Keep a drawn figure (a PNG data URI) under the cache folder; a full or read-only disk only costs speed."""
+    with contextlib.suppress(OSError):
+        write_atomically(_figure_file(key), uri.encode())
 
 
 def per_variant(results: Results, drawer: Drawer) -> dict[str, dict[str, str]]:

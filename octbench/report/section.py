@@ -132,7 +132,10 @@ class PluginSection(Section):
 
     def draw(self, page: Page) -> dict[str, Any]:
         made = self._call(page, "figures", {})
-        return {title: page.drawer.draw(f"{self.plugin.name} {title}", lambda f=f: f) for title, f in made.items()}
+        return {
+            title: page.drawer.draw(f"{self.plugin.name} {title}", lambda f=f: f, remember_it=False)
+            for title, f in made.items()
+        }
 
     def html(self, page: Page, figures: dict[str, Any]) -> str:
         body = page.analysis.attempt(self.label, self.plugin.render, page.results, page.analysis)
