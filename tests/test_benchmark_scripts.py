@@ -96,3 +96,13 @@ def test_resolution_cost_times_each_model_at_each_size(tmp_path):
     ]  # fmt: skip
     assert all(r["train_images_per_s"] > 0 and r["full_cell_s"] > 0 for r in result["rows"])
     assert result["cost_vs_smallest"]["seed-cnn-16"] == 1.0
+
+
+@pytest.mark.slow
+def test_first_minute_times_a_run_its_rerun_its_report_and_the_command_line(tmp_path):
+    result = run_script(
+        "first_minute.py", "--repeats", "1", "--example", "", "--set", "cv.folds=2", "--set", "train.epochs=1",
+        "--set", "dataset.n_train=200", "--set", "dataset.n_test=40", tmp_path=tmp_path,
+    )  # fmt: skip
+    assert set(result["median_s"]) == {"run", "rerun", "report", "report_cold", "version", "help"}
+    assert all(seconds > 0 for seconds in result["median_s"].values())
