@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from typing import Any
 
 import click
 
@@ -29,17 +28,20 @@ class Cli(click.Group):
     plugins_added = False
     core: frozenset[str] = frozenset()  # octbench's own commands, named once the module has defined them
 
+    formatting = False  # while --help lists the commands: a listed plugin command shows as remembered
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in self.commands:
-            self._add_plugin_commands(strict=True)
+        found = self.commands.get(name)
+        if found is None or (isinstance(found, Listed) and not self.formatting):
+            self._add_plugin_commands(strict=True)  # a plugin's command, used: its plugin is imported now
         return super().get_command(ctx, name)
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
-        name, command, rest = super().resolve_command(ctx, args)
-        if isinstance(command, Listed):  # a plugin's command, run: its plugin is imported now
-            self._add_plugin_commands(strict=True)
-            name, command, rest = super().resolve_command(ctx, args)
-        return name, command, rest
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.formatting = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self.formatting = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._list_plugin_commands()
@@ -97,6 +99,8 @@ class Listed(click.Command):
 
 def warn_broken(broken: list[dict]) -> None:
     """The warning an entry point that failed to import gets, also when the listing remembered it."""
+    if not broken:
+        return
     from octbench.plugins import BrokenPlugin, warn_once
 
     for found in broken:
