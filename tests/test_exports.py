@@ -229,3 +229,18 @@ def test_a_report_rendered_again_from_an_unchanged_store_redraws_nothing(numbers
     assert (tmp_path / "first.html").read_bytes() == (tmp_path / "again.html").read_bytes()
     publish([numbers_dir], output=str(tmp_path / "other.html"), metric="balanced_accuracy")
     assert len(drawn) - first > 2, "the verdicts on another metric are new figures"
+
+
+def test_remembered_figures_are_forgotten_oldest_first_past_their_limit(tmp_path, monkeypatch):
+    import os
+
+    from octbench.report import figures
+
+    for n in range(5):
+        figures.remember(f"{n:02d}" + "a" * 30, "x" * 1000)
+        path = figures._figure_file(f"{n:02d}" + "a" * 30)
+        os.utime(path, ns=(n * 10**9, n * 10**9))  # written in order 0, 1, ..., 4
+    assert figures.remembered("00" + "a" * 30) == "x" * 1000  # read: now the most recently used
+    assert figures.forget_old_figures(limit=3000) == 2
+    kept = sorted(p.name[:2] for p in (figures.cache_dir() / "figures").glob("*/*.txt"))
+    assert kept == ["00", "03", "04"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -93,8 +94,12 @@ def _figure_file(key: str) -> Path:
 
 
 def remembered(key: str) -> str | None:
+    """The figure drawn before from the same inputs, or None; reading it marks it used (``forget_old_figures``)."""
+    path = _figure_file(key)
     try:
-        return _figure_file(key).read_text()
+        uri = path.read_text()
+        os.utime(path)
+        return uri
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -103,6 +108,26 @@ def remember(key: str, uri: str) -> None:
     """Keep a drawn figure (a PNG data URI) under the cache folder; a full or read-only disk only costs speed."""
     with contextlib.suppress(OSError):
         write_atomically(_figure_file(key), uri.encode())
+
+
+FIGURES_KEPT = 256 * 2**20  # bytes of remembered figures: a few hundred reports' worth
+
+
+def forget_old_figures(limit: int = FIGURES_KEPT) -> int:
+    """Delete the least recently written remembered figures until they take at most ``limit`` bytes; how many."""
+    try:
+        files = [(f.stat(), f) for f in (cache_dir() / "figures").glob("*/*.txt")]
+    except OSError:
+        return 0
+    total = sum(stat.st_size for stat, _ in files)
+    gone = 0
+    for stat, file in sorted(files, key=lambda pair: pair[0].st_mtime_ns):
+        if total <= limit:
+            break
+        with contextlib.suppress(OSError):
+            file.unlink()
+            total, gone = total - stat.st_size, gone + 1
+    return gone
 
 
 def per_variant(results: Results, drawer: Drawer) -> dict[str, dict[str, str]]:

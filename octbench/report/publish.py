@@ -13,7 +13,7 @@ from octbench.errors import OctbenchError
 from octbench.report import export, render, study
 from octbench.report.analysis import Options, analyse
 from octbench.report.collect import dataset_identity, latest_run, load
-from octbench.report.figures import Drawer
+from octbench.report.figures import Drawer, forget_old_figures
 
 EXTENSIONS = {"html": ".html", "md": ".md", "json": ".json", "latex": ".tex"}
 
@@ -57,6 +57,7 @@ def publish(
     else:
         formats = {"html": render.html, "md": render.markdown, "json": render.to_json, "latex": render.to_latex}
         written = _write({fmt: formats[fmt](page)}, fmt, directories, stem, output)
+    forget_old_figures()
     return written + (drawer.written if drawer is not None else [])
 
 
