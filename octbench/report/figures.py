@@ -7,6 +7,7 @@ A figure that cannot be drawn from what is stored is left out and the page says 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import pickle
@@ -81,12 +82,17 @@ def figure_key(draw: Any, args: tuple[Any, ...]) -> str | None:
         inputs = pickle.dumps(args, protocol=5)
     except Exception:
         return None
-    code = Path(plots.__file__).read_bytes()
-    parts = [draw.__module__, draw.__qualname__, matplotlib.__version__, hashlib.sha256(code).hexdigest(), inputs]
+    parts = [draw.__module__, draw.__qualname__, matplotlib.__version__, _drawing_code(), inputs]
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part if isinstance(part, bytes) else part.encode())
     return digest.hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=1)
+def _drawing_code() -> str:
+    """A digest of the drawing code, read once per process."""
+    return hashlib.sha256(Path(plots.__file__).read_bytes()).hexdigest()
 
 
 def _figure_file(key: str) -> Path:

@@ -36,7 +36,6 @@ from octbench.report import pipelines
 from octbench.report.analysis import Analysis
 from octbench.report.collect import Results, VariantResults
 from octbench.report.figures import slug
-from octbench.report.summary import summary
 from octbench.suite import PluginRef
 from octbench.technique import Splits
 
@@ -103,11 +102,6 @@ class Selection:
         if a is None or not (a.optimistic or (a.test_to_pool is not None and a.test_to_pool.rate >= 0.02)):
             return ""
         return a.sentence()[0].upper() + a.sentence()[1:]
-
-
-def summary_with(results: Results, analysis: Analysis, selection: Selection) -> str:
-    """The report's summary paragraph, with the near-duplicate audit's sentence where it bears on the comparison."""
-    return " ".join(filter(None, [summary(results, analysis), selection.summary_sentence()]))
 
 
 def flips(analysis: Analysis) -> dict[str, Flips]:
